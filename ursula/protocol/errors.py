@@ -1,0 +1,73 @@
+"""The protocol's error type and the mapping from state-machine error codes to HTTP.
+
+May import: the standard library only.
+"""
+
+from __future__ import annotations
+
+
+class ProtocolError(Exception):
+    """A request that cannot be served, with the HTTP status and a one-line reason."""
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or {}
+
+
+# Error codes produced by ursula.stream, and the HTTP status each one maps to.
+STATUS_BY_CODE: dict[str, int] = {
+    "bad_request": 400,
+    "invalid_json": 400,
+    "empty_append": 400,
+    "empty_json_array": 400,
+    "invalid_producer": 400,
+    "invalid_fork": 400,
+    "invalid_offset": 400,
+    "producer_epoch_stale": 403,
+    "not_found": 404,
+    "bucket_not_found": 404,
+    "fork_source_not_found": 404,
+    "exists_conflict": 409,
+    "content_type_mismatch": 409,
+    "closed": 409,
+    "stream_seq_conflict": 409,
+    "producer_seq_gap": 409,
+    "soft_deleted_conflict": 409,
+    "bucket_not_empty": 409,
+    "gone": 410,
+    "too_large": 413,
+}
+
+REASON_BY_CODE: dict[str, str] = {
+    "bad_request": "bad request",
+    "invalid_json": "body is not valid JSON",
+    "empty_append": "empty body requires Stream-Closed: true",
+    "empty_json_array": "empty JSON array cannot be appended",
+    "invalid_producer": "a new producer epoch must start at Producer-Seq 0",
+    "invalid_fork": "invalid fork offset",
+    "invalid_offset": "offset is beyond the stream tail",
+    "producer_epoch_stale": "producer epoch is stale",
+    "not_found": "stream not found",
+    "bucket_not_found": "bucket not found",
+    "fork_source_not_found": "fork source stream not found",
+    "exists_conflict": "stream exists with a different configuration",
+    "content_type_mismatch": "content type does not match the stream",
+    "closed": "stream is closed",
+    "stream_seq_conflict": "Stream-Seq must increase",
+    "producer_seq_gap": "producer sequence gap",
+    "soft_deleted_conflict": "stream was deleted and is still referenced by forks",
+    "bucket_not_empty": "bucket is not empty",
+    "gone": "stream was deleted",
+    "too_large": "payload too large",
+}
+
+
+def status_for(code: str) -> int:
+    """HTTP status for a state-machine error code (500 for an unknown code)."""
+    return STATUS_BY_CODE.get(code, 500)
+
+
+def reason_for(code: str) -> str:
+    return REASON_BY_CODE.get(code, code)

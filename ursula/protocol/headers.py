@@ -1,0 +1,116 @@
+"""Parsing and validation of the Durable Streams request headers.
+
+The functions take a ``get(name) -> str | None`` callable (lower-case header names) so that they
+work on any request object. Every malformed value raises ``ProtocolError(400, reason)``.
+
+May import: the standard library and ``ursula.protocol`` modules.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from ursula.protocol.errors import ProtocolError
+
+HeaderGetter = Callable[[str], "str | None"]
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+MAX_SAFE_INTEGER = 2**53 - 1
+_DECIMAL = re.compile(r"^(0|[1-9][0-9]*)$")
+_PLAIN_DIGITS = re.compile(r"^[0-9]+$")
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def media_type(content_type: str) -> str:
+    """The lower-cased media type without parameters: ``Text/Plain; x=y`` -> ``text/plain``."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def is_json_type(content_type: str) -> bool:
+    return media_type(content_type) == "application/json"
+
+
+def is_text_type(content_type: str) -> bool:
+    """Text and JSON streams are sent as text in SSE; everything else as base64."""
+    media = media_type(content_type)
+    return media.startswith("text/") or media == "application/json"
+
+
+def flag(get: HeaderGetter, name: str) -> bool:
+    """A boolean header: only the case-insensitive value ``true`` turns it on."""
+    value = get(name)
+    return value is not None and value.strip().lower() == "true"
+
+
+def parse_ttl(value: str) -> int:
+    if not _DECIMAL.match(value) or int(value) > MAX_SAFE_INTEGER:
+        raise ProtocolError(400, "Stream-TTL must be a non-negative integer without sign or zeros")
+    return int(value)
+
+
+def parse_expires_at(value: str) -> int:
+    """RFC 3339 timestamp -> milliseconds since the epoch."""
+    if not _RFC3339.match(value.strip()):
+        raise ProtocolError(400, "Stream-Expires-At must be an RFC 3339 timestamp")
+    text = value.strip().replace("z", "Z").replace("Z", "+00:00")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ProtocolError(400, "Stream-Expires-At must be an RFC 3339 timestamp") from None
+    return int(moment.timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerHeaders:
+    id: str
+    epoch: int
+    seq: int
+
+
+def parse_producer(get: HeaderGetter) -> ProducerHeaders | None:
+    """``Producer-Id/Epoch/Seq``: all three or none."""
+    pid, epoch, seq = get("producer-id"), get("producer-epoch"), get("producer-seq")
+    present = [v is not None for v in (pid, epoch, seq)]
+    if not any(present):
+        return None
+    if not all(present):
+        raise ProtocolError(400, "Producer-Id, Producer-Epoch and Producer-Seq must be sent together")
+    if pid == "":
+        raise ProtocolError(400, "Producer-Id must not be empty")
+    return ProducerHeaders(pid, _producer_int(epoch, "Producer-Epoch"),
+                           _producer_int(seq, "Producer-Seq"))
+
+
+def _producer_int(value: str, name: str) -> int:
+    if not _PLAIN_DIGITS.match(value) or int(value) > MAX_SAFE_INTEGER:
+        raise ProtocolError(400, f"{name} must be an integer between 0 and 2^53-1")
+    return int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetime:
+    ttl_seconds: int | None = None
+    expires_at_ms: int | None = None
+    expires_at_text: str | None = None
+
+
+def parse_lifetime(get: HeaderGetter) -> Lifetime:
+    ttl, expires = get("stream-ttl"), get("stream-expires-at")
+    if ttl is not None and expires is not None:
+        raise ProtocolError(400, "Stream-TTL and Stream-Expires-At are mutually exclusive")
+    if ttl is not None:
+        return Lifetime(ttl_seconds=parse_ttl(ttl))
+    if expires is not None:
+        return Lifetime(expires_at_ms=parse_expires_at(expires), expires_at_text=expires.strip())
+    return Lifetime()
+
+
+def parse_sub_offset(value: str) -> int:
+    if not _DECIMAL.match(value) or int(value) > MAX_SAFE_INTEGER:
+        raise ProtocolError(400, "Stream-Fork-Sub-Offset must be a non-negative integer")
+    return int(value)

@@ -1,0 +1,117 @@
+"""The commands of the stream state machine, and their cbor2 encoding.
+
+A command is a frozen dataclass; ``encode_command`` turns it into compact cbor2 bytes
+(``[tag, field, field, ...]``) for the Raft log, and ``decode_command`` reverses it.
+
+May import: the standard library and cbor2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, fields
+
+import cbor2
+
+
+@dataclass(frozen=True, slots=True)
+class Producer:
+    id: str
+    epoch: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class CreateStream:
+    bucket: str
+    stream: str
+    content_type: str | None = None  # None: the default, or the fork source's type
+    ttl_seconds: int | None = None
+    expires_at_ms: int | None = None
+    expires_at_text: str | None = None
+    closed: bool = False
+    body: bytes = b""
+    fork_bucket: str | None = None
+    fork_stream: str | None = None
+    fork_offset: int | None = None  # None: the source's tail
+    fork_sub_offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    bucket: str
+    stream: str
+    content_type: str | None
+    body: bytes
+    close: bool = False
+    producer: Producer | None = None
+    stream_seq: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendBatch:
+    """Frames appended in order; each frame is judged on its own (no producer)."""
+
+    bucket: str
+    stream: str
+    content_type: str | None
+    frames: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteStream:
+    bucket: str
+    stream: str
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """A read of a stream with a sliding TTL: renews its idle window."""
+
+    bucket: str
+    stream: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreateBucket:
+    bucket: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteBucket:
+    bucket: str
+
+
+_TYPES = [CreateStream, Append, AppendBatch, DeleteStream, Touch, CreateBucket, DeleteBucket]
+_TAG = {cls: index for index, cls in enumerate(_TYPES)}
+
+Command = CreateStream | Append | AppendBatch | DeleteStream | Touch | CreateBucket | DeleteBucket
+
+
+def _to_plain(command) -> list:
+    out = [_TAG[type(command)]]
+    for field in fields(command):
+        value = getattr(command, field.name)
+        if isinstance(value, Producer):
+            value = list(astuple(value))
+        elif isinstance(value, tuple):
+            value = list(value)
+        out.append(value)
+    return out
+
+
+def encode_command(command) -> bytes:
+    return cbor2.dumps(_to_plain(command))
+
+
+def decode_command(data: bytes):
+    plain = cbor2.loads(data)
+    cls = _TYPES[plain[0]]
+    values = plain[1:]
+    kwargs = {}
+    for field, value in zip(fields(cls), values, strict=True):
+        if field.name == "producer" and value is not None:
+            value = Producer(*value)
+        elif field.name == "frames":
+            value = tuple(value)
+        kwargs[field.name] = value
+    return cls(**kwargs)

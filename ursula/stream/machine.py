@@ -1,0 +1,507 @@
+"""``StreamMachine``: applies commands to the streams of one group; answers read queries.
+
+Every state change is ``apply(command, now_ms) -> Outcome``. Queries (``head``, ``read``,
+``list_streams``) raise ``StreamError`` with an error code from
+``ursula.protocol.errors.STATUS_BY_CODE``. Expired streams are treated as absent by queries and
+removed by the next command that touches them (plus a small bounded sweep on every command).
+
+May import: the standard library, cbor2, ``ursula.protocol`` and ``ursula.stream`` modules.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+import cbor2
+
+from ursula.protocol.errors import ProtocolError
+from ursula.protocol.headers import DEFAULT_CONTENT_TYPE, is_json_type, media_type
+from ursula.protocol.jsonmode import split_messages
+from ursula.protocol.names import DEFAULT_BUCKET
+from ursula.stream.commands import (
+    Append, AppendBatch, CreateBucket, CreateStream, DeleteBucket, DeleteStream, Touch,
+)
+from ursula.stream.model import APPENDS, ProducerState, Stream
+
+SWEEP_PER_COMMAND = 16
+SNAPSHOT_VERSION = 1
+
+
+class StreamError(Exception):
+    def __init__(self, code: str):
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a command did. ``error`` is None on success, else an error code."""
+
+    error: str | None = None
+    created: bool = False
+    duplicate: bool = False
+    start_offset: int = 0
+    next_offset: int = 0
+    closed: bool = False
+    producer_epoch: int | None = None
+    producer_seq: int | None = None
+    expected_seq: int | None = None
+    received_seq: int | None = None
+    content_type: str | None = None
+    results: list[Outcome] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    uid: int
+    content_type: str
+    json: bool
+    tail: int
+    closed: bool
+    ttl_seconds: int | None
+    expires_at_text: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    info: StreamInfo
+    start: int
+    next_offset: int
+    data: bytes  # stored bytes: raw for byte streams, ``m1,m2,`` records for JSON streams
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.next_offset == self.info.tail
+
+    @property
+    def closed(self) -> bool:
+        """The reader has reached the end of a closed stream (EOF)."""
+        return self.info.closed and self.up_to_date
+
+
+def _info(stream: Stream) -> StreamInfo:
+    return StreamInfo(stream.uid, stream.content_type, stream.json, stream.tail, stream.closed,
+                      stream.ttl_seconds, stream.expires_at_text)
+
+
+class StreamMachine:
+    def __init__(self) -> None:
+        self.streams: dict[tuple[str, str], Stream] = {}
+        self.buckets: dict[str, set[str]] = {DEFAULT_BUCKET: set()}
+        self.next_uid = 1
+        self.total_bytes = 0
+        self._deadlines: list[tuple[int, int, str, str]] = []
+        self.applied = 0
+
+    # == commands ==========================================================================
+
+    def apply(self, command, now_ms: int) -> Outcome:
+        self.applied += 1
+        self._sweep(now_ms)
+        handler = _HANDLERS[type(command)]
+        return handler(self, command, now_ms)
+
+    def _create_bucket(self, cmd: CreateBucket, now_ms: int) -> Outcome:
+        if cmd.bucket in self.buckets:
+            return Outcome()
+        self.buckets[cmd.bucket] = set()
+        return Outcome(created=True)
+
+    def _delete_bucket(self, cmd: DeleteBucket, now_ms: int) -> Outcome:
+        names = self.buckets.get(cmd.bucket)
+        if names is None:
+            return Outcome(error="bucket_not_found")
+        if cmd.bucket == DEFAULT_BUCKET:
+            return Outcome(error="bad_request")
+        for name in list(names):
+            self._expire_if_due(self.streams[(cmd.bucket, name)], now_ms)
+        if names:
+            return Outcome(error="bucket_not_empty")
+        del self.buckets[cmd.bucket]
+        return Outcome()
+
+    def _create_stream(self, cmd: CreateStream, now_ms: int) -> Outcome:
+        key = (cmd.bucket, cmd.stream)
+        existing = self.streams.get(key)
+        if existing is not None:
+            self._expire_if_due(existing, now_ms)
+            existing = self.streams.get(key)
+        if existing is not None:
+            if existing.deleted:
+                return Outcome(error="soft_deleted_conflict")
+            return self._compare_existing(existing, cmd)
+
+        parent = None
+        base = 0
+        content_type = cmd.content_type or DEFAULT_CONTENT_TYPE
+        ttl, expires_ms, expires_text = cmd.ttl_seconds, cmd.expires_at_ms, cmd.expires_at_text
+        if cmd.fork_stream is not None:
+            parent = self.streams.get((cmd.fork_bucket, cmd.fork_stream))
+            if parent is not None and parent.expired(now_ms) and not parent.forks:
+                parent = None
+            if parent is None:
+                return Outcome(error="fork_source_not_found")
+            if parent.deleted or parent.expired(now_ms):
+                return Outcome(error="soft_deleted_conflict")
+            if cmd.content_type is not None and (
+                    media_type(cmd.content_type) != media_type(parent.content_type)):
+                return Outcome(error="content_type_mismatch")
+            content_type = cmd.content_type or parent.content_type
+            base = self._fork_base(parent, cmd.fork_offset, cmd.fork_sub_offset)
+            if base is None:
+                return Outcome(error="invalid_fork")
+            if ttl is None and expires_ms is None:
+                ttl, expires_ms, expires_text = (
+                    parent.ttl_seconds, parent.expires_at_ms, parent.expires_at_text)
+
+        json_mode = is_json_type(content_type)
+        records: list[bytes] = []
+        if cmd.body:
+            try:
+                records = _records(cmd.body, json_mode)
+            except ProtocolError:
+                return Outcome(error="invalid_json")
+
+        stream = Stream(self.next_uid, cmd.bucket, cmd.stream, content_type, json_mode, base,
+                        parent)
+        self.next_uid += 1
+        stream.ttl_seconds, stream.expires_at_ms, stream.expires_at_text = ttl, expires_ms, \
+            expires_text
+        stream.requested_lifetime = (cmd.ttl_seconds, cmd.expires_at_ms)
+        stream.touched_ms = now_ms
+        if parent is not None:
+            parent.forks += 1
+            stream.fork_spec = (cmd.fork_bucket, cmd.fork_stream, cmd.fork_offset,
+                                cmd.fork_sub_offset)
+        if records:
+            stream.write_records(records)
+            self.total_bytes += len(stream.data)
+        stream.closed = cmd.closed
+        self.streams[key] = stream
+        self.buckets.setdefault(cmd.bucket, set()).add(cmd.stream)
+        self._track_deadline(stream)
+        return Outcome(created=True, next_offset=stream.tail, closed=stream.closed,
+                       content_type=content_type)
+
+    def _compare_existing(self, existing: Stream, cmd: CreateStream) -> Outcome:
+        if cmd.content_type is not None:
+            requested_type = cmd.content_type
+        elif existing.fork_spec is not None:
+            requested_type = existing.content_type
+        else:
+            requested_type = DEFAULT_CONTENT_TYPE
+        fork_spec = None
+        if cmd.fork_stream is not None:
+            fork_spec = (cmd.fork_bucket, cmd.fork_stream, cmd.fork_offset, cmd.fork_sub_offset)
+        same = (
+            media_type(requested_type) == media_type(existing.content_type)
+            and (cmd.ttl_seconds, cmd.expires_at_ms) == existing.requested_lifetime
+            and cmd.closed == existing.closed
+            and fork_spec == existing.fork_spec
+        )
+        if not same:
+            return Outcome(error="exists_conflict")
+        return Outcome(next_offset=existing.tail, closed=existing.closed,
+                       content_type=existing.content_type)
+
+    @staticmethod
+    def _fork_base(parent: Stream, offset: int | None, sub_offset: int) -> int | None:
+        """Where a fork's own data starts in the shared offset space, or None if invalid."""
+        anchor = parent.tail if offset is None else offset
+        if anchor > parent.tail:
+            return None
+        if parent.json and anchor != parent.tail and (
+                parent.boundary_at_or_before(anchor) != anchor):
+            return None
+        if sub_offset == 0:
+            return anchor
+        if parent.json:
+            limit = parent.boundary_after(anchor, APPENDS)
+            position = anchor
+            for _ in range(sub_offset):
+                position = parent.boundary_after(position)
+                if position is None or limit is None or position > limit:
+                    return None
+            return position
+        limit = parent.boundary_after(anchor)
+        if limit is None or anchor + sub_offset > limit:
+            return None
+        return anchor + sub_offset
+
+    def _append(self, cmd: Append, now_ms: int) -> Outcome:
+        stream, error = self._writable(cmd.bucket, cmd.stream, now_ms)
+        if stream is None:
+            return Outcome(error=error)
+        return self._append_to(stream, cmd.content_type, cmd.body, cmd.close, cmd.producer,
+                               cmd.stream_seq, now_ms)
+
+    def _append_to(self, stream: Stream, content_type, body: bytes, close: bool, producer,
+                   stream_seq, now_ms: int) -> Outcome:
+        state = None
+        if producer is not None:
+            state = stream.producers.get(producer.id)
+            if state is not None and producer.epoch < state.epoch:
+                return Outcome(error="producer_epoch_stale", producer_epoch=state.epoch,
+                               next_offset=stream.tail, closed=stream.closed)
+            if state is not None and producer.epoch == state.epoch and producer.seq <= state.seq:
+                self._touch(stream, now_ms)
+                return Outcome(duplicate=True, next_offset=state.next_offset,
+                               closed=stream.closed, producer_epoch=state.epoch,
+                               producer_seq=state.seq)
+        if stream.closed:
+            if not body and close and producer is None:
+                self._touch(stream, now_ms)
+                return Outcome(next_offset=stream.tail, closed=True)
+            return Outcome(error="closed", next_offset=stream.tail, closed=True)
+        if producer is not None:
+            if state is None or producer.epoch > state.epoch:
+                if producer.seq != 0:
+                    if state is None:
+                        return Outcome(error="producer_seq_gap", expected_seq=0,
+                                       received_seq=producer.seq, next_offset=stream.tail)
+                    return Outcome(error="invalid_producer", next_offset=stream.tail)
+            elif producer.seq != state.seq + 1:
+                return Outcome(error="producer_seq_gap", expected_seq=state.seq + 1,
+                               received_seq=producer.seq, next_offset=stream.tail)
+        if not body and not close:
+            return Outcome(error="empty_append", next_offset=stream.tail)
+        if body and (content_type is None
+                     or media_type(content_type) != media_type(stream.content_type)):
+            return Outcome(error="content_type_mismatch", next_offset=stream.tail)
+        if stream_seq is not None and stream.last_seq is not None and (
+                stream_seq.encode("utf-8") <= stream.last_seq.encode("utf-8")):
+            return Outcome(error="stream_seq_conflict", next_offset=stream.tail)
+        records: list[bytes] = []
+        if body:
+            try:
+                records = _records(body, stream.json)
+            except ProtocolError:
+                return Outcome(error="invalid_json", next_offset=stream.tail)
+            if not records:
+                return Outcome(error="empty_json_array", next_offset=stream.tail)
+        start = stream.tail
+        if records:
+            stream.write_records(records)
+            self.total_bytes += stream.tail - start
+        if stream_seq is not None:
+            stream.last_seq = stream_seq
+        if close:
+            stream.closed = True
+        outcome = Outcome(start_offset=start, next_offset=stream.tail, closed=stream.closed)
+        if producer is not None:
+            stream.producers[producer.id] = ProducerState(producer.epoch, producer.seq,
+                                                          stream.tail)
+            outcome.producer_epoch, outcome.producer_seq = producer.epoch, producer.seq
+        self._touch(stream, now_ms)
+        return outcome
+
+    def _append_batch(self, cmd: AppendBatch, now_ms: int) -> Outcome:
+        stream, error = self._writable(cmd.bucket, cmd.stream, now_ms)
+        if stream is None:
+            return Outcome(error=error)
+        results = [self._append_to(stream, cmd.content_type, frame, False, None, None, now_ms)
+                   for frame in cmd.frames]
+        return Outcome(next_offset=stream.tail, closed=stream.closed, results=results)
+
+    def _delete_stream(self, cmd: DeleteStream, now_ms: int) -> Outcome:
+        stream, error = self._writable(cmd.bucket, cmd.stream, now_ms)
+        if stream is None:
+            return Outcome(error=error)
+        if stream.forks:
+            stream.deleted = True
+        else:
+            self._drop(stream)
+        return Outcome()
+
+    def _touch_command(self, cmd: Touch, now_ms: int) -> Outcome:
+        stream, error = self._writable(cmd.bucket, cmd.stream, now_ms)
+        if stream is None:
+            return Outcome(error=error)
+        self._touch(stream, now_ms)
+        return Outcome(next_offset=stream.tail, closed=stream.closed)
+
+    # == lifetime ==========================================================================
+
+    def _writable(self, bucket: str, name: str, now_ms: int) -> tuple[Stream | None, str | None]:
+        stream = self.streams.get((bucket, name))
+        if stream is None:
+            return None, "not_found"
+        self._expire_if_due(stream, now_ms)
+        if stream.deleted:
+            return None, "gone"
+        if (bucket, name) not in self.streams:
+            return None, "not_found"
+        return stream, None
+
+    def _touch(self, stream: Stream, now_ms: int) -> None:
+        if stream.ttl_seconds is not None and now_ms > stream.touched_ms:
+            stream.touched_ms = now_ms
+
+    def _expire_if_due(self, stream: Stream, now_ms: int) -> None:
+        if stream.deleted or not stream.expired(now_ms):
+            return
+        if stream.forks:
+            stream.deleted = True
+        else:
+            self._drop(stream)
+
+    def _drop(self, stream: Stream) -> None:
+        """Remove a stream with no forks; release its source (cascading soft deletes)."""
+        key = (stream.bucket, stream.name)
+        if self.streams.get(key) is stream:
+            del self.streams[key]
+            self.buckets.get(stream.bucket, set()).discard(stream.name)
+        self.total_bytes -= len(stream.data)
+        parent = stream.parent
+        stream.parent = None
+        if parent is not None:
+            parent.forks -= 1
+            if parent.forks == 0 and parent.deleted:
+                self._drop(parent)
+
+    def _track_deadline(self, stream: Stream) -> None:
+        deadline = stream.deadline_ms()
+        if deadline is not None:
+            heapq.heappush(self._deadlines, (deadline, stream.uid, stream.bucket, stream.name))
+
+    def _sweep(self, now_ms: int) -> None:
+        """Drop up to SWEEP_PER_COMMAND expired streams, so idle expired streams free memory."""
+        for _ in range(SWEEP_PER_COMMAND):
+            if not self._deadlines or self._deadlines[0][0] > now_ms:
+                return
+            _, uid, bucket, name = heapq.heappop(self._deadlines)
+            stream = self.streams.get((bucket, name))
+            if stream is None or stream.uid != uid or stream.deleted:
+                continue
+            if stream.expired(now_ms):
+                self._expire_if_due(stream, now_ms)
+            else:
+                self._track_deadline(stream)
+
+    # == queries ===========================================================================
+
+    def _live(self, bucket: str, name: str, now_ms: int) -> Stream:
+        stream = self.streams.get((bucket, name))
+        if stream is None:
+            raise StreamError("not_found")
+        if stream.deleted:
+            raise StreamError("gone")
+        if stream.expired(now_ms):
+            raise StreamError("gone" if stream.forks else "not_found")
+        return stream
+
+    def head(self, bucket: str, name: str, now_ms: int) -> StreamInfo:
+        return _info(self._live(bucket, name, now_ms))
+
+    def read(self, bucket: str, name: str, offset: int, max_bytes: int, now_ms: int) -> ReadResult:
+        """Stored bytes from ``offset``: at most ``max_bytes`` unless one record is larger."""
+        stream = self._live(bucket, name, now_ms)
+        tail = stream.tail
+        if offset > tail:
+            raise StreamError("invalid_offset")
+        if stream.json and offset < tail and stream.boundary_at_or_before(offset) != offset:
+            offset = stream.boundary_after(offset)
+        end = tail
+        if tail - offset > max_bytes:
+            end = stream.boundary_at_or_before(offset + max_bytes)
+            if end <= offset:
+                end = stream.boundary_after(offset)
+        return ReadResult(_info(stream), offset, end, stream.slice(offset, end))
+
+    def list_streams(self, bucket: str, after: str, limit: int, now_ms: int) -> list[StreamInfo]:
+        names = self.buckets.get(bucket)
+        if names is None:
+            raise StreamError("bucket_not_found")
+        out = []
+        for name in sorted(n for n in names if n > after):
+            stream = self.streams[(bucket, name)]
+            if stream.deleted or stream.expired(now_ms):
+                continue
+            out.append((name, _info(stream)))
+            if len(out) >= limit:
+                break
+        return out
+
+    @property
+    def stream_count(self) -> int:
+        return len(self.streams)
+
+    # == snapshots =========================================================================
+
+    def snapshot(self) -> bytes:
+        streams = sorted(self.streams.values(), key=lambda s: s.uid)
+        return cbor2.dumps({
+            "version": SNAPSHOT_VERSION,
+            "next_uid": self.next_uid,
+            "buckets": sorted(self.buckets),
+            "streams": [_dump_stream(s) for s in streams],
+        })
+
+    @classmethod
+    def restore(cls, blob: bytes) -> StreamMachine:
+        state = cbor2.loads(blob)
+        if state.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported snapshot version {state.get('version')!r}")
+        machine = cls()
+        machine.next_uid = state["next_uid"]
+        for bucket in state["buckets"]:
+            machine.buckets.setdefault(bucket, set())
+        by_uid: dict[int, Stream] = {}
+        for item in state["streams"]:
+            stream = _load_stream(item, by_uid)
+            by_uid[stream.uid] = stream
+            machine.streams[(stream.bucket, stream.name)] = stream
+            machine.buckets.setdefault(stream.bucket, set()).add(stream.name)
+            machine.total_bytes += len(stream.data)
+            machine._track_deadline(stream)
+        return machine
+
+
+def _records(body: bytes, json_mode: bool) -> list[bytes]:
+    if json_mode:
+        return [message + b"," for message in split_messages(body)]
+    return [body]
+
+
+def _dump_stream(s: Stream) -> dict:
+    return {
+        "uid": s.uid, "bucket": s.bucket, "name": s.name, "content_type": s.content_type,
+        "ttl": s.ttl_seconds, "expires_ms": s.expires_at_ms, "expires_text": s.expires_at_text,
+        "requested_lifetime": list(s.requested_lifetime), "touched": s.touched_ms,
+        "closed": s.closed, "base": s.base, "parent": s.parent.uid if s.parent else None,
+        "data": bytes(s.data), "ends": s.ends, "append_ends": s.append_ends if s.json else None,
+        "last_seq": s.last_seq,
+        "producers": {k: [v.epoch, v.seq, v.next_offset] for k, v in s.producers.items()},
+        "forks": s.forks, "deleted": s.deleted,
+        "fork_spec": list(s.fork_spec) if s.fork_spec else None,
+    }
+
+
+def _load_stream(d: dict, by_uid: dict[int, Stream]) -> Stream:
+    parent = by_uid[d["parent"]] if d["parent"] is not None else None
+    json_mode = is_json_type(d["content_type"])
+    s = Stream(d["uid"], d["bucket"], d["name"], d["content_type"], json_mode, d["base"], parent)
+    s.ttl_seconds, s.expires_at_ms, s.expires_at_text = d["ttl"], d["expires_ms"], \
+        d["expires_text"]
+    s.requested_lifetime = tuple(d["requested_lifetime"])
+    s.touched_ms, s.closed = d["touched"], d["closed"]
+    s.data = bytearray(d["data"])
+    s.ends = list(d["ends"])
+    s.append_ends = list(d["append_ends"]) if json_mode else s.ends
+    s.last_seq = d["last_seq"]
+    s.producers = {k: ProducerState(*v) for k, v in d["producers"].items()}
+    s.forks, s.deleted = d["forks"], d["deleted"]
+    s.fork_spec = tuple(d["fork_spec"]) if d["fork_spec"] else None
+    return s
+
+
+_HANDLERS = {
+    CreateStream: StreamMachine._create_stream,
+    Append: StreamMachine._append,
+    AppendBatch: StreamMachine._append_batch,
+    DeleteStream: StreamMachine._delete_stream,
+    Touch: StreamMachine._touch_command,
+    CreateBucket: StreamMachine._create_bucket,
+    DeleteBucket: StreamMachine._delete_bucket,
+}
