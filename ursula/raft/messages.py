@@ -1,0 +1,323 @@
+"""Raft records and messages: small dataclasses plus their cbor2 wire form.
+
+What lives here: the log record types (`Entry`, `HardState`, `ConfState`, `SnapshotMeta`,
+`Snapshot`), every message two replicas exchange (one dataclass per kind), and
+`to_wire()` / `from_wire()` which turn a message into nested lists of ints, bools and bytes
+that cbor2 (and AMP, later) can carry, and back.
+
+All values are treated as immutable once built.  Node ids are positive ints; `NONE` (0) means
+"no node".
+
+May import: the standard library and cbor2 only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import cbor2
+
+NONE = 0
+
+#: Entry kinds.  Only NORMAL exists today; the field is on the wire so a later issue can add
+#: configuration-change entries without a format change.
+ENTRY_NORMAL = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One log entry.  An entry with empty `data` is the leader's no-op; apps skip it."""
+
+    term: int
+    index: int
+    data: bytes = b""
+    kind: int = ENTRY_NORMAL
+
+    def size(self) -> int:
+        return len(self.data) + 16
+
+    def to_wire(self) -> list:
+        return [self.term, self.index, self.data, self.kind]
+
+    @classmethod
+    def from_wire(cls, w: list) -> Entry:
+        return cls(int(w[0]), int(w[1]), bytes(w[2]), int(w[3]))
+
+
+@dataclass(frozen=True, slots=True)
+class HardState:
+    """What must be on disk before any message that depends on it is sent."""
+
+    term: int = 0
+    vote: int = NONE
+    commit: int = 0
+
+    def to_wire(self) -> list:
+        return [self.term, self.vote, self.commit]
+
+    @classmethod
+    def from_wire(cls, w: list) -> HardState:
+        return cls(int(w[0]), int(w[1]), int(w[2]))
+
+
+@dataclass(frozen=True, slots=True)
+class ConfState:
+    """The voter set.  Stored with snapshot metadata so membership changes can be added later."""
+
+    voters: tuple[int, ...] = ()
+
+    def to_wire(self) -> list:
+        return list(self.voters)
+
+    @classmethod
+    def from_wire(cls, w: list) -> ConfState:
+        return cls(tuple(int(v) for v in w))
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    index: int = 0
+    term: int = 0
+    conf: ConfState = ConfState()
+
+    def to_wire(self) -> list:
+        return [self.index, self.term, self.conf.to_wire()]
+
+    @classmethod
+    def from_wire(cls, w: list) -> SnapshotMeta:
+        return cls(int(w[0]), int(w[1]), ConfState.from_wire(w[2]))
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An application state-machine image (opaque bytes) as of `meta.index`."""
+
+    meta: SnapshotMeta
+    data: bytes = b""
+
+    def to_wire(self) -> list:
+        return [self.meta.to_wire(), self.data]
+
+    @classmethod
+    def from_wire(cls, w: list) -> Snapshot:
+        return cls(SnapshotMeta.from_wire(w[0]), bytes(w[1]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages.  Every message has `term`, `src` and `dst` first; `TAG` is its wire discriminator.
+
+
+class Message:
+    """Mixin for all messages: generic wire encoding driven by the dataclass fields."""
+
+    __slots__ = ()
+    TAG: ClassVar[int]
+    # field name -> (encode, decode) for fields that are not plain ints/bools/bytes
+    _CODECS: ClassVar[dict[str, tuple[Any, Any]]] = {}
+
+    def to_wire(self) -> list:
+        out: list = [self.TAG]
+        codecs = self._CODECS
+        for f in fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            c = codecs.get(f.name)
+            out.append(c[0](v) if c else v)
+        return out
+
+    def encode(self) -> bytes:
+        return cbor2.dumps(self.to_wire())
+
+
+def _entries_enc(es: tuple[Entry, ...]) -> list:
+    return [e.to_wire() for e in es]
+
+
+def _entries_dec(w: list) -> tuple[Entry, ...]:
+    return tuple(Entry.from_wire(x) for x in w)
+
+
+_META = (SnapshotMeta.to_wire, SnapshotMeta.from_wire)
+_ENTRIES = (_entries_enc, _entries_dec)
+
+
+@dataclass(frozen=True, slots=True)
+class VoteRequest(Message):
+    """RequestVote.  `pre` marks a pre-vote (term is the would-be term, not adopted by anyone);
+    `transfer` marks a campaign started by TimeoutNow, which may override a follower's lease."""
+
+    TAG: ClassVar[int] = 1
+    term: int
+    src: int
+    dst: int
+    last_index: int
+    last_term: int
+    pre: bool = False
+    transfer: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VoteResponse(Message):
+    TAG: ClassVar[int] = 2
+    term: int
+    src: int
+    dst: int
+    granted: bool
+    pre: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntries(Message):
+    """AppendEntries (empty `entries` is a probe).  `commit` is the leader's commit index."""
+
+    TAG: ClassVar[int] = 3
+    _CODECS: ClassVar[dict] = {"entries": _ENTRIES}
+    term: int
+    src: int
+    dst: int
+    prev_index: int
+    prev_term: int
+    entries: tuple[Entry, ...]
+    commit: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResponse(Message):
+    """Success: `index` is the follower's last index matching the leader's log.
+    Reject: `index` is the rejected `prev_index`; `hint_index`/`hint_term` give the largest
+    follower index whose term is <= the leader's prev_term (fast back-off)."""
+
+    TAG: ClassVar[int] = 4
+    term: int
+    src: int
+    dst: int
+    index: int
+    reject: bool = False
+    hint_index: int = 0
+    hint_term: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat(Message):
+    """Leader heartbeat; `ctx` non-empty when it also confirms leadership for a ReadIndex."""
+
+    TAG: ClassVar[int] = 5
+    term: int
+    src: int
+    dst: int
+    commit: int
+    ctx: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResponse(Message):
+    TAG: ClassVar[int] = 6
+    term: int
+    src: int
+    dst: int
+    ctx: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot(Message):
+    """One chunk of a snapshot: bytes [offset, offset+len(data)) of the image; `done` on the
+    last chunk."""
+
+    TAG: ClassVar[int] = 7
+    _CODECS: ClassVar[dict] = {"meta": _META}
+    term: int
+    src: int
+    dst: int
+    meta: SnapshotMeta
+    offset: int
+    data: bytes
+    done: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotResponse(Message):
+    """Ack of a (non-final) chunk: the follower holds `offset` bytes of snapshot `index`."""
+
+    TAG: ClassVar[int] = 8
+    term: int
+    src: int
+    dst: int
+    index: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutNow(Message):
+    """Leadership transfer: the receiver starts an election at once (no pre-vote)."""
+
+    TAG: ClassVar[int] = 9
+    term: int
+    src: int
+    dst: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIndexRequest(Message):
+    """A follower asks the leader for a read index on behalf of its client."""
+
+    TAG: ClassVar[int] = 10
+    term: int
+    src: int
+    dst: int
+    ctx: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIndexResponse(Message):
+    TAG: ClassVar[int] = 11
+    term: int
+    src: int
+    dst: int
+    ctx: bytes
+    index: int
+
+
+MESSAGE_TYPES: tuple[type, ...] = (
+    VoteRequest,
+    VoteResponse,
+    AppendEntries,
+    AppendResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    SnapshotResponse,
+    TimeoutNow,
+    ReadIndexRequest,
+    ReadIndexResponse,
+)
+_BY_TAG: dict[int, type] = {cls.TAG: cls for cls in MESSAGE_TYPES}
+
+
+def to_wire(msg: Message) -> list:
+    """Message -> nested list of ints, bools and bytes (cbor2-encodable)."""
+    return msg.to_wire()
+
+
+def from_wire(w: list) -> Message:
+    """Inverse of `to_wire`.  Raises ValueError on an unknown tag or wrong arity."""
+    try:
+        cls = _BY_TAG[int(w[0])]
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise ValueError(f"not a raft message: {w!r:.80}") from e
+    fs = fields(cls)
+    if len(w) != len(fs) + 1:
+        raise ValueError(f"{cls.__name__}: expected {len(fs)} fields, got {len(w) - 1}")
+    codecs = cls._CODECS
+    args = []
+    for f, v in zip(fs, w[1:], strict=True):
+        c = codecs.get(f.name)
+        args.append(c[1](v) if c else v)
+    return cls(*args)
+
+
+def encode_message(msg: Message) -> bytes:
+    return cbor2.dumps(msg.to_wire())
+
+
+def decode_message(data: bytes) -> Message:
+    return from_wire(cbor2.loads(data))

@@ -1,0 +1,743 @@
+"""RaftNode: one replica of one Raft group, sans-I/O, modelled on etcd/raft.
+
+What lives here: `Config`, `Ready`, `RaftNode` (the role state machine: follower,
+pre-candidate, candidate, leader) and its errors.
+
+The node never reads a clock, never does I/O and draws randomness only from the
+`random.Random` the caller passes in.  The caller drives it:
+
+    node.tick()                 # every tick of the caller's clock
+    node.step(msg)              # every message that arrives from a peer
+    node.propose(data)          # leader only; returns the entry's index
+    node.read_index(ctx)        # linearizable read; answer comes back as a ReadState
+    while node.has_ready():
+        rd = node.ready()
+        persist rd.snapshot, rd.entries, rd.hard_state   (in that order, durably)
+        send rd.messages                                  (only after persisting)
+        install rd.snapshot into the state machine, then apply rd.committed_entries
+        serve reads in rd.read_states once applied >= their index
+        node.advance(rd)
+
+May import: the standard library and ursula.raft.* only.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from ursula.raft.log import MemoryStorage, RaftLog
+from ursula.raft.messages import (
+    NONE,
+    AppendEntries,
+    AppendResponse,
+    Entry,
+    HardState,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    Message,
+    ReadIndexRequest,
+    ReadIndexResponse,
+    Snapshot,
+    SnapshotResponse,
+    TimeoutNow,
+    VoteRequest,
+    VoteResponse,
+)
+from ursula.raft.progress import (
+    PROBE,
+    REPLICATE,
+    SNAPSHOT,
+    VOTE_LOST,
+    VOTE_WON,
+    ProgressTracker,
+)
+from ursula.raft.readonly import ReadOnly, ReadState
+
+FOLLOWER = "follower"
+PRE_CANDIDATE = "pre-candidate"
+CANDIDATE = "candidate"
+LEADER = "leader"
+
+
+class RaftError(Exception):
+    pass
+
+
+class NotLeader(RaftError):
+    """Proposal or transfer on a non-leader.  `leader` is the known leader id or NONE."""
+
+    def __init__(self, leader: int) -> None:
+        super().__init__(f"not leader (leader is {leader or 'unknown'})")
+        self.leader = leader
+
+
+class ProposalDropped(RaftError):
+    """The leader is handing leadership over and takes no proposals."""
+
+
+@dataclass
+class Config:
+    id: int
+    election_tick: int = 10
+    heartbeat_tick: int = 1
+    max_size_per_msg: int = 1 << 20
+    max_inflight: int = 256
+    pre_vote: bool = True
+    check_quorum: bool = True
+    snapshot_chunk_size: int = 60 * 1024
+    max_apply_size: int | None = None
+    # Deliberately broken rules, for showing that the simulator's checker bites.  Never set
+    # these outside tests.
+    unsafe_commit_any_term: bool = False
+    unsafe_vote_twice: bool = False
+
+    def validate(self) -> None:
+        if self.id == NONE:
+            raise ValueError("node id must be a positive int")
+        if self.heartbeat_tick <= 0 or self.election_tick <= self.heartbeat_tick:
+            raise ValueError("need 0 < heartbeat_tick < election_tick")
+        if self.max_inflight <= 0 or self.snapshot_chunk_size <= 0:
+            raise ValueError("max_inflight and snapshot_chunk_size must be positive")
+
+
+@dataclass
+class Ready:
+    """One batch of work for the application.  See the module docstring for the order."""
+
+    hard_state: HardState | None = None  # None: unchanged since the last Ready
+    entries: list[Entry] = field(default_factory=list)
+    snapshot: Snapshot | None = None
+    committed_entries: list[Entry] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    read_states: list[ReadState] = field(default_factory=list)
+    role: str = FOLLOWER
+    leader: int = NONE
+
+    @property
+    def must_sync(self) -> bool:
+        return bool(self.entries) or self.hard_state is not None or self.snapshot is not None
+
+
+@dataclass(slots=True)
+class _SnapRecv:
+    leader: int
+    term: int
+    meta: object
+    data: bytearray
+
+
+class RaftNode:
+    def __init__(self, config: Config, storage: MemoryStorage, rng: random.Random) -> None:
+        config.validate()
+        self.config = config
+        self.id = config.id
+        self.rng = rng
+        self.storage = storage
+        hs, conf = storage.initial_state()
+        if not conf.voters:
+            raise ValueError("storage has no voter set (ConfState)")
+        self.log = RaftLog(storage, config.max_apply_size)
+        self.tracker = ProgressTracker(conf.voters, config.max_inflight)
+        self.term = hs.term
+        self.vote = hs.vote
+        if hs.commit > self.log.committed:
+            self.log.commit_to(hs.commit)
+        self.role = FOLLOWER
+        self.lead = NONE
+        self.msgs: list[Message] = []
+        self.read_states: list[ReadState] = []
+        self.readonly = ReadOnly()
+        self.pending_reads: list[tuple[bytes, int]] = []  # before the first commit in term
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = config.election_tick
+        self.lead_transferee = NONE
+        self._need_bcast = False
+        self._snap_recv: _SnapRecv | None = None
+        self._prev_hs = hs
+        self._become_follower(self.term, NONE)
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def voters(self) -> tuple[int, ...]:
+        return self.tracker.voters
+
+    @property
+    def leader(self) -> int:
+        return self.lead
+
+    @property
+    def committed(self) -> int:
+        return self.log.committed
+
+    @property
+    def applied(self) -> int:
+        return self.log.applied
+
+    def hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.committed)
+
+    def __repr__(self) -> str:
+        return f"RaftNode(id={self.id} {self.role} term={self.term} lead={self.lead} {self.log})"
+
+    # ------------------------------------------------------------------ public driving API
+    def tick(self) -> None:
+        if self.role == LEADER:
+            self._tick_heartbeat()
+        else:
+            self._tick_election()
+
+    def campaign(self) -> None:
+        """Start an election now (as if the election timeout fired)."""
+        self._hup(transfer=False)
+
+    def propose(self, data: bytes) -> int:
+        """Append `data` as a new entry; returns its index (its term is `self.term`)."""
+        if self.role != LEADER:
+            raise NotLeader(self.lead)
+        if self.lead_transferee != NONE:
+            raise ProposalDropped("leadership transfer in progress")
+        index = self.log.last_index() + 1
+        self.log.append([Entry(self.term, index, data)])
+        self._need_bcast = True
+        return index
+
+    def propose_many(self, items: list[bytes]) -> int:
+        """Append several entries at once; returns the index of the last."""
+        if self.role != LEADER:
+            raise NotLeader(self.lead)
+        if self.lead_transferee != NONE:
+            raise ProposalDropped("leadership transfer in progress")
+        first = self.log.last_index() + 1
+        ents = [Entry(self.term, first + i, d) for i, d in enumerate(items)]
+        last = self.log.append(ents)
+        self._need_bcast = True
+        return last
+
+    def read_index(self, ctx: bytes) -> bool:
+        """Ask for a linearizable read point.  The answer arrives as a ReadState with this ctx
+        in a later Ready (ctx must be unique per request).  Returns False if the request was
+        dropped (no known leader); the caller retries."""
+        if not ctx:
+            raise ValueError("ctx must be non-empty")
+        if self.role == LEADER:
+            if not self._committed_in_term():
+                self.pending_reads.append((ctx, self.id))
+            else:
+                self._leader_read(ctx, self.id)
+            return True
+        if self.lead == NONE:
+            return False
+        self._send(ReadIndexRequest(self.term, self.id, self.lead, ctx))
+        return True
+
+    def transfer_leadership(self, to: int) -> None:
+        """Hand leadership to `to` (graceful shutdown): catch it up, then send TimeoutNow."""
+        if self.role != LEADER:
+            raise NotLeader(self.lead)
+        if to == self.id or to not in self.tracker.voters:
+            return
+        if self.lead_transferee == to:
+            return
+        self.lead_transferee = to
+        self.election_elapsed = 0
+        pr = self.tracker.progress[to]
+        if pr.match == self.log.last_index():
+            self._send(TimeoutNow(self.term, self.id, to))
+        else:
+            self._send_append(to)
+
+    # ------------------------------------------------------------------ ready / advance
+    def _flush(self) -> None:
+        if self._need_bcast:
+            self._need_bcast = False
+            if self.role == LEADER:
+                self._bcast_append()
+
+    def has_ready(self) -> bool:
+        self._flush()
+        u = self.log.unstable
+        return bool(
+            self.msgs
+            or u.entries
+            or u.snapshot is not None
+            or self.read_states
+            or self.log.has_next_committed()
+            or self.hard_state() != self._prev_hs
+        )
+
+    def ready(self) -> Ready:
+        self._flush()
+        u = self.log.unstable
+        hs = self.hard_state()
+        rd = Ready(
+            hard_state=hs if hs != self._prev_hs else None,
+            entries=list(u.entries),
+            snapshot=u.snapshot,
+            committed_entries=self.log.next_committed_entries(),
+            messages=self.msgs,
+            read_states=self.read_states,
+            role=self.role,
+            leader=self.lead,
+        )
+        self.msgs = []
+        self.read_states = []
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """The application has persisted, sent and applied everything in `rd`."""
+        if rd.hard_state is not None:
+            self._prev_hs = rd.hard_state
+        if rd.snapshot is not None:
+            self.log.stable_snap_to(rd.snapshot.meta.index)
+            self.log.applied_to(rd.snapshot.meta.index)
+        if rd.entries:
+            last = rd.entries[-1]
+            self.log.stable_to(last.index, last.term)
+            if self.role == LEADER:
+                # The leader counts itself towards a quorum only once its own copy is durable.
+                pr = self.tracker.progress.get(self.id)
+                if pr is not None and pr.maybe_update(self.log.stable_last_index()):
+                    if self._maybe_commit():
+                        self._need_bcast = True
+        if rd.committed_entries:
+            self.log.applied_to(rd.committed_entries[-1].index)
+
+    # ------------------------------------------------------------------ role changes
+    def _reset(self, term: int) -> None:
+        if self.term != term:
+            self.term = term
+            self.vote = NONE
+        self.lead = NONE
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self._reset_randomized_election_timeout()
+        self.lead_transferee = NONE
+        self.tracker.reset_votes()
+        self.tracker.reset_progress(
+            self.id, self.log.last_index(), min(self.log.stable_last_index(), self.log.last_index())
+        )
+        self.readonly.reset()
+        self.pending_reads = []
+        self._need_bcast = False
+
+    def _reset_randomized_election_timeout(self) -> None:
+        et = self.config.election_tick
+        self.randomized_election_timeout = et + self.rng.randrange(et)
+
+    def _become_follower(self, term: int, lead: int) -> None:
+        self._reset(term)
+        self.role = FOLLOWER
+        self.lead = lead
+
+    def _become_pre_candidate(self) -> None:
+        # Does not change term or vote: a pre-vote must not disturb anyone.
+        self.tracker.reset_votes()
+        self.role = PRE_CANDIDATE
+        self.lead = NONE
+
+    def _become_candidate(self) -> None:
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self.role = CANDIDATE
+
+    def _become_leader(self) -> None:
+        self._reset(self.term)
+        self.lead = self.id
+        self.role = LEADER
+        self.tracker.progress[self.id].become_replicate()
+        # A no-op entry of the new term: committing it commits everything before it (§5.4.2)
+        # and lets ReadIndex know the commit index is current.
+        self.log.append([Entry(self.term, self.log.last_index() + 1, b"")])
+        self._need_bcast = True
+
+    def _promotable(self) -> bool:
+        return self.id in self.tracker.voters
+
+    def _hup(self, transfer: bool) -> None:
+        if self.role == LEADER or not self._promotable():
+            return
+        if self.config.pre_vote and not transfer:
+            self._campaign(pre=True, transfer=False)
+        else:
+            self._campaign(pre=False, transfer=transfer)
+
+    def _campaign(self, pre: bool, transfer: bool) -> None:
+        if pre:
+            self._become_pre_candidate()
+            vote_term = self.term + 1
+        else:
+            self._become_candidate()
+            vote_term = self.term
+        if self._poll(self.id, True) == VOTE_WON:
+            # single-voter group
+            if pre:
+                self._campaign(pre=False, transfer=transfer)
+            else:
+                self._become_leader()
+            return
+        last_index = self.log.last_index()
+        last_term = self.log.last_term()
+        for v in self.tracker.voters:
+            if v != self.id:
+                self._send(VoteRequest(vote_term, self.id, v, last_index, last_term, pre, transfer))
+
+    def _poll(self, node: int, granted: bool) -> str:
+        self.tracker.record_vote(node, granted)
+        return self.tracker.tally()
+
+    # ------------------------------------------------------------------ ticks
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self._promotable() and self.election_elapsed >= self.randomized_election_timeout:
+            self.election_elapsed = 0
+            self._hup(transfer=False)
+
+    def _tick_heartbeat(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.config.election_tick:
+            self.election_elapsed = 0
+            if self.config.check_quorum:
+                if not self.tracker.quorum_active(self.id):
+                    # Cannot reach a majority: step down so clients look elsewhere.
+                    self._become_follower(self.term, NONE)
+                    return
+                self.tracker.reset_recent_active(self.id)
+            if self.lead_transferee != NONE:
+                self.lead_transferee = NONE  # transfer timed out
+        if self.heartbeat_elapsed >= self.config.heartbeat_tick:
+            self.heartbeat_elapsed = 0
+            self._bcast_heartbeat(self.readonly.last_pending_ctx())
+
+    # ------------------------------------------------------------------ step
+    def step(self, m: Message) -> None:
+        """Handle one message from a peer."""
+        if m.dst != self.id:
+            return
+        if m.term > self.term:
+            if isinstance(m, VoteRequest):
+                in_lease = (
+                    self.config.check_quorum
+                    and self.lead != NONE
+                    and self.election_elapsed < self.config.election_tick
+                )
+                if in_lease and not m.transfer:
+                    # We heard from a live leader within the election timeout: a node that
+                    # wants an election is partitioned or rejoining; do not let it disrupt us.
+                    return
+            if isinstance(m, VoteRequest) and m.pre:
+                pass  # never adopt a pre-vote's term
+            elif isinstance(m, VoteResponse) and m.pre and m.granted:
+                pass  # the would-be term; we adopt it only when the pre-vote wins
+            elif isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot)):
+                self._become_follower(m.term, m.src)
+            else:
+                self._become_follower(m.term, NONE)
+        elif m.term < self.term:
+            if (self.config.check_quorum or self.config.pre_vote) and isinstance(
+                m, (AppendEntries, Heartbeat)
+            ):
+                # A stale leader (e.g. back from a partition) learns our term and steps down;
+                # otherwise, with pre-vote, it could keep us from ever electing anyone.
+                self._send(AppendResponse(self.term, self.id, m.src, 0))
+            elif isinstance(m, VoteRequest) and m.pre:
+                self._send(VoteResponse(self.term, self.id, m.src, False, True))
+            return
+
+        if isinstance(m, VoteRequest):
+            self._handle_vote_request(m)
+            return
+        if self.role == LEADER:
+            self._step_leader(m)
+        elif self.role == FOLLOWER:
+            self._step_follower(m)
+        else:
+            self._step_candidate(m)
+
+    def _handle_vote_request(self, m: VoteRequest) -> None:
+        can_vote = (
+            self.vote == m.src
+            or (self.vote == NONE and self.lead == NONE)
+            or (m.pre and m.term > self.term)
+        )
+        if self.config.unsafe_vote_twice and not m.pre and self.role == FOLLOWER:
+            can_vote = True  # BROKEN on purpose: a second vote in the same term
+        if can_vote and self.log.is_up_to_date(m.last_index, m.last_term):
+            self._send(VoteResponse(m.term, self.id, m.src, True, m.pre))
+            if not m.pre:
+                self.election_elapsed = 0
+                self.vote = m.src
+        else:
+            self._send(VoteResponse(self.term, self.id, m.src, False, m.pre))
+
+    # -- leader
+    def _step_leader(self, m: Message) -> None:
+        if isinstance(m, AppendResponse):
+            self._leader_append_response(m)
+        elif isinstance(m, HeartbeatResponse):
+            pr = self.tracker.progress.get(m.src)
+            if pr is None:
+                return
+            pr.recent_active = True
+            pr.probe_sent = False
+            if pr.state == SNAPSHOT:
+                self._send_snapshot_chunk(m.src)  # retransmit the chunk we are waiting on
+            elif pr.match < self.log.last_index():
+                self._send_append(m.src)
+            if m.ctx:
+                acks = self.readonly.recv_ack(m.src, m.ctx)
+                if acks is not None and self.tracker.has_quorum(acks | {self.id}):
+                    for st in self.readonly.advance(m.ctx):
+                        self._answer_read(st.ctx, st.index, st.requester)
+        elif isinstance(m, SnapshotResponse):
+            pr = self.tracker.progress.get(m.src)
+            if pr is None:
+                return
+            pr.recent_active = True
+            if pr.state == SNAPSHOT and pr.snap is not None and pr.snap.meta.index == m.index:
+                pr.snap_offset = m.offset
+                self._send_snapshot_chunk(m.src)
+        elif isinstance(m, ReadIndexRequest):
+            if m.src not in self.tracker.voters:
+                return
+            if not self._committed_in_term():
+                self.pending_reads.append((m.ctx, m.src))
+            else:
+                self._leader_read(m.ctx, m.src)
+
+    def _leader_append_response(self, m: AppendResponse) -> None:
+        pr = self.tracker.progress.get(m.src)
+        if pr is None:
+            return
+        pr.recent_active = True
+        if m.reject:
+            next_probe = m.hint_index
+            if m.hint_term > 0:
+                next_probe, _ = self.log.find_conflict_by_term(m.hint_index, m.hint_term)
+            if pr.maybe_decr_to(m.index, next_probe):
+                if pr.state == REPLICATE:
+                    pr.become_probe()
+                self._send_append(m.src)
+            return
+        was_paused = pr.is_paused()
+        if not pr.maybe_update(m.index):
+            return
+        if pr.state == PROBE:
+            pr.become_replicate()
+        elif pr.state == SNAPSHOT and pr.match >= pr.pending_snapshot:
+            pr.become_probe()
+            pr.become_replicate()
+        elif pr.state == REPLICATE:
+            pr.inflights.free_le(m.index)
+        if self._maybe_commit():
+            self._bcast_append()
+        elif was_paused:
+            self._send_append(m.src)
+        # Fill the pipeline window.
+        while self._send_append(m.src, send_if_empty=False):
+            pass
+        if m.src == self.lead_transferee and pr.match == self.log.last_index():
+            self._send(TimeoutNow(self.term, self.id, m.src))
+
+    def _maybe_commit(self) -> bool:
+        mci = self.tracker.committed()
+        if self.config.unsafe_commit_any_term:
+            # BROKEN on purpose: commit by counting regardless of the entry's term.
+            if mci > self.log.committed:
+                self.log.commit_to(mci)
+                self._on_commit()
+                return True
+            return False
+        if self.log.maybe_commit(mci, self.term):
+            self._on_commit()
+            return True
+        return False
+
+    def _on_commit(self) -> None:
+        if self.pending_reads and self._committed_in_term():
+            pending, self.pending_reads = self.pending_reads, []
+            for ctx, requester in pending:
+                self._leader_read(ctx, requester)
+
+    def _committed_in_term(self) -> bool:
+        return self.log.term(self.log.committed) == self.term
+
+    def _leader_read(self, ctx: bytes, requester: int) -> None:
+        index = self.log.committed
+        if len(self.tracker.voters) == 1:
+            self._answer_read(ctx, index, requester)
+            return
+        self.readonly.add_request(index, ctx, requester)
+        self._bcast_heartbeat(ctx)
+
+    def _answer_read(self, ctx: bytes, index: int, requester: int) -> None:
+        if requester == self.id:
+            self.read_states.append(ReadState(index, ctx))
+        else:
+            self._send(ReadIndexResponse(self.term, self.id, requester, ctx, index))
+
+    # -- candidate (pre or real)
+    def _step_candidate(self, m: Message) -> None:
+        if isinstance(m, AppendEntries):
+            self._become_follower(m.term, m.src)
+            self._handle_append(m)
+        elif isinstance(m, Heartbeat):
+            self._become_follower(m.term, m.src)
+            self._handle_heartbeat(m)
+        elif isinstance(m, InstallSnapshot):
+            self._become_follower(m.term, m.src)
+            self._handle_snapshot_chunk(m)
+        elif isinstance(m, VoteResponse):
+            if m.pre != (self.role == PRE_CANDIDATE):
+                return  # a stale answer to the other kind of campaign
+            result = self._poll(m.src, m.granted)
+            if result == VOTE_WON:
+                if self.role == PRE_CANDIDATE:
+                    self._campaign(pre=False, transfer=False)
+                else:
+                    self._become_leader()
+            elif result == VOTE_LOST:
+                self._become_follower(self.term, NONE)
+
+    # -- follower
+    def _step_follower(self, m: Message) -> None:
+        if isinstance(m, AppendEntries):
+            self.election_elapsed = 0
+            self.lead = m.src
+            self._handle_append(m)
+        elif isinstance(m, Heartbeat):
+            self.election_elapsed = 0
+            self.lead = m.src
+            self._handle_heartbeat(m)
+        elif isinstance(m, InstallSnapshot):
+            self.election_elapsed = 0
+            self.lead = m.src
+            self._handle_snapshot_chunk(m)
+        elif isinstance(m, TimeoutNow):
+            self._hup(transfer=True)
+        elif isinstance(m, ReadIndexResponse):
+            self.read_states.append(ReadState(m.index, m.ctx))
+
+    def _handle_append(self, m: AppendEntries) -> None:
+        log = self.log
+        if m.prev_index < log.committed:
+            self._send(AppendResponse(self.term, self.id, m.src, log.committed))
+            return
+        last_new = log.maybe_append(m.prev_index, m.prev_term, m.commit, m.entries)
+        if last_new is not None:
+            self._send(AppendResponse(self.term, self.id, m.src, last_new))
+            return
+        hint_index = min(m.prev_index, log.last_index())
+        hint_index, hint_term = log.find_conflict_by_term(hint_index, m.prev_term)
+        self._send(
+            AppendResponse(self.term, self.id, m.src, m.prev_index, True, hint_index, hint_term)
+        )
+
+    def _handle_heartbeat(self, m: Heartbeat) -> None:
+        self.log.commit_to(m.commit)
+        self._send(HeartbeatResponse(self.term, self.id, m.src, m.ctx))
+
+    def _handle_snapshot_chunk(self, m: InstallSnapshot) -> None:
+        log = self.log
+        meta = m.meta
+        if meta.index <= log.committed:
+            self._snap_recv = None
+            self._send(AppendResponse(self.term, self.id, m.src, log.committed))
+            return
+        buf = self._snap_recv
+        same = buf is not None and buf.meta == meta and buf.term == m.term
+        if not same:
+            if m.offset != 0:
+                self._send(SnapshotResponse(self.term, self.id, m.src, meta.index, 0))
+                return
+            buf = self._snap_recv = _SnapRecv(m.src, m.term, meta, bytearray())
+        assert buf is not None
+        if m.offset != len(buf.data):
+            # duplicate or out of order: tell the leader where we are
+            self._send(SnapshotResponse(self.term, self.id, m.src, meta.index, len(buf.data)))
+            return
+        buf.data += m.data
+        if not m.done:
+            self._send(SnapshotResponse(self.term, self.id, m.src, meta.index, len(buf.data)))
+            return
+        self._snap_recv = None
+        snap = Snapshot(meta, bytes(buf.data))
+        if self._restore(snap):
+            self._send(AppendResponse(self.term, self.id, m.src, log.last_index()))
+        else:
+            self._send(AppendResponse(self.term, self.id, m.src, log.committed))
+
+    def _restore(self, snap: Snapshot) -> bool:
+        meta = snap.meta
+        if meta.index <= self.log.committed:
+            return False
+        if self.log.match_term(meta.index, meta.term):
+            # We already have the entry: just fast-forward the commit index.
+            self.log.commit_to(meta.index)
+            return False
+        self.log.restore(snap)
+        if tuple(sorted(meta.conf.voters)) != self.tracker.voters:
+            self.tracker = ProgressTracker(meta.conf.voters, self.config.max_inflight)
+        self.tracker.reset_progress(self.id, self.log.last_index(), 0)
+        return True
+
+    # ------------------------------------------------------------------ sending
+    def _send(self, m: Message) -> None:
+        self.msgs.append(m)
+
+    def _bcast_append(self) -> None:
+        for v in self.tracker.voters:
+            if v != self.id:
+                self._send_append(v)
+
+    def _bcast_heartbeat(self, ctx: bytes) -> None:
+        committed = self.log.committed
+        for v in self.tracker.voters:
+            if v != self.id:
+                pr = self.tracker.progress[v]
+                self._send(Heartbeat(self.term, self.id, v, min(pr.match, committed), ctx))
+
+    def _send_append(self, to: int, send_if_empty: bool = True) -> bool:
+        pr = self.tracker.progress[to]
+        if pr.is_paused():
+            return False
+        log = self.log
+        prev_index = pr.next - 1
+        prev_term = log.term(prev_index)
+        ents = log.entries_from(pr.next, self.config.max_size_per_msg)
+        if prev_term is None or ents is None:
+            # The follower needs entries we compacted: send the snapshot instead.
+            if not pr.recent_active:
+                return False
+            pr.become_snapshot(log.snapshot())
+            self._send_snapshot_chunk(to)
+            return True
+        if not ents and not send_if_empty:
+            return False
+        self._send(
+            AppendEntries(self.term, self.id, to, prev_index, prev_term, tuple(ents), log.committed)
+        )
+        if ents:
+            if pr.state == REPLICATE:
+                last = ents[-1].index
+                pr.optimistic_update(last)
+                pr.inflights.add(last)
+            elif pr.state == PROBE:
+                pr.probe_sent = True
+        return True
+
+    def _send_snapshot_chunk(self, to: int) -> None:
+        pr = self.tracker.progress[to]
+        snap = pr.snap
+        if snap is None:
+            return
+        off = pr.snap_offset
+        data = snap.data
+        if off > len(data):
+            off = pr.snap_offset = 0
+        chunk = data[off : off + self.config.snapshot_chunk_size]
+        done = off + len(chunk) >= len(data)
+        self._send(InstallSnapshot(self.term, self.id, to, snap.meta, off, chunk, done))
