@@ -1,0 +1,205 @@
+"""Servers under test: what to start, how to tell it is ready, how to stop and watch it.
+
+SERVERS is plain data. To benchmark a new variant (an ursula fsync mode, a cluster), add an
+entry; an entry with a "pending" reason is listed in the results as missing and not started.
+
+  name     short id used in results and on the command line (--servers)
+  label    text for tables and plots
+  role     "ursula" or "reference": the tables show ursula / reference ratios
+  kind     "ursula" (twistd -n ursula --config node.ini) or "ref" (shared/tools/refserver.sh)
+  ini      extra node.ini text for ursula (e.g. a [storage] section)
+  nodes    ursula process count (>1: a cluster; the load goes to node 0)
+  env      extra environment for the reference server (DATA_DIR is set by "file": True)
+"""
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+SERVERS = [
+    {"name": "ursula", "label": "ursula (in-memory)", "role": "ursula", "kind": "ursula"},
+    {"name": "ursula-fsync-always", "label": "ursula (fsync=always)", "role": "ursula",
+     "kind": "ursula", "ini": "[storage]\nfsync = always\n",
+     "pending": "persistence ([storage] fsync) comes in a later issue"},
+    {"name": "ursula-fsync-never", "label": "ursula (fsync=never)", "role": "ursula",
+     "kind": "ursula", "ini": "[storage]\nfsync = never\n",
+     "pending": "persistence ([storage] fsync) comes in a later issue"},
+    {"name": "ursula-3node", "label": "ursula (3-node cluster)", "role": "ursula",
+     "kind": "ursula", "nodes": 3,
+     "pending": "the 3-node cluster comes in a later issue (its node.ini keys are not known yet)"},
+    {"name": "ref-mem", "label": "reference (in-memory)", "role": "reference", "kind": "ref"},
+    {"name": "ref-file", "label": "reference (file-backed)", "role": "reference", "kind": "ref",
+     "file": True},
+]
+
+# The reference server's own defaults (refserver.sh defaults to 500 ms / webhooks on for the
+# conformance suite; a 500 ms long-poll timeout also means an SSE heartbeat every 500 ms).
+REF_ENV = {"LONG_POLL_TIMEOUT_MS": "30000", "WEBHOOKS": "0"}
+
+NODE_INI = """[node]
+listen = tcp:{port}:interface=127.0.0.1
+data_dir = {data_dir}
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def twistd_path():
+    """The twistd next to the Python running the bench, so a fresh venv works."""
+    return os.path.join(os.path.dirname(sys.executable), "twistd")
+
+
+class Server:
+    """A running server under test (one or more processes in their own process groups)."""
+
+    def __init__(self, spec, workdir, refserver):
+        self.spec, self.workdir, self.refserver = spec, workdir, refserver
+        self.procs, self.port = [], None
+
+    def start(self, timeout):
+        os.makedirs(self.workdir, exist_ok=True)
+        ports = [free_port() for _ in range(self.spec.get("nodes", 1))]
+        self.port = ports[0]
+        for i, port in enumerate(ports):
+            node_dir = os.path.join(self.workdir, f"node{i}")
+            os.makedirs(node_dir, exist_ok=True)
+            env = dict(os.environ)
+            if self.spec["kind"] == "ursula":
+                ini = os.path.join(node_dir, "node.ini")
+                with open(ini, "w") as f:
+                    f.write(NODE_INI.format(port=port, data_dir=os.path.join(node_dir, "data")))
+                    f.write(self.spec.get("ini", ""))
+                cmd = [twistd_path(), "-n", "ursula", "--config", ini]
+            else:
+                env.update(REF_ENV, **self.spec.get("env", {}))
+                if self.spec.get("file"):
+                    env["DATA_DIR"] = os.path.join(node_dir, "data")
+                cmd = ["bash", self.refserver, str(port)]
+            log = open(os.path.join(node_dir, "server.log"), "wb")
+            self.procs.append(subprocess.Popen(
+                cmd, cwd=node_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True))
+            log.close()
+        self.base = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + timeout
+        while True:
+            for p in self.procs:
+                if p.poll() is not None:
+                    raise RuntimeError(f"server exited with {p.returncode}: {self.log_tail()}")
+            if probe(self.port):
+                return self
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready after {timeout}s: {self.log_tail()}")
+            time.sleep(0.1)
+
+    def log_tail(self, n=600):
+        try:
+            with open(os.path.join(self.workdir, "node0", "server.log"), "rb") as f:
+                return f.read()[-n:].decode(errors="replace").strip()
+        except OSError as e:
+            return str(e)
+
+    def pids(self):
+        return [p.pid for p in self.procs]
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def probe(port):
+    """True once HEAD /v1/stream/__bench_probe gets any HTTP answer."""
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        c.request("HEAD", "/v1/stream/__bench_probe")
+        c.getresponse().read()
+        c.close()
+        return True
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+# --- watching a process tree through /proc -------------------------------------------------
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[1]), int(fields[11]) + int(fields[12])  # ppid, utime + stime (ticks)
+
+
+def tree(roots):
+    """pid -> (cpu ticks, rss bytes) for the roots and all their descendants."""
+    children, info = {}, {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid, ticks = _stat(d)
+                with open(f"/proc/{d}/statm") as f:
+                    rss = int(f.read().split()[1]) * PAGE
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+            info[int(d)] = (ticks, rss)
+    out, todo = {}, [r for r in roots if r in info]
+    while todo:
+        pid = todo.pop()
+        out[pid] = info[pid]
+        todo.extend(children.get(pid, []))
+    return out
+
+
+class Monitor:
+    """Samples a server's process tree every 100 ms: peak RSS and CPU time during a phase."""
+
+    def __init__(self, pids, interval=0.1):
+        self.pids, self.interval = pids, interval
+        self.peak, self.cpu = 0, {}
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self):
+        t = tree(self.pids)
+        self.peak = max(self.peak, sum(rss for _, rss in t.values()))
+        for pid, (ticks, _) in t.items():
+            self.cpu[pid] = ticks
+
+    def _run(self):
+        while not self.stopped.wait(self.interval):
+            self._sample()
+
+    def __enter__(self):
+        self._sample()
+        self.cpu0, self.t0 = dict(self.cpu), time.monotonic()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
+        self._sample()
+        self.wall = time.monotonic() - self.t0
+        ticks = sum(t - self.cpu0.get(pid, 0) for pid, t in self.cpu.items())
+        self.cpu_pct = 100.0 * ticks / HZ / self.wall if self.wall else 0.0
+        self.peak_rss_mb = self.peak / 2**20
