@@ -119,9 +119,7 @@ class MemoryStorage:
         else:
             raise Unavailable(f"gap: have up to {self.last_index()}, got {entries[0].index}")
 
-    def create_snapshot(
-        self, index: int, data: bytes, conf: ConfState | None = None
-    ) -> Snapshot:
+    def create_snapshot(self, index: int, data: bytes, conf: ConfState | None = None) -> Snapshot:
         """Record the application's state-machine image as of applied `index`."""
         if index <= self.snap.meta.index:
             raise SnapshotOutOfDate(index)
