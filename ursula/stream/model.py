@@ -110,6 +110,8 @@ class Stream:
 
     def slice(self, start: int, end: int) -> bytes:
         """The stored bytes of ``[start, end)`` in this stream's view."""
+        if start >= end:
+            return b""
         if end <= self.base:
             return self.parent.slice(start, end)
         own = self.data[max(start, self.base) - self.base:end - self.base]

@@ -1,0 +1,156 @@
+"""``node.ini`` parsing: every key, its default, and a clear one-line error for a bad value.
+
+``load_config(path)`` returns a ``NodeConfig``; ``ConfigError`` names the section and key. With no
+file, the embedded defaults are used (127.0.0.1:4437, data in ./ursula-data).
+
+May import: the standard library and Twisted's endpoint parser (to validate ``listen``).
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass, field, fields
+
+MiB = 1024 * 1024
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str()`` is one line naming the key."""
+
+
+@dataclass(frozen=True)
+class NodeSection:
+    listen: str = "tcp:4437:interface=127.0.0.1"
+    data_dir: str = "./ursula-data"
+
+
+@dataclass(frozen=True)
+class HttpSection:
+    long_poll_timeout_ms: int = 1000
+    sse_max_duration_ms: int = 60_000
+    sse_heartbeat_ms: int = 15_000
+    cursor_interval_ms: int = 20_000
+    access_log: bool = False
+
+
+@dataclass(frozen=True)
+class LimitsSection:
+    max_body_bytes: int = 16 * MiB
+    max_header_bytes: int = 16384
+    max_headers: int = 100
+    max_stream_name_bytes: int = 512
+    max_live_readers: int = 10_000
+    max_read_bytes: int = 4 * MiB
+    max_batch_frames: int = 512
+    max_list_streams: int = 1000
+    idle_timeout_s: int = 120
+
+
+@dataclass(frozen=True)
+class LogSection:
+    level: str = "info"
+    format: str = "text"
+    file: str = ""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node: NodeSection = field(default_factory=NodeSection)
+    http: HttpSection = field(default_factory=HttpSection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
+    log: LogSection = field(default_factory=LogSection)
+
+
+_SECTIONS = {"node": NodeSection, "http": HttpSection, "limits": LimitsSection, "log": LogSection}
+_CHOICES = {("log", "level"): ("debug", "info", "warn", "error"),
+            ("log", "format"): ("text", "json")}
+_MINIMUM = {("http", "long_poll_timeout_ms"): 1, ("http", "sse_max_duration_ms"): 1000,
+            ("http", "sse_heartbeat_ms"): 100, ("http", "cursor_interval_ms"): 1000,
+            ("limits", "max_body_bytes"): 1, ("limits", "max_header_bytes"): 1024,
+            ("limits", "max_headers"): 10, ("limits", "max_stream_name_bytes"): 1,
+            ("limits", "max_live_readers"): 0, ("limits", "max_read_bytes"): 1024,
+            ("limits", "max_batch_frames"): 1, ("limits", "max_list_streams"): 1,
+            ("limits", "idle_timeout_s"): 1}
+
+
+def _convert(section: str, key: str, raw: str, kind: type):
+    where = f"[{section}] {key}"
+    raw = raw.strip()
+    if kind is bool:
+        lowered = raw.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: expected true or false, got {raw!r}")
+    if kind is int:
+        try:
+            value = int(raw.replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{where}: expected an integer, got {raw!r}") from None
+        minimum = _MINIMUM.get((section, key), 0)
+        if value < minimum:
+            raise ConfigError(f"{where}: must be at least {minimum}, got {value}")
+        return value
+    choices = _CHOICES.get((section, key))
+    if choices and raw not in choices:
+        raise ConfigError(f"{where}: expected one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
+def _check_listen(listen: str) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+    try:
+        serverFromString(reactor, listen)
+    except (ValueError, TypeError, KeyError) as error:
+        raise ConfigError(f"[node] listen: {listen!r} is not a Twisted endpoint ({error})") from None
+
+
+def parse_config(text: str, source: str = "<config>") -> NodeConfig:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(text, source=source)
+    except configparser.Error as error:
+        first = str(error).splitlines()[0]
+        raise ConfigError(f"{source}: {first}") from None
+    sections = {}
+    for name in parser.sections():
+        if name not in _SECTIONS:
+            raise ConfigError(f"[{name}]: unknown section (known: {', '.join(_SECTIONS)})")
+    for name, cls in _SECTIONS.items():
+        known = {f.name for f in fields(cls)}
+        defaults = cls()
+        values = {}
+        if parser.has_section(name):
+            for key, raw in parser.items(name):
+                if key not in known:
+                    raise ConfigError(f"[{name}] {key}: unknown key (known: {', '.join(known)})")
+                values[key] = _convert(name, key, raw, type(getattr(defaults, key)))
+        sections[name] = cls(**values)
+    config = NodeConfig(**sections)
+    _check_listen(config.node.listen)
+    return config
+
+
+def load_config(path: str | None) -> NodeConfig:
+    """Read ``path`` (or use the embedded defaults when None) and make the data directory."""
+    if path is None:
+        config = NodeConfig()
+    else:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read config file ({error.strerror})") from None
+        config = parse_config(text, source=path)
+    data_dir = config.node.data_dir
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"[node] data_dir: cannot create {data_dir!r} ({error.strerror})") \
+            from None
+    if not os.access(data_dir, os.W_OK):
+        raise ConfigError(f"[node] data_dir: {data_dir!r} is not writable")
+    return config

@@ -1,0 +1,291 @@
+"""Live reads: long-poll (``live=long-poll``) and Server-Sent Events (``live=sse``).
+
+Both register a one-shot waiter with the core and re-read when the stream changes. An SSE
+session is a streaming producer on the connection: when the client stops reading and the
+transport's buffer fills, it pauses and simply remembers its offset, so a slow reader holds no
+more than one transport buffer of server memory; on resume it catches up from that offset.
+
+May import: Twisted, zope.interface, ``ursula.protocol`` and ``ursula.http`` modules; the node
+only through ``ICore``.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ursula.http import render
+from ursula.protocol import sse
+from ursula.protocol.cursor import next_cursor
+from ursula.protocol.headers import is_text_type
+from ursula.protocol.offsets import NOW, START, render_offset
+from ursula.stream.machine import StreamError
+
+log = Logger()
+
+
+class LiveReads:
+    def __init__(self, core, config, metrics, clock, rng, handlers):
+        self.core = core
+        self.clock = clock
+        self.rng = rng
+        self.metrics = metrics
+        self.handlers = handlers
+        self.long_poll_timeout = config.http.long_poll_timeout_ms / 1000.0
+        self.sse_max_duration = config.http.sse_max_duration_ms / 1000.0
+        self.sse_heartbeat = config.http.sse_heartbeat_ms / 1000.0
+        self.cursor_interval_ms = config.http.cursor_interval_ms
+        self.max_read = config.limits.max_read_bytes
+
+    def cursor(self, request) -> str:
+        client = request.args.get(b"cursor")
+        text = client[0].decode("ascii", "replace") if client else None
+        return next_cursor(self.core.now_ms(), text, self.rng.randint(1, 180),
+                           self.cursor_interval_ms)
+
+    def _start(self, bucket, name, offset):
+        def position(info):
+            if offset == NOW:
+                return info.tail
+            return 0 if offset == START else offset
+        d = self.core.head(bucket, name)
+        d.addCallback(self.handlers.touch_if_sliding, bucket, name)
+        return d.addCallback(position)
+
+    # -- long-poll ----------------------------------------------------------------------
+
+    def long_poll(self, request, bucket: str, name: str, offset):
+        d = self._start(bucket, name, offset)
+        return d.addCallback(lambda position: LongPoll(self, request, bucket, name,
+                                                       position).run())
+
+    # -- SSE ----------------------------------------------------------------------------
+
+    def sse(self, request, bucket: str, name: str, offset):
+        d = self._start(bucket, name, offset)
+        return d.addCallback(lambda position: SseSession(self, request, bucket, name,
+                                                         position).run())
+
+
+class LongPoll:
+    def __init__(self, live: LiveReads, request, bucket: str, name: str, position: int):
+        self.live = live
+        self.request = request
+        self.bucket, self.name = bucket, name
+        self.position = position
+        self.deadline = live.clock.seconds() + live.long_poll_timeout
+        self.done = Deferred(self._cancel)
+        self.subscription = None
+        self.timer = None
+
+    def run(self) -> Deferred:
+        self._read()
+        return self.done
+
+    def _read(self):
+        d = self.live.core.read(self.bucket, self.name, self.position, self.live.max_read)
+        d.addCallbacks(self._got, self._failed)
+
+    def _got(self, result):
+        if self.done.called:
+            return
+        request = self.request
+        if result.next_offset > result.start:
+            render.set_read_headers(request, result)
+            request.setHeader(b"stream-cursor", self.live.cursor(request).encode())
+            request.setHeader(b"etag", render.etag(result))
+            request.setHeader(b"cache-control", render.CACHE_HISTORICAL)
+            self._finish(render.finish_body(request, render.body_of(result)))
+        elif result.closed:
+            request.setResponseCode(204)
+            render.set_read_headers(request, result)
+            request.setHeader(b"cache-control", b"no-store")
+            self._finish(b"")
+        else:
+            self._wait(result)
+
+    def _wait(self, result):
+        remaining = self.deadline - self.live.clock.seconds()
+        if remaining <= 0:
+            self._timeout(result)
+            return
+        self.subscription = self.live.core.subscribe(self.bucket, self.name, self._woken)
+        self.timer = self.live.clock.callLater(remaining, self._timeout, result)
+
+    def _woken(self):
+        self.subscription = None
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+        self._read()
+
+    def _timeout(self, result):
+        self.timer = None
+        self._unsubscribe()
+        if self.done.called:
+            return
+        request = self.request
+        request.setResponseCode(204)
+        render.set_read_headers(request, result)
+        request.setHeader(b"stream-cursor", self.live.cursor(request).encode())
+        request.setHeader(b"cache-control", b"no-store")
+        self._finish(b"")
+
+    def _failed(self, failure):
+        self._unsubscribe()
+        if not self.done.called:
+            self.done.errback(failure)
+
+    def _finish(self, body: bytes):
+        self._unsubscribe()
+        self.done.callback(body)
+
+    def _unsubscribe(self):
+        if self.subscription is not None:
+            self.subscription.cancel()
+            self.subscription = None
+
+    def _cancel(self, _):
+        self._unsubscribe()
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+
+
+@implementer(IPushProducer)
+class SseSession:
+    def __init__(self, live: LiveReads, request, bucket: str, name: str, position: int):
+        self.live = live
+        self.request = request
+        self.bucket, self.name = bucket, name
+        self.position = position
+        self.done = Deferred(self._cancel)
+        self.paused = False
+        self.pumping = False
+        self.subscription = None
+        self.sent_control = False
+        self.base64 = False
+        self.heartbeat = None
+        self.expiry = None
+        self.opened = False
+
+    def run(self) -> Deferred:
+        d = self.live.core.read(self.bucket, self.name, self.position, 0)
+        d.addCallbacks(self._opened, self._failed)
+        return self.done
+
+    def _opened(self, result):
+        request = self.request
+        self.base64 = not is_text_type(result.info.content_type)
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", b"text/event-stream")
+        request.setHeader(b"cache-control", b"no-cache")
+        if self.base64:
+            request.setHeader(b"stream-sse-data-encoding", b"base64")
+        request.registerProducer(self, True)
+        self.opened = True
+        self.live.metrics.sse_connections.inc()
+        clock = self.live.clock
+        self.expiry = clock.callLater(self.live.sse_max_duration, self._end)
+        self.heartbeat = clock.callLater(self.live.sse_heartbeat, self._beat)
+        self._pump()
+
+    def _pump(self):
+        """Send everything from ``position`` on, then wait for the stream to change."""
+        if self.pumping or self.done.called:
+            return
+        self.pumping = True
+        try:
+            while not self.paused and not self.done.called:
+                d = self.live.core.read(self.bucket, self.name, self.position,
+                                        self.live.max_read)
+                results = []
+                d.addCallbacks(results.append, self._failed)
+                if not results:
+                    return  # an asynchronous read: continue when it fires
+                result = results[0]
+                has_data = result.next_offset > result.start
+                if has_data or not self.sent_control or result.closed:
+                    self._send(result, has_data)
+                if result.closed:
+                    self._end()
+                    return
+                self.position = result.next_offset
+                if result.up_to_date:
+                    self.subscription = self.live.core.subscribe(self.bucket, self.name,
+                                                                 self._woken)
+                    return
+        finally:
+            self.pumping = False
+
+    def _send(self, result, has_data: bool):
+        parts = []
+        if has_data:
+            parts.append(sse.data_event(render.body_of(result), self.base64))
+        cursor = None if result.closed else self.live.cursor(self.request)
+        parts.append(sse.control_event(render_offset(result.next_offset), cursor,
+                                       result.up_to_date, result.closed))
+        self.sent_control = True
+        self.request.write(b"".join(parts))
+
+    def _woken(self):
+        self.subscription = None
+        self._pump()
+
+    def _beat(self):
+        self.heartbeat = None
+        if self.done.called:
+            return
+        if not self.paused:
+            self.request.write(b":\n\n")
+        self.heartbeat = self.live.clock.callLater(self.live.sse_heartbeat, self._beat)
+
+    # IPushProducer
+    def pauseProducing(self):
+        self.paused = True
+
+    def resumeProducing(self):
+        if self.paused:
+            self.paused = False
+            if self.subscription is None:
+                self._pump()
+
+    def stopProducing(self):
+        self._cleanup()
+
+    def _failed(self, failure):
+        if failure.check(StreamError) and self.sent_control:
+            self._end()  # the stream went away mid-session: end the response
+            return
+        self._cleanup()
+        if not self.done.called:
+            self.done.errback(failure)
+
+    def _end(self):
+        self._cleanup()
+        if not self.done.called:
+            self.done.callback(b"")
+
+    def _cleanup(self):
+        if self.subscription is not None:
+            self.subscription.cancel()
+            self.subscription = None
+        for timer in (self.heartbeat, self.expiry):
+            if timer is not None and timer.active():
+                timer.cancel()
+        if self.opened:
+            self.opened = False
+            self.live.metrics.sse_connections.dec()
+            try:
+                self.request.unregisterProducer()
+            except (AttributeError, RuntimeError):
+                pass
+        self.heartbeat = self.expiry = None
+
+    def _cancel(self, _):
+        self._cleanup()
+
+
+__all__ = ["CancelledError", "LiveReads"]
