@@ -207,9 +207,12 @@ class RaftLog:
     def __init__(self, storage: MemoryStorage, max_apply_size: int | None = None) -> None:
         self.storage = storage
         self.unstable = Unstable(storage.last_index() + 1)
-        first = storage.first_index()
-        self.committed = first - 1
-        self.applied = first - 1
+        # The application restores its state machine from the stored snapshot, so everything up
+        # to the snapshot index counts as committed and applied (the snapshot may be newer than
+        # the compaction point).
+        base = max(storage.first_index() - 1, storage.snapshot().meta.index)
+        self.committed = base
+        self.applied = base
         self.max_apply_size = max_apply_size
 
     def __repr__(self) -> str:
