@@ -6,8 +6,18 @@ import pytest
 
 from ursula.protocol.errors import ProtocolError
 from ursula.protocol.headers import (
-    DEFAULT_CONTENT_TYPE, MAX_SAFE_INTEGER, Lifetime, ProducerHeaders, flag, is_json_type,
-    is_text_type, media_type, parse_expires_at, parse_lifetime, parse_producer, parse_sub_offset,
+    DEFAULT_CONTENT_TYPE,
+    MAX_SAFE_INTEGER,
+    Lifetime,
+    ProducerHeaders,
+    flag,
+    is_json_type,
+    is_text_type,
+    media_type,
+    parse_expires_at,
+    parse_lifetime,
+    parse_producer,
+    parse_sub_offset,
     parse_ttl,
 )
 

@@ -6,7 +6,12 @@ from hypothesis import strategies as st
 
 from ursula.protocol.errors import ProtocolError
 from ursula.protocol.offsets import (
-    NOW, START, ZERO, parse_read_offset, parse_wire_offset, render_offset,
+    NOW,
+    START,
+    ZERO,
+    parse_read_offset,
+    parse_wire_offset,
+    render_offset,
 )
 
 MAX16 = 10**16 - 1
