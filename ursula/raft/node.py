@@ -483,6 +483,10 @@ class RaftNode:
                 return
             pr.recent_active = True
             pr.probe_sent = False
+            if pr.state == REPLICATE and pr.inflights.full():
+                # Appends in the window may have been lost: free a slot so we send again (a
+                # gap is then rejected by the follower and we fall back to probing).
+                pr.inflights.free_first()
             if pr.state == SNAPSHOT:
                 self._send_snapshot_chunk(m.src)  # retransmit the chunk we are waiting on
             elif pr.match < self.log.last_index():
@@ -523,13 +527,17 @@ class RaftNode:
                 self._send_append(m.src)
             return
         was_paused = pr.is_paused()
-        if not pr.maybe_update(m.index):
+        updated = pr.maybe_update(m.index)
+        if not updated and not (pr.match == m.index and pr.state in (PROBE, SNAPSHOT)):
             return
         if pr.state == PROBE:
             pr.become_replicate()
-        elif pr.state == SNAPSHOT and pr.match >= pr.pending_snapshot:
-            pr.become_probe()
-            pr.become_replicate()
+        elif pr.state == SNAPSHOT:
+            if pr.match >= pr.pending_snapshot or pr.match + 1 >= self.log.first_index():
+                # The follower has the snapshot, or already holds everything the snapshot
+                # would give it: back to normal replication.
+                pr.become_probe()
+                pr.become_replicate()
         elif pr.state == REPLICATE:
             pr.inflights.free_le(m.index)
         if self._maybe_commit():

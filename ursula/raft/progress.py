@@ -44,6 +44,10 @@ class Inflights:
         while q and q[0] <= index:
             q.popleft()
 
+    def free_first(self) -> None:
+        if self.q:
+            self.q.popleft()
+
     def full(self) -> bool:
         return len(self.q) >= self.cap
 
@@ -133,7 +137,9 @@ class Progress:
             return True
         if self.next - 1 != rejected:
             return False
-        self.next = max(min(rejected, match_hint + 1), 1)
+        # never below match + 1: a stale or duplicated rejection must not send us back into
+        # entries the follower already has (they may be compacted, forcing a needless snapshot)
+        self.next = max(min(rejected, match_hint + 1), self.match + 1)
         self.probe_sent = False
         return True
 

@@ -1,0 +1,154 @@
+"""Safety and client-visible invariants, checked as the simulation runs.
+
+What lives here: `Checker`, fed by the replicas and clients at every step, and `Violation`,
+raised at the first broken rule (the run stops there and reports it):
+
+- election safety: at most one leader per term;
+- log matching: two logs holding an entry with the same index and term hold the same data
+  and agree on the term of the previous entry (checked for every persisted entry, which by
+  induction gives the whole-prefix property);
+- leader completeness: a node that becomes leader holds every entry any replica has applied;
+- state-machine safety: no two replicas apply different entries (or get different outcomes)
+  at one index;
+- acknowledged appends: an acknowledged append was applied exactly once, at the offsets it
+  was acknowledged with, and is readable there in every replica that applied that far;
+  a linearizable read sees every append acknowledged before the read was sent.
+
+May import: the standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+
+class Violation(Exception):
+    pass
+
+
+def _h(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=12).digest()
+
+
+class Checker:
+    def __init__(self) -> None:
+        self.leader_of_term: dict[int, int] = {}
+        self.entry_at: dict[tuple[int, int], tuple[bytes, int | None]] = {}
+        # index -> (term, data hash, outcome summary) of what was applied there
+        self.applied: dict[int, tuple[int, bytes, tuple]] = {}
+        self.max_applied = 0
+        # (producer, seq) -> (stream, start, next, index) of the one real (non-duplicate) write
+        self.written: dict[tuple[str, int], tuple[str, int, int, int]] = {}
+        # stream -> list of (body, start, next, ack time)
+        self.acked: dict[str, list[tuple[bytes, int, int, int]]] = {}
+        self.acked_keys: set[tuple[str, int]] = set()
+        self.checks = 0
+
+    def fail(self, what: str) -> None:
+        raise Violation(what)
+
+    # -- Raft ---------------------------------------------------------------------------------
+    def on_leader(self, node_id: int, term: int) -> None:
+        self.checks += 1
+        other = self.leader_of_term.setdefault(term, node_id)
+        if other != node_id:
+            self.fail(f"election safety: nodes {other} and {node_id} both lead term {term}")
+
+    def on_new_leader(self, node_id: int, term: int, log) -> None:
+        """Leader completeness, checked when `node_id` has just become leader of `term`."""
+        self.checks += 1
+        lo = log.first_index() - 1
+        last = log.last_index()
+        if self.max_applied > last:
+            self.fail(
+                f"leader completeness: leader {node_id} of term {term} ends at {last}, "
+                f"index {self.max_applied} is committed"
+            )
+        for i in range(max(lo, 1), self.max_applied + 1):
+            rec = self.applied.get(i)
+            if rec is not None and log.term(i) != rec[0]:
+                self.fail(
+                    f"leader completeness: leader {node_id} of term {term} has term "
+                    f"{log.term(i)} at committed index {i} (term {rec[0]})"
+                )
+
+    def on_persist(self, node_id: int, entries, log) -> None:
+        """Log matching, for entries a node has just made durable."""
+        self.checks += 1
+        emap = self.entry_at
+        prev_term = log.term(entries[0].index - 1)
+        for e in entries:
+            key = (e.index, e.term)
+            mine = (_h(e.data), prev_term)
+            seen = emap.get(key)
+            if seen is None:
+                emap[key] = mine
+            elif seen[0] != mine[0]:
+                self.fail(f"log matching: node {node_id} has different data at {key}")
+            elif seen[1] is not None and prev_term is not None and seen[1] != prev_term:
+                self.fail(
+                    f"log matching: node {node_id} has term {prev_term} before {key}, "
+                    f"another log has {seen[1]}"
+                )
+            prev_term = e.term
+
+    def on_apply(self, node_id: int, index: int, term: int, data: bytes, summary: tuple) -> None:
+        """State-machine safety: every replica applies the same thing at `index`."""
+        self.checks += 1
+        rec = (term, _h(data), summary)
+        seen = self.applied.setdefault(index, rec)
+        if seen != rec:
+            what = "entry" if seen[:2] != rec[:2] else "outcome"
+            self.fail(
+                f"state-machine safety: node {node_id} applied a different {what} at index "
+                f"{index} (term {term} vs {seen[0]}; {summary} vs {seen[2]})"
+            )
+        if index > self.max_applied:
+            self.max_applied = index
+
+    # -- the stream layer ---------------------------------------------------------------------
+    def on_write(self, producer: str, seq: int, stream: str, start: int, nxt: int, index: int):
+        """A non-duplicate successful append of (producer, seq) applied at log `index`."""
+        key = (producer, seq)
+        rec = (stream, start, nxt, index)
+        seen = self.written.setdefault(key, rec)
+        if seen != rec:
+            self.fail(
+                f"exactly once: append {key} written twice: at index {seen[3]} offsets "
+                f"{seen[1]}..{seen[2]} and at index {index} offsets {start}..{nxt}"
+            )
+
+    def on_ack(
+        self, producer: str, seq: int, stream: str, body: bytes, start: int, nxt: int, now: int
+    ) -> None:
+        self.checks += 1
+        key = (producer, seq)
+        w = self.written.get(key)
+        if w is None or (w[0], w[1], w[2]) != (stream, start, nxt):
+            self.fail(f"ack: {key} acknowledged at {stream}@{start}..{nxt} but written as {w}")
+        if nxt - start != len(body):
+            self.fail(f"ack: {key} acknowledged with {nxt - start} bytes, body has {len(body)}")
+        if key in self.acked_keys:
+            return  # a duplicated reply
+        self.acked_keys.add(key)
+        self.acked.setdefault(stream, []).append((body, start, nxt, now))
+
+    def check_stream_data(self, where: str, stream: str, data: bytes, upto: int | None = None):
+        """Every acknowledged append (of the first `upto`, default all) that `data` reaches is
+        present at its offsets, exactly once."""
+        self.checks += 1
+        acks = self.acked.get(stream, [])
+        if upto is not None:
+            acks = acks[:upto]
+        for body, start, nxt, _ in acks:
+            if len(data) < nxt:
+                if upto is not None:
+                    self.fail(f"{where}: read of {stream} ends at {len(data)}, acked up to {nxt}")
+                continue
+            if data[start:nxt] != body:
+                self.fail(
+                    f"{where}: {stream}@{start}..{nxt} holds {data[start:nxt]!r}, "
+                    f"acknowledged {body!r}"
+                )
+            if data.count(body) != 1:
+                self.fail(f"{where}: {body!r} appears {data.count(body)} times in {stream}")

@@ -1,0 +1,157 @@
+"""Simulated clients: idempotent producers that append and read through whichever node they
+believe leads, retrying on timeout.
+
+What lives here: `Client`.  Each client owns one producer id (epoch 0) and appends bodies
+`<c{k}:{seq}>` (unique, so "exactly once" is a substring count) to one shared stream, one
+request at a time, always retrying the same seq until it is acknowledged.  Now and then it
+issues a linearizable read to a random node instead, and checks that the read shows every
+append acknowledged (by any client) before the read was sent.
+
+May import: the standard library, ursula.stream and ursula.sim.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ursula.stream import encode_command
+from ursula.stream import commands as C
+
+if TYPE_CHECKING:
+    from ursula.sim.run import Simulation
+
+CONTENT_TYPE = "application/octet-stream"
+CLIENT_BASE = 1000  # network endpoint ids of clients
+
+
+class Client:
+    def __init__(self, sim: Simulation, k: int, stream: str) -> None:
+        self.sim = sim
+        self.k = k
+        self.endpoint = CLIENT_BASE + k
+        self.stream = stream
+        self.producer = f"c{k}"
+        self.seq = 0
+        self.created = False
+        self.target = sim.rng.choice(sim.ids)
+        self.req = 0
+        self.op: tuple | None = None  # what is in flight
+        self.acks = 0
+        self.acks_after_heal = 0
+        self.reads = 0
+        self.stopped = False
+        self.rng = sim.rng
+
+    def start(self) -> None:
+        self.sim.world.after(self.rng.randint(0, 5000), self._next)
+
+    # -- issuing ----------------------------------------------------------------------------------
+    def _next(self) -> None:
+        if self.stopped:
+            self.op = None
+            return
+        sim = self.sim
+        if not self.created:
+            cmd = C.CreateStream(bucket=sim.bucket, stream=self.stream, content_type=CONTENT_TYPE)
+            self.op = ("create", encode_command(cmd))
+        elif self.rng.random() < sim.read_ratio:
+            self.op = ("read", len(sim.checker.acked.get(self.stream, [])))
+        else:
+            body = b"<c%d:%d>" % (self.k, self.seq)
+            cmd = C.Append(
+                bucket=sim.bucket,
+                stream=self.stream,
+                content_type=CONTENT_TYPE,
+                body=body,
+                producer=C.Producer(id=self.producer, epoch=0, seq=self.seq),
+            )
+            self.op = ("append", encode_command(cmd), body)
+        self._send()
+
+    def _send(self) -> None:
+        sim = self.sim
+        self.req += 1
+        req = self.req
+        target = self.target
+        replica = sim.replicas[target]
+        op = self.op
+        endpoint = self.endpoint
+
+        def reply(resp: tuple) -> None:
+            sim.client_net.send(target, endpoint, self._on_reply, (req, resp))
+
+        if op[0] == "read":
+            sim.client_net.send(
+                endpoint, target, lambda _: replica.submit_read(self.stream, reply), None
+            )
+        else:
+            sim.client_net.send(endpoint, target, lambda _: replica.submit(op[1], reply), None)
+        sim.world.after(sim.client_timeout(), self._timeout, req)
+
+    def _timeout(self, req: int) -> None:
+        if req != self.req or self.op is None:
+            return
+        self.target = self.rng.choice(self.sim.ids)
+        self._send()
+
+    def _retry(self, target: int | None) -> None:
+        if target:
+            self.target = target
+        else:
+            self.target = self.rng.choice(self.sim.ids)
+        self.req += 1  # forget the old request; _send bumps again
+        self.sim.world.after(self.rng.randint(1000, 10_000), self._send)
+
+    # -- replies ----------------------------------------------------------------------------------
+    def _on_reply(self, msg: tuple) -> None:
+        req, (kind, val) = msg
+        if req != self.req or self.op is None:
+            return  # stale or duplicated
+        op = self.op
+        sim = self.sim
+        if kind == "not_leader":
+            self._retry(val if val != self.target else None)
+            return
+        if kind == "retry":
+            self._retry(self.target)
+            return
+        if kind == "read_error":
+            if op[0] == "read" and val == "stream_not_found" and sim.checker.acked.get(self.stream):
+                sim.checker.fail(f"read: {self.stream} missing at node {self.target}")
+            self._done()
+            return
+        if kind == "read":
+            sim.checker.check_stream_data(
+                f"linearizable read at node {self.target}", self.stream, val, upto=op[1]
+            )
+            self.reads += 1
+            self._done()
+            return
+        out = val
+        if op[0] == "create":
+            if out.error is not None:
+                sim.checker.fail(f"create {self.stream}: {out.error}")
+            self.created = True
+            self._done()
+            return
+        body = op[2]
+        if out.error is not None:
+            sim.checker.fail(f"append {self.producer}/{self.seq}: unexpected error {out.error}")
+        if out.duplicate:
+            if out.producer_seq != self.seq:
+                sim.checker.fail(
+                    f"append {self.producer}/{self.seq}: duplicate of seq {out.producer_seq}"
+                )
+            start, nxt = out.next_offset - len(body), out.next_offset
+        else:
+            start, nxt = out.start_offset, out.next_offset
+        sim.checker.on_ack(self.producer, self.seq, self.stream, body, start, nxt, sim.world.now)
+        self.seq += 1
+        self.acks += 1
+        if sim.healed:
+            self.acks_after_heal += 1
+        self._done()
+
+    def _done(self) -> None:
+        self.op = None
+        self.sim.world.after(self.rng.randint(0, self.sim.think_us), self._next)

@@ -1,0 +1,264 @@
+"""One seeded simulation run: build the cluster, inject faults, heal, check, report.
+
+What lives here: `Simulation` (owns the world, the networks, the replicas, the clients and the
+checker, and the fault schedule) and `run_seed()`, which returns a `Result`.  Every random
+choice, fault parameters included, is drawn from `random.Random(seed)`: the same seed and
+options give the same run, event for event.
+
+Phases: (1) faults for `fault_ms` of simulated time while clients append and read;
+(2) heal: the network becomes reliable and every crashed node restarts; each client must get
+an append acknowledged within `heal_bound_ticks` ticks; (3) clients stop, every replica must
+catch up with the leader's commit index, and each replica's streams are checked against
+every acknowledgement.
+
+May import: the standard library, cbor2, ursula.raft, ursula.stream and ursula.sim.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from ursula.raft import LEADER
+from ursula.sim.checker import Checker, Violation
+from ursula.sim.client import Client
+from ursula.sim.replica import Replica
+from ursula.sim.world import MS, Network, NetParams, World
+from ursula.stream.machine import StreamError
+
+BROKEN_RULES = {
+    "vote_twice": {"unsafe_vote_twice": True},
+    "commit_any_term": {"unsafe_commit_any_term": True},
+}
+
+
+@dataclass
+class Result:
+    seed: int
+    nodes: int
+    violation: str | None = None
+    sim_ms: int = 0
+    events: int = 0
+    acks: int = 0
+    reads: int = 0
+    commits: int = 0
+    crashes: int = 0
+    leaders: int = 0
+    checks: int = 0
+    broken: str | None = None
+    options: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.violation is None
+
+    def replay_command(self) -> str:
+        cmd = f"python -m ursula.sim --seed {self.seed} --nodes {self.nodes}"
+        if self.broken:
+            cmd += f" --broken {self.broken}"
+        for k, v in sorted(self.options.items()):
+            cmd += f" --{k.replace('_', '-')} {v}"
+        return cmd
+
+
+class Simulation:
+    def __init__(
+        self,
+        seed: int,
+        nodes: int = 3,
+        broken: str | None = None,
+        fault_ms: int = 3000,
+        clients: int = 3,
+        trace: bool = False,
+    ) -> None:
+        self.seed = seed
+        self.rng = rng = random.Random(seed)
+        self.trace = trace
+        self.world = World()
+        self.ids = list(range(1, nodes + 1))
+        self.checker = Checker()
+        self.bucket = "_default"
+        self.tick_us = 10 * MS
+        self.election_tick = 10
+        self.heal_bound_ticks = 300
+        self.fault_ms = fault_ms
+        self.healed = False
+        # fault and tuning parameters, all drawn from the seed
+        self.net_params = NetParams(
+            loss=rng.choice([0.0, 0.01, 0.05, 0.1]),
+            dup=rng.choice([0.0, 0.01, 0.05]),
+            max_delay=rng.choice([2, 5, 10]) * MS,
+            spike=rng.choice([0.0, 0.02, 0.1]),
+        )
+        self.net = Network(self.world, random.Random(rng.getrandbits(64)), self.net_params)
+        self.client_net = Network(
+            self.world, random.Random(rng.getrandbits(64)), NetParams(loss=0.01, max_delay=2 * MS)
+        )
+        self.wire = rng.random() < 0.25  # sometimes carry every message through cbor2
+        self.max_disk_delay = rng.choice([0, 1, 3]) * MS
+        self.snapshot_every = rng.choice([10, 40, 150])
+        self.compact_keep = rng.choice([0, 5, 50])
+        self.read_ratio = rng.choice([0.0, 0.1, 0.3])
+        self.think_us = rng.choice([1, 5, 20]) * MS
+        self.crash_weight = rng.choice([1, 3])
+        self.raft_config = dict(
+            election_tick=self.election_tick,
+            heartbeat_tick=1,
+            max_inflight=rng.choice([1, 4, 64]),
+            max_size_per_msg=rng.choice([200, 4096, 1 << 20]),
+            snapshot_chunk_size=rng.choice([64, 512, 8192]),
+        )
+        self.broken = broken
+        if broken:
+            self.raft_config.update(BROKEN_RULES[broken])
+        skews = [rng.uniform(-0.25, 0.25) for _ in self.ids]
+        self.replicas = {i: Replica(self, i, skews[i - 1]) for i in self.ids}
+        self.clients = [Client(self, k, f"s{k % 2}") for k in range(clients)]
+        self.crashes = 0
+        self.trace_log: list[str] = []
+
+    # -- knobs used by replicas and clients -------------------------------------------------------
+    def disk_delay(self) -> int:
+        return self.rng.randint(0, self.max_disk_delay) if self.max_disk_delay else 0
+
+    def client_timeout(self) -> int:
+        return self.rng.randint(100, 300) * MS
+
+    def log(self, what: str) -> None:
+        if self.trace:
+            print(f"{self.world.now_ms:7d}ms  {what}")
+
+    # -- faults -------------------------------------------------------------------------------------
+    def _fault(self) -> None:
+        if self.healed:
+            return
+        rng = self.rng
+        ids = self.ids
+        net = self.net
+        kind = rng.choices(
+            ["heal", "split", "isolate", "oneway", "crash", "transfer", "lossy"],
+            weights=[3, 2, 2, 2, 2 * self.crash_weight, 1, 1],
+        )[0]
+        if kind == "heal":
+            net.heal()
+            net.params.loss = self.net_params.loss
+        elif kind == "split":
+            side = rng.sample(ids, rng.randint(1, len(ids) - 1))
+            net.heal()
+            net.split(side, [i for i in ids if i not in side])
+        elif kind == "isolate":
+            victim = self._leader() or rng.choice(ids)
+            net.split([victim], [i for i in ids if i != victim])
+        elif kind == "oneway":
+            a = rng.sample(ids, rng.randint(1, len(ids) - 1))
+            net.block_one_way(a, [i for i in ids if i not in a])
+        elif kind == "crash":
+            up = [i for i in ids if self.replicas[i].up]
+            if up:
+                victim = self._leader() if rng.random() < 0.5 and self._leader() else rng.choice(up)
+                self.replicas[victim].crash()
+                self.crashes += 1
+                self.world.after(rng.randint(20, 800) * MS, self._restart, victim)
+        elif kind == "transfer":
+            ldr = self._leader()
+            if ldr:
+                self.replicas[ldr].transfer_leadership(rng.choice([i for i in ids if i != ldr]))
+        elif kind == "lossy":
+            net.params.loss = rng.choice([0.2, 0.5])
+        self.log(f"fault {kind}: blocked={sorted(net.blocked)}")
+        self.world.after(rng.randint(30, 400) * MS, self._fault)
+
+    def _restart(self, i: int) -> None:
+        r = self.replicas[i]
+        if not r.up:
+            r.restart()
+            self.log(f"restart {i}")
+
+    def _leader(self) -> int | None:
+        best = None
+        for i, r in self.replicas.items():
+            if r.up and r.node.role == LEADER and (best is None or r.node.term > best[0]):
+                best = (r.node.term, i)
+        return best[1] if best else None
+
+    def _heal(self) -> None:
+        self.healed = True
+        self.net.heal()
+        self.net.params = NetParams(max_delay=self.net_params.max_delay)
+        for i in self.ids:
+            self._restart(i)
+        self.log("healed")
+
+    # -- periodic whole-state check -----------------------------------------------------------------
+    def _audit(self) -> None:
+        self.check_replica_data()
+        self.world.after(500 * MS, self._audit)
+
+    def check_replica_data(self) -> None:
+        for i, r in self.replicas.items():
+            if not r.up:
+                continue
+            for stream in self.checker.acked:
+                try:
+                    data = r.machine.read(self.bucket, stream, 0, 1 << 30, self.world.now_ms).data
+                except StreamError:
+                    data = b""
+                self.checker.check_stream_data(f"replica {i}", stream, data)
+
+    # -- the run --------------------------------------------------------------------------------------
+    def run(self) -> Result:
+        res = Result(self.seed, len(self.ids), broken=self.broken)
+        w = self.world
+        try:
+            for c in self.clients:
+                c.start()
+            w.after(self.rng.randint(50, 300) * MS, self._fault)
+            w.after(500 * MS, self._audit)
+            w.run_until(self.fault_ms * MS)
+            self._heal()
+            heal_at = w.now
+            bound = heal_at + self.heal_bound_ticks * self.tick_us
+            w.run_until(bound, stop=lambda: all(c.acks_after_heal > 0 for c in self.clients))
+            if not all(c.acks_after_heal > 0 for c in self.clients):
+                self.checker.fail(
+                    f"liveness: no acknowledged append within {self.heal_bound_ticks} ticks "
+                    f"after the network healed (leader: {self._leader()})"
+                )
+            for c in self.clients:
+                c.stopped = True
+            bound = w.now + self.heal_bound_ticks * self.tick_us
+            w.run_until(bound, stop=self._converged)
+            if not self._converged():
+                self.checker.fail(
+                    "liveness: replicas did not converge after heal: "
+                    + ", ".join(
+                        f"{i}:{r.applied}/{r.node.committed}" for i, r in self.replicas.items()
+                    )
+                )
+            self.check_replica_data()
+        except Violation as v:
+            res.violation = f"{v} (at {w.now_ms} ms)"
+        except AssertionError as e:  # an internal assertion of the raft core
+            res.violation = f"raft core assertion: {e} (at {w.now_ms} ms)"
+        res.sim_ms = w.now_ms
+        res.events = w.events
+        res.acks = sum(c.acks for c in self.clients)
+        res.reads = sum(c.reads for c in self.clients)
+        res.commits = self.checker.max_applied
+        res.crashes = self.crashes
+        res.leaders = len(self.checker.leader_of_term)
+        res.checks = self.checker.checks
+        return res
+
+    def _converged(self) -> bool:
+        if any(c.op is not None for c in self.clients):
+            return False
+        ldr = self._leader()
+        if ldr is None:
+            return False
+        target = self.replicas[ldr].node.committed
+        return all(r.up and r.applied >= target for r in self.replicas.values())
+
+
+def run_seed(seed: int, nodes: int = 3, broken: str | None = None, **kw) -> Result:
+    return Simulation(seed, nodes, broken, **kw).run()
