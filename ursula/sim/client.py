@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ursula.stream import encode_command
 from ursula.stream import commands as C
+from ursula.stream import encode_command
 
 if TYPE_CHECKING:
     from ursula.sim.run import Simulation

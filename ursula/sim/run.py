@@ -23,7 +23,7 @@ from ursula.raft import LEADER
 from ursula.sim.checker import Checker, Violation
 from ursula.sim.client import Client
 from ursula.sim.replica import Replica
-from ursula.sim.world import MS, Network, NetParams, World
+from ursula.sim.world import MS, NetParams, Network, World
 from ursula.stream.machine import StreamError
 
 BROKEN_RULES = {
@@ -128,7 +128,7 @@ class Simulation:
         if self.trace:
             print(f"{self.world.now_ms:7d}ms  {what}")
 
-    # -- faults -------------------------------------------------------------------------------------
+    # -- faults ----------------------------------------------------------------------------------
     def _fault(self) -> None:
         if self.healed:
             return
@@ -189,7 +189,7 @@ class Simulation:
             self._restart(i)
         self.log("healed")
 
-    # -- periodic whole-state check -----------------------------------------------------------------
+    # -- periodic whole-state check --------------------------------------------------------------
     def _audit(self) -> None:
         self.check_replica_data()
         self.world.after(500 * MS, self._audit)
@@ -205,7 +205,7 @@ class Simulation:
                     data = b""
                 self.checker.check_stream_data(f"replica {i}", stream, data)
 
-    # -- the run --------------------------------------------------------------------------------------
+    # -- the run ---------------------------------------------------------------------------------
     def run(self) -> Result:
         res = Result(self.seed, len(self.ids), broken=self.broken)
         w = self.world
