@@ -57,6 +57,10 @@ class UrsulaApp:
     def upstream_stream(self, request, name):
         return self._stream(request, DEFAULT_BUCKET, name, allow_slash=True)
 
+    @app.route("/_default/<path:name>", methods=STREAM_METHODS, strict_slashes=False)
+    def default_bucket_stream(self, request, name):
+        return self._stream(request, DEFAULT_BUCKET, name, allow_slash=True)
+
     @app.route("/<bucket>/<stream>", methods=STREAM_METHODS, strict_slashes=False)
     def bucket_stream(self, request, bucket, stream):
         return self._stream(request, bucket, stream, allow_slash=False)
@@ -73,7 +77,7 @@ class UrsulaApp:
             return self._options(request)
         handler = {b"GET": self._list_bucket, b"PUT": self._put_bucket,
                    b"DELETE": self._delete_bucket}[request.method]
-        return self._guard(request, lambda: handler(request, check_bucket(unquote(bucket))))
+        return self._guard(request, lambda req: handler(req, check_bucket(unquote(bucket))))
 
     @app.route("/__ursula/metrics", methods=["GET"])
     def metrics_route(self, request):

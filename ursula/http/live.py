@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ursula.core.interfaces import TooManyReaders
 from ursula.http import render
 from ursula.protocol import sse
 from ursula.protocol.cursor import next_cursor
@@ -38,6 +39,7 @@ class LiveReads:
         self.sse_heartbeat = config.http.sse_heartbeat_ms / 1000.0
         self.cursor_interval_ms = config.http.cursor_interval_ms
         self.max_read = config.limits.max_read_bytes
+        self.max_live_readers = config.limits.max_live_readers
 
     def cursor(self, request) -> str:
         client = request.args.get(b"cursor")
@@ -46,6 +48,9 @@ class LiveReads:
                            self.cursor_interval_ms)
 
     def _start(self, bucket, name, offset):
+        if self.core.live_readers >= self.max_live_readers:
+            raise TooManyReaders()
+
         def position(info):
             if offset == NOW:
                 return info.tail
@@ -111,7 +116,11 @@ class LongPoll:
         if remaining <= 0:
             self._timeout(result)
             return
-        self.subscription = self.live.core.subscribe(self.bucket, self.name, self._woken)
+        try:
+            self.subscription = self.live.core.subscribe(self.bucket, self.name, self._woken)
+        except TooManyReaders:
+            self.done.errback()
+            return
         self.timer = self.live.clock.callLater(remaining, self._timeout, result)
 
     def _woken(self):
@@ -214,8 +223,11 @@ class SseSession:
                     return
                 self.position = result.next_offset
                 if result.up_to_date:
-                    self.subscription = self.live.core.subscribe(self.bucket, self.name,
-                                                                 self._woken)
+                    try:
+                        self.subscription = self.live.core.subscribe(self.bucket, self.name,
+                                                                     self._woken)
+                    except TooManyReaders:
+                        self._end()  # over the limit mid-session: the client reconnects
                     return
         finally:
             self.pumping = False

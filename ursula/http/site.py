@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 
-from twisted.web import http, server
+from twisted.web import server
 
 from ursula.http.common import apply_common_headers, error_body
 
@@ -56,10 +56,6 @@ class UrsulaRequest(server.Request):
         return super().finish()
 
 
-class UrsulaChannel(http.HTTPChannel):
-    pass
-
-
 class UrsulaSite(server.Site):
     def __init__(self, resource, config, metrics, access_log: bool = False):
         limits = config.limits
@@ -73,8 +69,10 @@ class UrsulaSite(server.Site):
 
     def buildProtocol(self, addr):
         channel = super().buildProtocol(addr)
-        channel.totalHeadersSize = self._max_header_bytes
-        channel.maxHeaders = self._max_headers
+        # Twisted wraps the HTTP/1.1 channel in a protocol that can switch to HTTP/2.
+        inner = getattr(channel, "_channel", channel)
+        inner.totalHeadersSize = self._max_header_bytes
+        inner.maxHeaders = self._max_headers
         return channel
 
     def log(self, request):

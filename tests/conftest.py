@@ -1,0 +1,62 @@
+"""Shared fixtures: an in-process ursula node on a free loopback port, and its config."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from ursula.config import NodeConfig
+
+
+def make_config(tmp_path, **sections) -> NodeConfig:
+    """The default config with overrides, e.g. ``limits={"max_body_bytes": 10}``."""
+    config = NodeConfig()
+    replaced = {}
+    for name, overrides in sections.items():
+        replaced[name] = dataclasses.replace(getattr(config, name), **overrides)
+    node = dataclasses.replace(config.node, data_dir=str(tmp_path / "data"),
+                               listen="tcp:0:interface=127.0.0.1")
+    return dataclasses.replace(config, node=node, **replaced)
+
+
+class Node:
+    """A running in-process node: ``url``, ``core``, ``app``, and ``stop()``."""
+
+    def __init__(self, config):
+        from twisted.internet import reactor
+
+        from ursula.core import LocalCore
+        from ursula.http.app import UrsulaApp
+        from ursula.http.site import UrsulaSite
+
+        self.config = config
+        self.core = LocalCore(reactor, max_live_readers=config.limits.max_live_readers)
+        self.app = UrsulaApp(self.core, config, reactor)
+        self.site = UrsulaSite(self.app.resource(), config, self.app.metrics)
+        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+        self.url = f"http://127.0.0.1:{self.port.getHost().port}"
+
+    def stop(self):
+        return defer.maybeDeferred(self.port.stopListening)
+
+
+@pytest.fixture
+def node_factory(tmp_path):
+    nodes = []
+
+    def start(**sections) -> Node:
+        node = Node(make_config(tmp_path, **sections))
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        pytest_twisted.blockon(node.stop())
+
+
+@pytest.fixture
+def node(node_factory):
+    return node_factory(http={"long_poll_timeout_ms": 300})
