@@ -1,0 +1,78 @@
+"""Starting and stopping real ``twistd ursula`` processes on loopback for integration tests."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+TWISTD = str(pathlib.Path(sys.executable).parent / "twistd")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def write_config(directory: pathlib.Path, port: int, extra: str = "") -> pathlib.Path:
+    path = directory / "node.ini"
+    path.write_text(f"[node]\nlisten = tcp:{port}:interface=127.0.0.1\n"
+                    f"data_dir = {directory / 'data'}\n{extra}")
+    return path
+
+
+def request(method: str, url: str, body: bytes | None = None, headers: dict | None = None,
+            timeout: float = 5.0):
+    """(status, headers, body); HTTP errors are returned, not raised."""
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def wait_until_serving(url: str, process: subprocess.Popen | None = None,
+                       timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"server exited early with {process.returncode}")
+        try:
+            request("GET", url + "/__ursula/health", timeout=1.0)
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"no server at {url} after {timeout} s")
+
+
+def start_foreground(config: pathlib.Path | None, cwd: pathlib.Path) -> subprocess.Popen:
+    args = [TWISTD, "-n", "ursula"] + (["--config", str(config)] if config else [])
+    return subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def stop(process: subprocess.Popen, timeout: float = 15.0) -> int:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
