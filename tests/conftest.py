@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 import pytest_twisted
+from hypothesis import settings
 from twisted.internet import defer
 
 from ursula.config import NodeConfig
+
+# CI machines are slow and shared: no per-example deadlines there (speed is not asserted).
+settings.register_profile("ci", deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def make_config(tmp_path, **sections) -> NodeConfig:

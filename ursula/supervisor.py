@@ -14,7 +14,11 @@ from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import (
-    FilteringLogObserver, LogLevel, LogLevelFilterPredicate, Logger, globalLogPublisher,
+    FilteringLogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogPublisher,
     jsonFileLogObserver,
 )
 from twisted.python import usage

@@ -20,7 +20,13 @@ from ursula.protocol.headers import DEFAULT_CONTENT_TYPE, is_json_type, media_ty
 from ursula.protocol.jsonmode import split_messages
 from ursula.protocol.names import DEFAULT_BUCKET
 from ursula.stream.commands import (
-    Append, AppendBatch, CreateBucket, CreateStream, DeleteBucket, DeleteStream, Touch,
+    Append,
+    AppendBatch,
+    CreateBucket,
+    CreateStream,
+    DeleteBucket,
+    DeleteStream,
+    Touch,
 )
 from ursula.stream.model import APPENDS, ProducerState, Stream
 

@@ -1,0 +1,113 @@
+"""Run the public Durable Streams conformance suite against a real ``twistd ursula`` node.
+
+Installs the pinned npm packages (package.json beside this file) into a cache directory, starts
+``twistd -n ursula`` on a free loopback port with the default configuration, runs the suite
+with vitest, stops the server, and prints ``conformance: N passed, M failed, K skipped``.
+Exits non-zero if any test failed or fewer than ``--expect`` tests passed.
+
+Usage: python tests/conformance/run_conformance.py [--expect 332] [--url URL]
+       (--url runs against an already running server instead of starting one)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "integration"))
+
+from procs import free_port, start_foreground, stop, wait_until_serving, write_config  # noqa: E402
+
+
+def install(cache: pathlib.Path) -> pathlib.Path:
+    manifest = (HERE / "package.json").read_text()
+    target = cache / "suite"
+    stamp = target / ".installed"
+    if stamp.exists() and stamp.read_text() == manifest:
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "package.json").write_text(manifest)
+    print(f"run_conformance: npm install into {target}", file=sys.stderr, flush=True)
+    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
+                   cwd=target, check=True)
+    stamp.write_text(manifest)
+    return target
+
+
+def run_suite(suite: pathlib.Path, url: str) -> dict:
+    for name in ("conformance.test.mjs", "vitest.config.mjs"):
+        shutil.copy(HERE / name, suite / name)
+    report = pathlib.Path(tempfile.mkstemp(suffix=".json")[1])
+    env = {**os.environ, "CONFORMANCE_TEST_URL": url, "NO_COLOR": "1"}
+    subprocess.run([str(suite / "node_modules" / ".bin" / "vitest"), "run", "--config",
+                    "vitest.config.mjs", "--reporter=dot", "--reporter=json",
+                    f"--outputFile.json={report}"], cwd=suite, env=env)
+    try:
+        return json.loads(report.read_text())
+    finally:
+        report.unlink()
+
+
+def summarise(raw: dict) -> tuple[int, int, int, list[str]]:
+    passed = failed = skipped = 0
+    failures = []
+    for file in raw.get("testResults", []):
+        results = file.get("assertionResults", [])
+        if not results and file.get("status") == "failed":
+            failed += 1
+            failures.append(f"(file) {file.get('message', '')[:200]}")
+        for test in results:
+            if test["status"] == "passed":
+                passed += 1
+            elif test["status"] == "failed":
+                failed += 1
+                failures.append(" > ".join(test.get("ancestorTitles", []) + [test["title"]]))
+            else:
+                skipped += 1
+    return passed, failed, skipped, failures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--expect", type=int, default=332, help="tests that must pass")
+    parser.add_argument("--url", help="test an already running server")
+    parser.add_argument("--cache", default=os.environ.get(
+        "URSULA_CONFORMANCE_CACHE", str(pathlib.Path.home() / ".cache" / "ursula-conformance")))
+    args = parser.parse_args()
+    suite = install(pathlib.Path(args.cache))
+    process = None
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="ursula-conformance-"))
+    try:
+        url = args.url
+        if url is None:
+            port = free_port()
+            process = start_foreground(write_config(workdir, port), workdir)
+            url = f"http://127.0.0.1:{port}"
+            wait_until_serving(url, process)
+        raw = run_suite(suite, url)
+    finally:
+        if process is not None:
+            stop(process)
+            err = process.stderr.read().decode(errors="replace")
+            if "Traceback" in err:
+                print(err, file=sys.stderr)
+        shutil.rmtree(workdir, ignore_errors=True)
+    passed, failed, skipped, failures = summarise(raw)
+    for name in failures:
+        print(f"  FAILED {name}")
+    print(f"conformance: {passed} passed, {failed} failed, {skipped} skipped")
+    if failed or passed < args.expect:
+        print(f"run_conformance: expected {args.expect} passing tests", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
