@@ -19,10 +19,10 @@ HeaderGetter = Callable[[str], "str | None"]
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_SAFE_INTEGER = 2**53 - 1
-_DECIMAL = re.compile(r"^(0|[1-9][0-9]*)$")
-_PLAIN_DIGITS = re.compile(r"^[0-9]+$")
+_DECIMAL = re.compile(r"0|[1-9][0-9]*")
+_PLAIN_DIGITS = re.compile(r"[0-9]+")
 _RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 
 
@@ -48,14 +48,14 @@ def flag(get: HeaderGetter, name: str) -> bool:
 
 
 def parse_ttl(value: str) -> int:
-    if not _DECIMAL.match(value) or int(value) > MAX_SAFE_INTEGER:
+    if not _DECIMAL.fullmatch(value) or int(value) > MAX_SAFE_INTEGER:
         raise ProtocolError(400, "Stream-TTL must be a non-negative integer without sign or zeros")
     return int(value)
 
 
 def parse_expires_at(value: str) -> int:
     """RFC 3339 timestamp -> milliseconds since the epoch."""
-    if not _RFC3339.match(value.strip()):
+    if not _RFC3339.fullmatch(value.strip()):
         raise ProtocolError(400, "Stream-Expires-At must be an RFC 3339 timestamp")
     text = value.strip().replace("z", "Z").replace("Z", "+00:00")
     try:
@@ -87,7 +87,7 @@ def parse_producer(get: HeaderGetter) -> ProducerHeaders | None:
 
 
 def _producer_int(value: str, name: str) -> int:
-    if not _PLAIN_DIGITS.match(value) or int(value) > MAX_SAFE_INTEGER:
+    if not _PLAIN_DIGITS.fullmatch(value) or int(value) > MAX_SAFE_INTEGER:
         raise ProtocolError(400, f"{name} must be an integer between 0 and 2^53-1")
     return int(value)
 
@@ -111,6 +111,6 @@ def parse_lifetime(get: HeaderGetter) -> Lifetime:
 
 
 def parse_sub_offset(value: str) -> int:
-    if not _DECIMAL.match(value) or int(value) > MAX_SAFE_INTEGER:
+    if not _DECIMAL.fullmatch(value) or int(value) > MAX_SAFE_INTEGER:
         raise ProtocolError(400, "Stream-Fork-Sub-Offset must be a non-negative integer")
     return int(value)

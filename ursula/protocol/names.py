@@ -21,7 +21,7 @@ import re
 from ursula.protocol.errors import ProtocolError
 
 DEFAULT_BUCKET = "_default"
-BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{2,62}$")
+BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{2,62}")
 RESERVED_BUCKETS = frozenset({"v1"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -29,7 +29,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 def check_bucket(bucket: str) -> str:
     if bucket == DEFAULT_BUCKET:
         return bucket
-    if not BUCKET_PATTERN.match(bucket) or bucket in RESERVED_BUCKETS:
+    if not BUCKET_PATTERN.fullmatch(bucket) or bucket in RESERVED_BUCKETS:
         raise ProtocolError(
             400, "bucket names are 3-63 characters of a-z, 0-9, '_' and '-', starting with a "
                  "letter or digit")

@@ -16,7 +16,7 @@ from ursula.protocol.errors import ProtocolError
 
 START = "start"
 NOW = "now"
-_WIRE = re.compile(r"^(\d{16})_(\d{16})$")
+_WIRE = re.compile(r"([0-9]{16})_([0-9]{16})")
 ZERO = "0000000000000000_0000000000000000"
 
 
@@ -27,7 +27,7 @@ def render_offset(position: int) -> str:
 
 def parse_wire_offset(text: str) -> int:
     """Parse a concrete wire offset (no sentinels). Raises ProtocolError(400)."""
-    match = _WIRE.match(text)
+    match = _WIRE.fullmatch(text)
     if match is None or match.group(1) != "0000000000000000":
         raise ProtocolError(400, "malformed offset")
     return int(match.group(2))
