@@ -21,9 +21,7 @@ class _Cluster:
     def __init__(self, n: int) -> None:
         ids = list(range(1, n + 1))
         self.storages = {i: MemoryStorage(ids) for i in ids}
-        self.nodes = {
-            i: RaftNode(Config(id=i), self.storages[i], random.Random(i)) for i in ids
-        }
+        self.nodes = {i: RaftNode(Config(id=i), self.storages[i], random.Random(i)) for i in ids}
         self.queue: deque = deque()
         self.applied = 0
 

@@ -67,10 +67,27 @@ class Replica:
         self.led_term = -1
         self.up = True
         inc = self.incarnation
+        if sim.lazy_fsync:
+            st = self.storage
+            self.disk = (st.hard_state, st.snap, list(st.ents))
+            sim.world.after(sim.rng.randint(5, 60) * 1000, self._sync_disk, inc)
         sim.world.after(sim.rng.randint(0, self.tick_interval), self._tick, inc)
         self._after_event()
 
+    def _sync_disk(self, inc: int) -> None:
+        """Broken mode "lazy_fsync" only: the disk catches up with the page cache."""
+        if inc != self.incarnation:
+            return
+        st = self.storage
+        self.disk = (st.hard_state, st.snap, list(st.ents))
+        self.sim.world.after(self.sim.rng.randint(5, 60) * 1000, self._sync_disk, inc)
+
     def crash(self) -> None:
+        if self.sim.lazy_fsync:
+            # what was "written" but never synced is lost
+            hs, snap, ents = self.disk
+            self.storage = MemoryStorage(self.sim.ids)
+            self.storage.hard_state, self.storage.snap, self.storage.ents = hs, snap, list(ents)
         self.up = False
         self.incarnation += 1
         self.node = None
@@ -126,6 +143,7 @@ class Replica:
                 st.apply_snapshot(rd.snapshot)
                 self.machine = StreamMachine.restore(rd.snapshot.data)
                 self.applied = rd.snapshot.meta.index
+                sim.snapshots_installed += 1
             if rd.entries:
                 sim.checker.on_persist(self.id, rd.entries, node.log)
                 st.append(rd.entries)

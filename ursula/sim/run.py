@@ -26,9 +26,13 @@ from ursula.sim.replica import Replica
 from ursula.sim.world import MS, NetParams, Network, World
 from ursula.stream.machine import StreamError
 
+#: Deliberately broken rules, to show the checker bites.  The first two switch on a testing
+#: flag of RaftNode; "lazy_fsync" breaks the ready contract in the simulated application: it
+#: sends messages (votes, acks) before its writes are durable, and a crash loses the writes.
 BROKEN_RULES = {
     "vote_twice": {"unsafe_vote_twice": True},
     "commit_any_term": {"unsafe_commit_any_term": True},
+    "lazy_fsync": {},
 }
 
 
@@ -43,6 +47,7 @@ class Result:
     reads: int = 0
     commits: int = 0
     crashes: int = 0
+    snapshots: int = 0
     leaders: int = 0
     checks: int = 0
     broken: str | None = None
@@ -109,13 +114,14 @@ class Simulation:
             snapshot_chunk_size=rng.choice([64, 512, 8192]),
         )
         self.broken = broken
+        self.lazy_fsync = broken == "lazy_fsync"
         if broken:
             self.raft_config.update(BROKEN_RULES[broken])
         skews = [rng.uniform(-0.25, 0.25) for _ in self.ids]
         self.replicas = {i: Replica(self, i, skews[i - 1]) for i in self.ids}
         self.clients = [Client(self, k, f"s{k % 2}") for k in range(clients)]
         self.crashes = 0
-        self.trace_log: list[str] = []
+        self.snapshots_installed = 0
 
     # -- knobs used by replicas and clients -------------------------------------------------------
     def disk_delay(self) -> int:
@@ -246,6 +252,7 @@ class Simulation:
         res.reads = sum(c.reads for c in self.clients)
         res.commits = self.checker.max_applied
         res.crashes = self.crashes
+        res.snapshots = self.snapshots_installed
         res.leaders = len(self.checker.leader_of_term)
         res.checks = self.checker.checks
         return res
