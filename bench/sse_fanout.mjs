@@ -4,26 +4,32 @@
 //
 // Opens <subscribers> connections to <stream-url>?offset=now&live=sse, waits until each has
 // seen its first control event, then one writer POSTs {"i": n, "t": send-time-ms} to the
-// (application/json) stream at about <appends-per-s> for <seconds>. Each subscriber records,
-// for each message, now - t. After <grace-seconds> it prints one JSON line: delivered /
-// expected, p50 / p99 / max delivery latency in ms, and errors.
+// (application/json) stream at about <appends-per-s> for <seconds>, without waiting for
+// earlier answers. Each subscriber records, for each message, now - t. Once every append
+// has an answer (at most DRAIN_S more) and <grace-seconds> have passed, it prints one JSON
+// line: delivered / expected (expected = appends tried x ready subscribers), p50 / p99 / max
+// delivery latency in ms, and errors. Subscribers not ready after CONNECT_S are left out.
 import http from "node:http"
 import { performance } from "node:perf_hooks"
 
 const [url, nSubs, rate, seconds, grace] = process.argv.slice(2)
 const subs = Number(nSubs)
+const CONNECT_S = 60
+const DRAIN_S = 30
 const now = () => performance.timeOrigin + performance.now()
 const latencies = []
 const errors = []
 let delivered = 0
 let duplicates = 0
 let ready = 0
+const states = []
 
 function subscribe(id) {
   return new Promise((resolve) => {
     const seen = new Set()
+    const me = { isReady: false, counted: false }
+    states.push(me)
     let buf = ""
-    let isReady = false
     const req = http.get(`${url}?offset=now&live=sse`, { agent: false }, (res) => {
       if (res.statusCode !== 200) {
         errors.push(`subscriber ${id}: HTTP ${res.statusCode}`)
@@ -43,11 +49,11 @@ function subscribe(id) {
             if (line.startsWith("event:")) type = line.slice(6).trim()
             else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""))
           }
-          if (type === "control" && !isReady) {
-            isReady = true
+          if (type === "control" && !me.isReady) {
+            me.isReady = true
             ready++
             resolve()
-          } else if (type === "data") {
+          } else if (type === "data" && me.counted) {
             const t = now()
             let msgs = JSON.parse(data.join("\n"))
             if (!Array.isArray(msgs)) msgs = [msgs]
@@ -69,7 +75,8 @@ function subscribe(id) {
 
 const sockets = []
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
-const agent = new http.Agent({ keepAlive: true, maxSockets: 4 })
+const agent = new http.Agent({ keepAlive: true, maxSockets: 64 })
+const deadline = (ms) => new Promise((r) => setTimeout(r, ms).unref())
 
 function append(i) {
   return new Promise((resolve) => {
@@ -89,9 +96,14 @@ function append(i) {
 
 const t0 = now()
 // Connect in batches so a slow accept queue does not turn into connection errors.
-for (let i = 0; i < subs; i += 100) {
-  await Promise.all(Array.from({ length: Math.min(100, subs - i) }, (_, k) => subscribe(i + k)))
-}
+const connecting = (async () => {
+  for (let i = 0; i < subs; i += 100) {
+    await Promise.all(Array.from({ length: Math.min(100, subs - i) }, (_, k) => subscribe(i + k)))
+  }
+})()
+await Promise.race([connecting, deadline(CONNECT_S * 1000)])
+const readyAtStart = ready
+for (const st of states) st.counted = st.isReady
 const connectS = (now() - t0) / 1000
 let sent = 0
 const pending = []
@@ -102,7 +114,9 @@ for (let i = 0; i < total; i++) {
   if (due > now()) await sleep(due - now())
   pending.push(append(i).then((ok) => { if (ok) sent++ }))
 }
-await Promise.all(pending)
+let answered = 0
+for (const p of pending) p.then(() => answered++)
+await Promise.race([Promise.all(pending), deadline(DRAIN_S * 1000)])
 const writeS = (now() - start) / 1000
 await sleep(Number(grace) * 1000)
 for (const r of sockets) r.destroy()
@@ -112,8 +126,9 @@ latencies.sort((a, b) => a - b)
 const pct = (p) => latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] : null
 const cpu = process.cpuUsage()
 console.log(JSON.stringify({
-  subscribers: subs, ready, connect_s: connectS, sent, write_s: writeS,
-  expected: sent * ready, delivered, duplicates,
+  subscribers: subs, ready: readyAtStart, connect_s: connectS, appends: total,
+  unanswered: total - answered, sent, write_s: writeS,
+  expected: total * readyAtStart, delivered, duplicates,
   p50_ms: pct(0.5), p99_ms: pct(0.99), max_ms: latencies.length ? latencies[latencies.length - 1] : null,
   errors: errors.length, first_errors: errors.slice(0, 5),
   client_cpu_s: (cpu.user + cpu.system) / 1e6,
