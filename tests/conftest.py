@@ -31,7 +31,7 @@ def make_config(tmp_path, **sections) -> NodeConfig:
 class Node:
     """A running in-process node: ``url``, ``core``, ``app``, and ``stop()``."""
 
-    def __init__(self, config):
+    def __init__(self, config, core_kind: str = "local"):
         from twisted.internet import reactor
 
         from ursula.core import LocalCore
@@ -39,22 +39,33 @@ class Node:
         from ursula.http.site import UrsulaSite
 
         self.config = config
-        self.core = LocalCore(reactor, max_live_readers=config.limits.max_live_readers)
+        if core_kind == "raft":
+            from ursula.core.cluster import CoreSettings, MemoryPersister, RaftCore
+            from ursula.raft import MemoryStorage
+            self.core = RaftCore(reactor, 1, 2, {g: MemoryStorage([1]) for g in range(2)},
+                                 MemoryPersister(), settings=CoreSettings(
+                                     max_live_readers=config.limits.max_live_readers))
+            self.core.start()
+        else:
+            self.core = LocalCore(reactor, max_live_readers=config.limits.max_live_readers)
         self.app = UrsulaApp(self.core, config, reactor)
         self.site = UrsulaSite(self.app.resource(), config, self.app.metrics)
         self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port.getHost().port}"
 
     def stop(self):
+        if hasattr(self.core, "stop"):
+            self.core.stop()
         return defer.maybeDeferred(self.port.stopListening)
 
 
-@pytest.fixture
-def node_factory(tmp_path):
+@pytest.fixture(params=["local", "raft"])
+def node_factory(request, tmp_path):
+    """Nodes on the single-process core and on a Raft cluster of one (in memory)."""
     nodes = []
 
     def start(**sections) -> Node:
-        node = Node(make_config(tmp_path, **sections))
+        node = Node(make_config(tmp_path, **sections), request.param)
         nodes.append(node)
         return node
 

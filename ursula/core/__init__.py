@@ -7,7 +7,7 @@ thread. The Raft issues put consensus behind the same interface.
 May import: Twisted, zope.interface, ``ursula.stream`` and ``ursula.protocol``.
 """
 
-from ursula.core.interfaces import ICore, TooManyReaders
+from ursula.core.interfaces import ICore, TooManyReaders, Unavailable
 from ursula.core.local import LocalCore
 
-__all__ = ["ICore", "LocalCore", "TooManyReaders"]
+__all__ = ["ICore", "LocalCore", "TooManyReaders", "Unavailable"]

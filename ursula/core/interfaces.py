@@ -12,6 +12,13 @@ class TooManyReaders(Exception):
     """The live-reader limit (long-poll + SSE waiters) is reached."""
 
 
+class Unavailable(Exception):
+    """The request cannot be served right now (no leader, leader unreachable, timed out).
+
+    The HTTP layer answers 503 with ``Retry-After``. ``str()`` is a one-line reason.
+    """
+
+
 class ICore(Interface):
     """A node's runtime: commands go in, outcomes and reads come out (as Deferreds)."""
 
@@ -29,6 +36,13 @@ class ICore(Interface):
     def read(bucket: str, stream: str, offset: int, max_bytes: int) -> object:
         """A Deferred firing with ``ReadResult``, or failing with ``StreamError``."""
 
+    def read_local(bucket: str, stream: str, offset: int, max_bytes: int) -> object:
+        """``ReadResult`` from this node's applied state, synchronously (no read barrier).
+
+        For live readers after a linearizable first read: they are woken by local applies.
+        Raises ``StreamError``.
+        """
+
     def list_streams(bucket: str, after: str, limit: int) -> object:
         """A Deferred firing with ``[(name, StreamInfo)]`` sorted by name."""
 
@@ -40,3 +54,6 @@ class ICore(Interface):
 
     def stats() -> dict:
         """Gauges for metrics: streams, bytes, live readers."""
+
+    def is_ready() -> bool:
+        """True when every local group has a known leader (``/__ursula/ready``)."""

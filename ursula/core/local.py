@@ -53,6 +53,9 @@ class LocalCore:
         except StreamError as error:
             return fail(error)
 
+    def read_local(self, bucket, stream, offset, max_bytes):
+        return self.machine.read(bucket, stream, offset, max_bytes, self.now_ms())
+
     def list_streams(self, bucket, after, limit):
         try:
             return succeed(self.machine.list_streams(bucket, after, limit, self.now_ms()))
@@ -61,6 +64,9 @@ class LocalCore:
 
     def subscribe(self, bucket, stream, callback):
         return self.watchers.add((bucket, stream), callback)
+
+    def is_ready(self) -> bool:
+        return True
 
     def stats(self) -> dict:
         return {"streams": self.machine.stream_count, "bytes": self.machine.total_bytes,

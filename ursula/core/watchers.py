@@ -45,6 +45,11 @@ class WatcherRegistry:
             if not waiters:
                 del self._by_key[subscription.key]
 
+    def notify_all(self) -> None:
+        """Wake every waiter (the whole state changed, e.g. a snapshot was installed)."""
+        for key in list(self._by_key):
+            self.notify(key)
+
     def notify(self, key) -> None:
         """Wake every waiter of ``key`` (each one once)."""
         waiters = self._by_key.pop(key, None)

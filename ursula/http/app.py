@@ -19,7 +19,7 @@ from twisted.internet.defer import CancelledError, maybeDeferred
 from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from ursula.core.interfaces import TooManyReaders
+from ursula.core.interfaces import TooManyReaders, Unavailable
 from ursula.http import render
 from ursula.http.common import error_body
 from ursula.http.live import LiveReads
@@ -92,6 +92,15 @@ class UrsulaApp:
         request.setHeader(b"cache-control", b"no-store")
         return render.finish_body(request, b'{"status":"ok"}')
 
+    @app.route("/__ursula/ready", methods=["GET"])
+    def ready(self, request):
+        ready = self.core.is_ready()
+        request.setResponseCode(200 if ready else 503)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        body = b'{"ready":true}' if ready else b'{"ready":false,"reason":"a group has no leader"}'
+        return render.finish_body(request, body)
+
     @app.route("/", methods=["GET", "OPTIONS"])
     def root(self, request):
         if request.method == b"OPTIONS":
@@ -152,6 +161,8 @@ class UrsulaApp:
                 return error_body(request, error.status, error.reason, error.headers)
             if failure.check(StreamError):
                 return render.stream_error(request, failure.value.code)
+            if failure.check(Unavailable):
+                return error_body(request, 503, str(failure.value), {"Retry-After": "1"})
             if failure.check(TooManyReaders):
                 limit = self.config.limits.max_live_readers
                 return error_body(request, 503, f"too many live readers (limits.max_live_readers"

@@ -14,6 +14,7 @@ from __future__ import annotations
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ursula.core.interfaces import TooManyReaders
@@ -86,12 +87,18 @@ class LongPoll:
         self.timer = None
 
     def run(self) -> Deferred:
-        self._read()
-        return self.done
-
-    def _read(self):
         d = self.live.core.read(self.bucket, self.name, self.position, self.live.max_read)
         d.addCallbacks(self._got, self._failed)
+        return self.done
+
+    def _read_local(self):
+        try:
+            result = self.live.core.read_local(self.bucket, self.name, self.position,
+                                               self.live.max_read)
+        except StreamError:
+            self._failed(Failure())
+            return
+        self._got(result)
 
     def _got(self, result):
         if self.done.called:
@@ -128,7 +135,7 @@ class LongPoll:
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
-        self._read()
+        self._read_local()
 
     def _timeout(self, result):
         self.timer = None
@@ -208,13 +215,12 @@ class SseSession:
         self.pumping = True
         try:
             while not self.paused and not self.done.called:
-                d = self.live.core.read(self.bucket, self.name, self.position,
-                                        self.live.max_read)
-                results = []
-                d.addCallbacks(results.append, self._failed)
-                if not results:
-                    return  # an asynchronous read: continue when it fires
-                result = results[0]
+                try:
+                    result = self.live.core.read_local(self.bucket, self.name, self.position,
+                                                       self.live.max_read)
+                except StreamError:
+                    self._failed(Failure())
+                    return
                 has_data = result.next_offset > result.start
                 if has_data or not self.sent_control or result.closed:
                     self._send(result, has_data)

@@ -58,6 +58,19 @@ class Outcome:
     results: list[Outcome] = field(default_factory=list)
 
 
+def outcome_to_wire(outcome: Outcome) -> list:
+    """A cbor2-friendly form of an Outcome (for forwarding between nodes)."""
+    return [outcome.error, outcome.created, outcome.duplicate, outcome.start_offset,
+            outcome.next_offset, outcome.closed, outcome.producer_epoch, outcome.producer_seq,
+            outcome.expected_seq, outcome.received_seq, outcome.content_type,
+            [outcome_to_wire(r) for r in outcome.results]]
+
+
+def outcome_from_wire(data: list) -> Outcome:
+    *fields_, results = data
+    return Outcome(*fields_, results=[outcome_from_wire(r) for r in results])
+
+
 @dataclass(frozen=True, slots=True)
 class StreamInfo:
     uid: int
