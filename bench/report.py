@@ -37,7 +37,7 @@ COLUMNS = {
 }
 COLUMNS["producer"] = COLUMNS["append"]
 COMMON = [("peak_rss_mb", "peak RSS MB", "{:.0f}"), ("server_cpu", "server CPU %", "{:.0f}"),
-          ("loadgen_cpu", "loadgen CPU %", "{:.0f}")]
+          ("loadgen_cpu", "loadgen CPU %", "{:.0f}"), ("other_cpu", "other CPU %", "{:.0f}")]
 HEADLINE = {"append": "appends_s", "producer": "appends_s", "sse": "p99_ms",
             "catchup": "read_mb_s"}
 

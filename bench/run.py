@@ -58,6 +58,11 @@ def parse_args(argv):
     p.add_argument("--docs", default=os.path.join(REPO, "docs"),
                    help="folder of benchmarks.md and the PNGs")
     p.add_argument("--no-docs", action="store_true", help="do not rewrite docs/")
+    p.add_argument("--quiet-below", type=float, default=40,
+                   help="before each case, wait until other work uses less than this %% of one "
+                   "core (0 = do not wait; --smoke does not wait)")
+    p.add_argument("--quiet-wait", type=float, default=60, help="max wait per case (s)")
+    p.add_argument("--quiet-budget", type=float, default=300, help="max wait per run (s)")
     p.add_argument("--start-timeout", type=float, default=300,
                    help="seconds to wait for a server (the first refserver.sh run installs it)")
     a = p.parse_args(argv)
@@ -93,6 +98,19 @@ def cases(a):
     return out
 
 
+def wait_quiet(a, budget):
+    """Wait (up to --quiet-wait s per case, --quiet-budget s per run) until the machine's busy
+    CPU over one second is below --quiet-below % of one core; return (waited s, busy %)."""
+    t0 = time.monotonic()
+    while True:
+        b0 = servers.machine_busy()
+        time.sleep(1)
+        busy = 100.0 * (servers.machine_busy() - b0) / servers.HZ
+        waited = time.monotonic() - t0
+        if busy < a.quiet_below or waited >= min(a.quiet_wait, budget):
+            return waited, busy
+
+
 def run_case(a, base, tag, workload, param):
     if workload in ("append", "producer"):
         return workloads.append(base, tag, param, a.duration, a.conns, a.payload,
@@ -108,7 +126,7 @@ def describe(fig):
             ("delivered_ratio", "delivered", "{:.4f}"), ("read_mb_s", "read", "{:.0f} MB/s"),
             ("fill_mb_s", "fill", "{:.1f} MB/s"), ("errors", "errors", "{}"),
             ("peak_rss_mb", "peak RSS", "{:.0f} MB"), ("server_cpu", "server CPU", "{:.0f}%"),
-            ("loadgen_cpu", "loadgen CPU", "{:.0f}%")]
+            ("loadgen_cpu", "loadgen CPU", "{:.0f}%"), ("other_cpu", "other CPU", "{:.0f}%")]
     return "  ".join(f"{label} {fmt.format(fig[k])}" for k, label, fmt in keys
                      if fig.get(k) is not None)
 
@@ -140,15 +158,16 @@ def main(argv=None):
         "command": "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": machine(),
-        "config": {k: getattr(a, k) for k in ("smoke", "duration", "rounds", "streams", "conns",
-                                              "payload", "subscribers", "rate", "catchup_mb")},
+        "config": {k: getattr(a, k) for k in (
+            "smoke", "duration", "rounds", "streams", "conns", "payload", "subscribers", "rate",
+            "catchup_mb", "quiet_below", "quiet_wait", "quiet_budget")},
         "servers": [dict(s, selected=s["name"] in a.servers) for s in servers.SERVERS],
         "runs": [],
     }
     for s in result["servers"]:
         if s.get("pending") and s["selected"]:
             print(f"not run: {s['label']}: {s['pending']}", flush=True)
-    t_start = time.monotonic()
+    t_start, budget = time.monotonic(), a.quiet_budget
     tmp = tempfile.mkdtemp(prefix="ursula-bench-")
     for rnd in range(a.rounds):
         for case_id, workload, param in cases(a):
@@ -158,11 +177,19 @@ def main(argv=None):
                 tag = f"r{rnd}-{case_id}"
                 srv = servers.Server(spec, os.path.join(tmp, f"{spec['name']}-{tag}"),
                                      a.refserver)
+                if a.quiet_below > 0 and not a.smoke:
+                    waited, busy = wait_quiet(a, budget)
+                    budget -= waited
+                    run.update(quiet_wait_s=round(waited, 1), busy_before=round(busy))
                 try:
                     srv.start(a.start_timeout)
                     with servers.Monitor(srv.pids()) as mon:
                         fig = run_case(a, srv.base, tag, workload, param)
                     fig.update(peak_rss_mb=mon.peak_rss_mb, server_cpu=mon.cpu_pct)
+                    # CPU used by everything else on the machine (the bench's own setup and
+                    # sampler included): other work there disturbs a run
+                    loadgen = fig["loadgen_cpu"] * fig["loadgen_wall"] / mon.wall
+                    fig["other_cpu"] = max(0.0, mon.machine_pct - mon.cpu_pct - loadgen)
                     run["figures"] = fig
                     run["ok"] = fig.get("ok", 0) > 0
                     if not run["ok"]:

@@ -170,8 +170,16 @@ def tree(roots):
     return out
 
 
+def machine_busy():
+    """CPU ticks all cores spent busy (not idle or iowait) since boot."""
+    with open("/proc/stat") as f:
+        t = [int(x) for x in f.readline().split()[1:]]
+    return sum(t) - t[3] - t[4]
+
+
 class Monitor:
-    """Samples a server's process tree every 100 ms: peak RSS and CPU time during a phase."""
+    """Samples a server's process tree every 100 ms: peak RSS and CPU time during a phase,
+    and the whole machine's busy CPU (all processes, % of one core) to show disturbance."""
 
     def __init__(self, pids, interval=0.1):
         self.pids, self.interval = pids, interval
@@ -191,7 +199,7 @@ class Monitor:
 
     def __enter__(self):
         self._sample()
-        self.cpu0, self.t0 = dict(self.cpu), time.monotonic()
+        self.cpu0, self.t0, self.busy0 = dict(self.cpu), time.monotonic(), machine_busy()
         self.thread.start()
         return self
 
@@ -202,4 +210,5 @@ class Monitor:
         self.wall = time.monotonic() - self.t0
         ticks = sum(t - self.cpu0.get(pid, 0) for pid, t in self.cpu.items())
         self.cpu_pct = 100.0 * ticks / HZ / self.wall if self.wall else 0.0
+        self.machine_pct = 100.0 * (machine_busy() - self.busy0) / HZ / self.wall
         self.peak_rss_mb = self.peak / 2**20

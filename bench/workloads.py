@@ -8,7 +8,8 @@ catchup            fill one stream with 1 MiB POSTs, then read it from offset -1
                    Stream-Next-Offset until Stream-Up-To-Date) again and again; MB/s.
 
 "loadgen_cpu" is the load generator's CPU time over the wall time of its run, in % of one
-core (this machine has os.cpu_count() cores), so a saturated generator is visible.
+core (this machine has os.cpu_count() cores), so a saturated generator is visible;
+"loadgen_wall" is how long it ran.
 """
 
 import http.client
@@ -58,7 +59,7 @@ class Client:
 
 
 def run_tool(cmd, timeout):
-    """Run a load generator; return (last stdout line as JSON, its CPU % of one core)."""
+    """Run a load generator; return (last stdout line as JSON, its CPU % of one core, wall s)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -68,7 +69,7 @@ def run_tool(cmd, timeout):
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode or not lines:
         raise RuntimeError(f"{cmd[0]} failed ({p.returncode}): {(p.stderr or p.stdout)[-500:]}")
-    return json.loads(lines[-1]), 100.0 * cpu / wall
+    return json.loads(lines[-1]), 100.0 * cpu / wall, wall
 
 
 def need(tool, hint):
@@ -90,13 +91,14 @@ def append(base, tag, streams, duration, conns, payload, producer=False):
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{max(1, round(duration))}s",
            "--timeout", "10s", "-s", os.path.join(HERE, "append.lua"), base,
            "--", str(streams), prefix, f"p{tag}-" if producer else "-", str(payload)]
-    out, cpu = run_tool(cmd, timeout=duration + 60)
+    out, cpu, wall = run_tool(cmd, timeout=duration + 60)
     secs = out["duration_us"] / 1e6
     return {
         "appends_s": out["ok"] / secs,
         "p50_ms": out["p50_us"] / 1000, "p99_ms": out["p99_us"] / 1000,
         "errors": out["non2xx"] + out["socket_errors"],
         "ok": out["ok"], "error_codes": out["codes"].strip(), "loadgen_cpu": cpu,
+        "loadgen_wall": wall,
     }
 
 
@@ -109,9 +111,9 @@ def sse(base, tag, subscribers, rate, duration, grace=2.0):
     c.close()
     cmd = ["node", os.path.join(HERE, "sse_fanout.mjs"), base + path,
            str(subscribers), str(rate), str(duration), str(grace)]
-    out, cpu = run_tool(cmd, timeout=duration + grace + 120)
+    out, cpu, wall = run_tool(cmd, timeout=duration + grace + 120)
     out["delivered_ratio"] = out["delivered"] / out["expected"] if out["expected"] else 0.0
-    out["loadgen_cpu"] = cpu
+    out["loadgen_cpu"], out["loadgen_wall"] = cpu, wall
     out["ok"] = out["delivered"]
     return out
 
@@ -153,5 +155,5 @@ def catchup(base, tag, size_mb, duration):
     return {
         "read_mb_s": total / 2**20 / wall, "fill_mb_s": size_mb / fill_s,
         "reads": reads, "get_requests": requests, "ok": reads,
-        "loadgen_cpu": 100.0 * cpu / wall,
+        "loadgen_cpu": 100.0 * cpu / wall, "loadgen_wall": wall,
     }
