@@ -48,6 +48,39 @@ class LimitsSection:
 
 
 @dataclass(frozen=True)
+class ClusterSection:
+    node_id: int = 1
+    groups: int = 4
+    peers: str = ""
+    peer_listen: str = ""
+    secret: str = ""
+    secret_file: str = ""
+    tick_ms: int = 100
+    election_ticks: int = 10
+    request_timeout_ms: int = 5000
+    leader_wait_ms: int = 3000
+    snapshot_entries: int = 5000
+
+
+@dataclass(frozen=True)
+class StorageSection:
+    fsync: str = "always"
+    segment_bytes: int = 64 * MiB
+
+
+@dataclass(frozen=True)
+class Peer:
+    node_id: int
+    host: str
+    port: int
+    client_url: str = ""
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp:host={self.host}:port={self.port}"
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = "info"
     format: str = "text"
@@ -60,18 +93,38 @@ class NodeConfig:
     http: HttpSection = field(default_factory=HttpSection)
     limits: LimitsSection = field(default_factory=LimitsSection)
     log: LogSection = field(default_factory=LogSection)
+    cluster: ClusterSection = field(default_factory=ClusterSection)
+    storage: StorageSection = field(default_factory=StorageSection)
+
+    @property
+    def peers(self) -> dict[int, Peer]:
+        """Every voter of the cluster by id (a cluster of one when ``peers`` is empty)."""
+        return parse_peers(self.cluster.peers) or {self.cluster.node_id: Peer(
+            self.cluster.node_id, "127.0.0.1", 0)}
+
+    @property
+    def cluster_secret(self) -> bytes:
+        if self.cluster.secret_file:
+            with open(self.cluster.secret_file, "rb") as handle:
+                return handle.read().strip()
+        return self.cluster.secret.encode()
 
 
-_SECTIONS = {"node": NodeSection, "http": HttpSection, "limits": LimitsSection, "log": LogSection}
+_SECTIONS = {"node": NodeSection, "http": HttpSection, "limits": LimitsSection, "log": LogSection,
+             "cluster": ClusterSection, "storage": StorageSection}
 _CHOICES = {("log", "level"): ("debug", "info", "warn", "error"),
-            ("log", "format"): ("text", "json")}
+            ("log", "format"): ("text", "json"),
+            ("storage", "fsync"): ("always", "never")}
 _MINIMUM = {("http", "long_poll_timeout_ms"): 1, ("http", "sse_max_duration_ms"): 1000,
             ("http", "sse_heartbeat_ms"): 100, ("http", "cursor_interval_ms"): 1000,
             ("limits", "max_body_bytes"): 1, ("limits", "max_header_bytes"): 1024,
             ("limits", "max_headers"): 10, ("limits", "max_stream_name_bytes"): 1,
             ("limits", "max_live_readers"): 0, ("limits", "max_read_bytes"): 1024,
             ("limits", "max_batch_frames"): 1, ("limits", "max_list_streams"): 1,
-            ("limits", "idle_timeout_s"): 1}
+            ("limits", "idle_timeout_s"): 1, ("cluster", "node_id"): 1, ("cluster", "groups"): 1,
+            ("cluster", "tick_ms"): 10, ("cluster", "election_ticks"): 3,
+            ("cluster", "request_timeout_ms"): 100, ("cluster", "leader_wait_ms"): 0,
+            ("cluster", "snapshot_entries"): 10, ("storage", "segment_bytes"): 4096}
 
 
 def _convert(section: str, key: str, raw: str, kind: type):
@@ -99,13 +152,56 @@ def _convert(section: str, key: str, raw: str, kind: type):
     return raw
 
 
-def _check_listen(listen: str) -> None:
+def _check_endpoint(where: str, listen: str) -> None:
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
     try:
         serverFromString(reactor, listen)
     except (ValueError, TypeError, KeyError) as error:
-        raise ConfigError(f"[node] listen: {listen!r} is not a Twisted endpoint ({error})") from None
+        raise ConfigError(f"{where}: {listen!r} is not a Twisted endpoint ({error})") from None
+
+
+def parse_peers(text: str) -> dict[int, Peer]:
+    """``1 = host:port [client-url]`` entries, separated by newlines or commas."""
+    peers: dict[int, Peer] = {}
+    for item in text.replace(",", "\n").splitlines():
+        item = item.strip()
+        if not item:
+            continue
+        node_text, sep, rest = item.partition("=")
+        parts = rest.split()
+        if not sep or not node_text.strip().isdigit() or not parts or ":" not in parts[0]:
+            raise ConfigError(f"[cluster] peers: expected 'id = host:port [client-url]', got "
+                              f"{item!r}")
+        host, _, port = parts[0].rpartition(":")
+        if not port.isdigit() or not host:
+            raise ConfigError(f"[cluster] peers: bad address {parts[0]!r} in {item!r}")
+        node_id = int(node_text)
+        if node_id in peers:
+            raise ConfigError(f"[cluster] peers: node {node_id} is listed twice")
+        peers[node_id] = Peer(node_id, host.strip("[]"), int(port),
+                              parts[1] if len(parts) > 1 else "")
+    return peers
+
+
+def _check_cluster(config: NodeConfig) -> None:
+    cluster = config.cluster
+    peers = parse_peers(cluster.peers)
+    if peers:
+        if cluster.node_id not in peers:
+            raise ConfigError(f"[cluster] node_id: {cluster.node_id} is not in [cluster] peers "
+                              f"({', '.join(map(str, sorted(peers)))})")
+        if len(peers) > 1 and not (cluster.secret or cluster.secret_file):
+            raise ConfigError("[cluster] secret: required when the cluster has several nodes "
+                              "(or set secret_file)")
+    if cluster.secret_file:
+        try:
+            open(cluster.secret_file, "rb").close()
+        except OSError as error:
+            raise ConfigError(f"[cluster] secret_file: cannot read {cluster.secret_file!r} "
+                              f"({error.strerror})") from None
+    if cluster.peer_listen:
+        _check_endpoint("[cluster] peer_listen", cluster.peer_listen)
 
 
 def parse_config(text: str, source: str = "<config>") -> NodeConfig:
@@ -130,7 +226,8 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
                 values[key] = _convert(name, key, raw, type(getattr(defaults, key)))
         sections[name] = cls(**values)
     config = NodeConfig(**sections)
-    _check_listen(config.node.listen)
+    _check_endpoint("[node] listen", config.node.listen)
+    _check_cluster(config)
     return config
 
 

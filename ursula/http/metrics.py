@@ -5,7 +5,8 @@ May import: prometheus_client and ``ursula.core`` (for ``ICore.stats``).
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 
@@ -25,6 +26,16 @@ class Metrics:
               registry=self.registry).set_function(lambda: core.stats()["live_readers"])
         self.sse_connections = Gauge("ursula_sse_connections", "Open SSE responses",
                                      registry=self.registry)
+        self.journal_bytes = Counter("ursula_journal_bytes", "Bytes written to the journal",
+                                     registry=self.registry)
+        self.journal_batches = Counter("ursula_journal_batches",
+                                       "Journal group-commit batches", registry=self.registry)
+        self.fsync_seconds = Histogram(
+            "ursula_fsync_seconds", "Latency of one journal write + fsync",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry)
+        if hasattr(core, "group_stats"):
+            self.registry.register(_GroupCollector(core))
 
     def count_request(self, method: bytes, status: int) -> None:
         child = self._children.get((method, status))
@@ -35,3 +46,30 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _GroupCollector:
+    """Per-group Raft gauges: term, leader, commit and applied index, leadership."""
+
+    def __init__(self, core):
+        self.core = core
+
+    def collect(self):
+        families = {
+            "term": GaugeMetricFamily("ursula_raft_term", "Current Raft term", labels=["group"]),
+            "leader": GaugeMetricFamily("ursula_raft_leader", "Known leader id (0: none)",
+                                        labels=["group"]),
+            "commit": GaugeMetricFamily("ursula_raft_commit_index", "Commit index",
+                                        labels=["group"]),
+            "applied": GaugeMetricFamily("ursula_raft_applied_index", "Applied index",
+                                         labels=["group"]),
+        }
+        is_leader = GaugeMetricFamily("ursula_raft_is_leader", "1 if this node leads the group",
+                                      labels=["group"])
+        for stats in self.core.group_stats():
+            label = [str(stats["group"])]
+            for key, family in families.items():
+                family.add_metric(label, stats[key])
+            is_leader.add_metric(label, 1 if stats["role"] == "leader" else 0)
+        yield from families.values()
+        yield is_leader
