@@ -1,0 +1,138 @@
+"""The AMP commands peers exchange, their errors, and the HMAC handshake arithmetic.
+
+What lives here:
+
+* Handshake: `Hello` (dialer -> acceptor: version, node id, nonce; answered with the same three)
+  and `Prove` (dialer's HMAC proof; answered with the acceptor's proof).  `proof()` computes
+  ``HMAC-SHA256(secret, label | dialer id | acceptor id | dialer nonce | acceptor nonce)`` with
+  a different label per direction, so one side's proof can never be replayed as the other's.
+  `proofs_match()` compares in constant time.
+* Raft: `RaftBatch(node_id, items)` -- fire-and-forget (``requiresAnswer = False``).
+* Forwarding: `Forward(group, payload) -> payload` -- opaque bytes both ways (the node runtime
+  encodes commands, outcomes, read requests and results with cbor2).
+* Live reads: `Subscribe(group, key, sub_id) -> ok`, `Unsubscribe(sub_id)`, `Notify(sub_id)`.
+* `Ping`: keeps an idle connection observably alive.
+* Exceptions: `PeerError` and its subclasses, some of which travel over AMP as error codes.
+
+May import: Twisted (``twisted.protocols.amp``), the standard library, and
+``ursula.wire.arguments``.  No other ursula package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from twisted.protocols import amp
+
+from ursula.wire.arguments import BigBytes, RaftItems
+
+#: Bumped on any incompatible change of the commands below.
+PROTOCOL_VERSION = 1
+#: Bytes of randomness each side contributes to the handshake.
+NONCE_SIZE = 32
+
+_DIALER_LABEL = b"ursula-wire-v1 dialer proof\x00"
+_ACCEPTOR_LABEL = b"ursula-wire-v1 acceptor proof\x00"
+
+
+class PeerError(Exception):
+    """Base class of every error `ursula.wire` raises to its users."""
+
+
+class PeerUnavailable(PeerError):
+    """The peer is not connected (or the connection was lost before the answer came)."""
+
+
+class ForwardTimeout(PeerError):
+    """A forwarded request got no answer within its timeout."""
+
+
+class ForwardFailed(PeerError):
+    """The remote forward handler raised; the message says what (sent as FORWARD_FAILED)."""
+
+
+class SubscribeRejected(PeerError):
+    """The remote side refused a subscription (sent as SUBSCRIBE_REJECTED)."""
+
+
+class HandshakeRejected(PeerError):
+    """The handshake failed: wrong secret, unknown node id, wrong version or order."""
+
+
+def proof(secret: bytes, dialer: bool, dialer_id: int, acceptor_id: int,
+          dialer_nonce: bytes, acceptor_nonce: bytes) -> bytes:
+    """The HMAC-SHA256 one side sends to prove it knows `secret`."""
+    label = _DIALER_LABEL if dialer else _ACCEPTOR_LABEL
+    message = b"".join([label, b"%d\x00%d\x00" % (dialer_id, acceptor_id),
+                        dialer_nonce, acceptor_nonce])
+    return hmac.new(secret, message, hashlib.sha256).digest()
+
+
+def proofs_match(expected: bytes, received: bytes) -> bool:
+    """Constant-time comparison of two proofs."""
+    return hmac.compare_digest(expected, received)
+
+
+class Hello(amp.Command):
+    """Dialer -> acceptor, first box on a connection."""
+
+    arguments = [(b"version", amp.Integer()), (b"node_id", amp.Integer()),
+                 (b"nonce", amp.String())]
+    response = [(b"version", amp.Integer()), (b"node_id", amp.Integer()),
+                (b"nonce", amp.String())]
+    errors = {HandshakeRejected: b"HANDSHAKE_REJECTED"}
+
+
+class Prove(amp.Command):
+    """Dialer -> acceptor, second box: the dialer's proof; the answer is the acceptor's."""
+
+    arguments = [(b"proof", amp.String())]
+    response = [(b"proof", amp.String())]
+    errors = {HandshakeRejected: b"HANDSHAKE_REJECTED"}
+
+
+class RaftBatch(amp.Command):
+    """Raft messages for many groups, ``items = [(group, encoded message), ...]``."""
+
+    arguments = [(b"node_id", amp.Integer()), (b"items", RaftItems())]
+    requiresAnswer = False
+
+
+class Forward(amp.Command):
+    """A protocol operation for `group`, answered by the peer's forward handler."""
+
+    arguments = [(b"group", amp.Integer()), (b"payload", BigBytes())]
+    response = [(b"payload", BigBytes())]
+    errors = {ForwardFailed: b"FORWARD_FAILED"}
+
+
+class Subscribe(amp.Command):
+    """Ask the peer to send `Notify(sub_id)` whenever the stream `key` of `group` changes."""
+
+    arguments = [(b"group", amp.Integer()), (b"key", BigBytes()), (b"sub_id", amp.Integer())]
+    response = [(b"ok", amp.Boolean())]
+    errors = {SubscribeRejected: b"SUBSCRIBE_REJECTED"}
+
+
+class Unsubscribe(amp.Command):
+    arguments = [(b"sub_id", amp.Integer())]
+    requiresAnswer = False
+
+
+class Notify(amp.Command):
+    """The subscribed stream changed: re-read it."""
+
+    arguments = [(b"sub_id", amp.Integer())]
+    requiresAnswer = False
+
+
+class Ping(amp.Command):
+    """Sent on an otherwise idle connection so the other side sees it alive."""
+
+    arguments: list = []
+    requiresAnswer = False
+
+
+#: The only commands an acceptor answers before the handshake completes.
+HANDSHAKE_COMMANDS = frozenset({Hello.commandName, Prove.commandName})

@@ -1,0 +1,516 @@
+"""`PeerTransport`: every peer connection of one node (one core), over AMP on TCP or TLS.
+
+What lives here: which connection is current for each peer, dialing with reconnect and
+exponential back-off (`ClientService` + `backoffPolicy`), the deterministic rule that makes
+exactly one connection per pair (the node with the lower id dials, the other only accepts),
+the per-peer Raft queue that coalesces everything sent in one reactor turn into as few
+`RaftBatch` calls as possible (each capped near 1 MiB), request forwarding with fail-fast and
+timeouts, live-read subscriptions on both sides, handler registration and counters.
+
+The payloads are opaque bytes; the node runtime (``ursula.core``) encodes them.
+
+May import: Twisted, zope.interface, the standard library and ``ursula.wire.*``.  Not
+``ursula.stream`` or ``ursula.http``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import defer
+from twisted.internet.endpoints import clientFromString, serverFromString, wrapClientTLS
+from twisted.internet.error import ConnectionClosed
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols import amp
+
+from ursula.wire.arguments import RAFT_BATCH_CAP, split_items
+from ursula.wire.commands import (
+    Forward,
+    ForwardFailed,
+    ForwardTimeout,
+    PeerUnavailable,
+    RaftBatch,
+    Subscribe,
+    SubscribeRejected,
+    Unsubscribe,
+)
+from ursula.wire.protocol import PeerProtocol
+
+log = Logger()
+
+RaftItem = tuple[int, bytes]
+#: Longest error text sent back in a FORWARD_FAILED / SUBSCRIBE_REJECTED answer.
+_MAX_ERROR_TEXT = 2000
+
+
+@dataclass
+class PeerStats:
+    """Counters for one peer, for metrics.  Bytes are AMP bytes (after TLS is removed)."""
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    raft_messages_sent: int = 0
+    raft_messages_received: int = 0
+    raft_batches_sent: int = 0
+    raft_batches_received: int = 0
+    raft_messages_dropped: int = 0
+    forwards_sent: int = 0
+    forwards_received: int = 0
+    forwards_failed: int = 0
+    notifies_sent: int = 0
+    notifies_received: int = 0
+    connects: int = 0
+    handshake_failures: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class Subscription:
+    """A live-read subscription held at a peer.  `callback()` means: re-read the stream.
+
+    `ready` fires (with None) once the peer has accepted the subscription, and errbacks with
+    `SubscribeRejected` if it refused.  After a reconnect the subscription is renewed
+    automatically and `callback` is called once, since a change may have been missed.
+    """
+
+    def __init__(self, transport: PeerTransport, sub_id: int, peer_id: int, group: int,
+                 key: bytes, callback: Callable[[], Any],
+                 on_error: Callable[[Any], Any] | None):
+        self._transport = transport
+        self.sub_id = sub_id
+        self.peer_id = peer_id
+        self.group = group
+        self.key = key
+        self.callback = callback
+        self.on_error = on_error
+        self.active = True
+        self.accepted = False
+        self.ready: defer.Deferred[None] = defer.Deferred()
+
+    def cancel(self) -> None:
+        """Stop notifications (idempotent).  An unfired `ready` never fires."""
+        if self.active:
+            self.active = False
+            self._transport._unsubscribe(self)
+
+    def __repr__(self) -> str:
+        return (f"<Subscription {self.sub_id} peer={self.peer_id} group={self.group} "
+                f"key={self.key!r} active={self.active}>")
+
+
+class _AcceptFactory(Factory):
+    def __init__(self, owner: PeerTransport):
+        self.owner = owner
+
+    def buildProtocol(self, addr):
+        proto = PeerProtocol(self.owner, dialer=False)
+        self.owner._all.add(proto)
+        return proto
+
+
+class _DialFactory(Factory):
+    def __init__(self, owner: PeerTransport, peer_id: int):
+        self.owner = owner
+        self.peer_id = peer_id
+
+    def buildProtocol(self, addr):
+        proto = PeerProtocol(self.owner, dialer=True, expected_peer=self.peer_id)
+        self.owner._all.add(proto)
+        return proto
+
+
+class PeerTransport:
+    """All peer connections of node `node_id`.
+
+    `peers` maps node id -> client endpoint string (``tcp:host=10.0.0.2:port=4438``, or
+    ``ssl:...`` for TLS configured in the string); an entry for `node_id` itself is ignored.
+    `secret` is the shared cluster secret (at least 16 bytes; use 32 random bytes).
+    `tls_options`, if given, is a `twisted.internet.ssl.CertificateOptions` (or any
+    ``IOpenSSLContextFactory``) used for both dialing and accepting; then give ``tcp:``
+    strings, not ``ssl:`` ones.  The HMAC handshake runs in every case.
+
+    Lifecycle: `listen()` (accept), `start()` (dial peers with a higher id), `stop()`.
+    """
+
+    def __init__(self, node_id: int, peers: Mapping[int, str], secret: bytes, reactor,
+                 tls_options=None, *, forward_timeout: float = 5.0,
+                 handshake_timeout: float = 10.0, ping_interval: float = 1.0,
+                 idle_timeout: float = 10.0, backoff_initial: float = 0.1,
+                 backoff_max: float = 10.0, backoff_factor: float = 2.0,
+                 batch_cap: int = RAFT_BATCH_CAP):
+        if not isinstance(secret, bytes) or len(secret) < 16:
+            raise ValueError("the cluster secret must be at least 16 bytes")
+        if node_id <= 0:
+            raise ValueError("node ids are positive integers")
+        self.node_id = node_id
+        self.peers = {int(p): endpoint for p, endpoint in peers.items() if int(p) != node_id}
+        self.secret = secret
+        self.reactor = reactor
+        self.tls_options = tls_options
+        self.forward_timeout = forward_timeout
+        self.handshake_timeout = handshake_timeout
+        self.ping_interval = ping_interval
+        self.idle_timeout = idle_timeout
+        self.batch_cap = batch_cap
+        self._backoff = backoffPolicy(backoff_initial, backoff_max, backoff_factor,
+                                      jitter=lambda: 0.0)
+        self._backoff_initial = backoff_initial
+        self.stats: dict[int, PeerStats] = {p: PeerStats() for p in self.peers}
+        self._conns: dict[int, PeerProtocol] = {}
+        self._all: set[PeerProtocol] = set()
+        self._services: dict[int, ClientService] = {}
+        self._auth_failures: dict[int, int] = dict.fromkeys(self.peers, 0)
+        self._ports: list = []
+        self._outbox: dict[int, list[RaftItem]] = {}
+        self._flush_call = None
+        self._waiters: dict[int, list[defer.Deferred]] = {}
+        self._subs: dict[int, Subscription] = {}
+        self._sub_ids = itertools.count(1)
+        self._raft_handler: Callable[[int, list[RaftItem]], Any] | None = None
+        self._forward_handler: Callable[[int, bytes], Any] | None = None
+        self._subscribe_handler: Callable[..., Any] | None = None
+        self._stopped = False
+
+    # -- handler registration ---------------------------------------------------------------
+
+    def on_raft(self, callback: Callable[[int, list[RaftItem]], Any]) -> None:
+        """`callback(peer_id, [(group, message bytes), ...])` for every received batch."""
+        self._raft_handler = callback
+
+    def on_forward(self, callback: Callable[[int, bytes], Any]) -> None:
+        """`callback(group, payload) -> bytes | Deferred[bytes]` answers a forwarded request.
+
+        Raising (or failing) sends FORWARD_FAILED with the error text to the caller; encode
+        expected errors (not leader, bad request...) inside the answer payload instead.
+        """
+        self._forward_handler = callback
+
+    def on_subscribe(self, callback: Callable[[int, bytes, Callable[[], None]], Any]) -> None:
+        """`callback(group, key, notify) -> handle with cancel()` serves a subscription.
+
+        Call `notify()` (any number of times; one box per reactor turn) when the stream
+        changes.  `handle.cancel()` is called on Unsubscribe or when the connection is lost.
+        Raise `SubscribeRejected` to refuse.
+        """
+        self._subscribe_handler = callback
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def listen(self, endpoint_string: str) -> defer.Deferred:
+        """Accept peer connections on `endpoint_string` (e.g. ``tcp:4438:interface=10.0.0.1``)."""
+        factory: Any = _AcceptFactory(self)
+        if self.tls_options is not None:
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            factory = TLSMemoryBIOFactory(self.tls_options, False, factory)
+        d = serverFromString(self.reactor, endpoint_string).listen(factory)
+        d.addCallback(self._listening)
+        return d
+
+    def _listening(self, port):
+        self._ports.append(port)
+        return port
+
+    def start(self) -> None:
+        """Dial every peer with a higher node id, reconnecting with back-off (idempotent)."""
+        self._stopped = False
+        for peer_id, endpoint_string in sorted(self.peers.items()):
+            if peer_id <= self.node_id or peer_id in self._services:
+                continue
+            endpoint = clientFromString(self.reactor, endpoint_string)
+            if self.tls_options is not None:
+                endpoint = wrapClientTLS(self.tls_options, endpoint)
+            service = ClientService(endpoint, _DialFactory(self, peer_id),
+                                    retryPolicy=self._policy_for(peer_id), clock=self.reactor)
+            self._services[peer_id] = service
+            service.startService()
+
+    def _policy_for(self, peer_id: int) -> Callable[[int], float]:
+        # ClientService counts failed TCP connects; a connection that is made but fails the
+        # handshake resets its count, so add our own count of handshake failures.
+        def policy(attempt: int) -> float:
+            return self._backoff(attempt - 1 + self._auth_failures.get(peer_id, 0))
+        return policy
+
+    def stop(self) -> defer.Deferred:
+        """Stop dialing and listening and close every connection; fires when all are closed."""
+        self._stopped = True
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        self._outbox.clear()
+        waits = [defer.maybeDeferred(s.stopService) for s in self._services.values()]
+        self._services.clear()
+        waits += [defer.maybeDeferred(port.stopListening) for port in self._ports]
+        self._ports.clear()
+        for proto in list(self._all):
+            if not proto.lost.called:
+                waits.append(proto.lost)
+                proto.drop(abort=False)
+        for waiters in self._waiters.values():
+            for w in waiters:
+                w.errback(PeerUnavailable("transport stopped"))
+        self._waiters.clear()
+        return defer.DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)
+
+    # -- state ------------------------------------------------------------------------------
+
+    def connected(self, peer_id: int) -> bool:
+        """True while an authenticated connection to `peer_id` is up."""
+        return peer_id in self._conns
+
+    def connected_peers(self) -> list[int]:
+        return sorted(self._conns)
+
+    def when_connected(self, peer_id: int) -> defer.Deferred:
+        """Fires (with None) when `peer_id` is connected; immediately if it already is."""
+        if peer_id in self._conns:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._waiters.setdefault(peer_id, []).append(d)
+        return d
+
+    def peer_address(self, peer_id: int):
+        proto = self._conns.get(peer_id)
+        return None if proto is None else proto.transport.getPeer()
+
+    # -- Raft -------------------------------------------------------------------------------
+
+    def send_raft(self, peer_id: int, items: Sequence[RaftItem]) -> None:
+        """Queue ``(group, encoded message)`` items for `peer_id`; never blocks or raises for
+        a down peer.  Everything queued in one reactor turn leaves in as few `RaftBatch` calls
+        as the 1 MiB cap allows.  Items for a disconnected peer are dropped (Raft retries)."""
+        if peer_id not in self.peers:
+            raise ValueError(f"unknown peer {peer_id}")
+        if not items:
+            return
+        if peer_id not in self._conns or self._stopped:
+            self.stats[peer_id].raft_messages_dropped += len(items)
+            return
+        self._outbox.setdefault(peer_id, []).extend(items)
+        if self._flush_call is None:
+            self._flush_call = self.reactor.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """Send what `send_raft` queued now (normally called by the reactor once per turn)."""
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        outbox, self._outbox = self._outbox, {}
+        for peer_id, items in outbox.items():
+            stats = self.stats[peer_id]
+            proto = self._conns.get(peer_id)
+            if proto is None or proto.closed:
+                stats.raft_messages_dropped += len(items)
+                continue
+            for batch in split_items(items, self.batch_cap):
+                try:
+                    proto.callRemote(RaftBatch, node_id=self.node_id, items=batch)
+                except Exception:  # noqa: BLE001 - connection went away mid-flush
+                    stats.raft_messages_dropped += len(batch)
+                    continue
+                stats.raft_batches_sent += 1
+                stats.raft_messages_sent += len(batch)
+
+    def _raft_received(self, peer_id: int, items: list[RaftItem]) -> None:
+        if self._raft_handler is None:
+            return
+        try:
+            self._raft_handler(peer_id, items)
+        except Exception:  # noqa: BLE001 - a handler bug must not kill the connection
+            log.failure("wire: raft handler raised for a batch from node {peer}", peer=peer_id)
+
+    # -- forwarding -------------------------------------------------------------------------
+
+    def forward(self, peer_id: int, group: int, payload: bytes,
+                timeout: float | None = None) -> defer.Deferred:
+        """Send `payload` to the forward handler of `peer_id`; fires with its answer bytes.
+
+        Fails with `PeerUnavailable` at once if the peer is not connected (or when the
+        connection is lost before the answer), `ForwardTimeout` after `timeout` seconds
+        (default `forward_timeout`), `ForwardFailed` if the remote handler raised.
+        """
+        proto = self._conns.get(peer_id)
+        if proto is None or proto.closed:
+            if peer_id in self.stats:
+                self.stats[peer_id].forwards_failed += 1
+            return defer.fail(PeerUnavailable(f"peer {peer_id} is not connected"))
+        stats = self.stats[peer_id]
+        stats.forwards_sent += 1
+        limit = self.forward_timeout if timeout is None else timeout
+        d = proto.callRemote(Forward, group=group, payload=payload)
+        d.addTimeout(limit, self.reactor)
+
+        def failed(failure):
+            stats.forwards_failed += 1
+            if failure.check(defer.TimeoutError):
+                raise ForwardTimeout(f"no answer from peer {peer_id} within {limit} s")
+            if failure.check(ConnectionClosed):
+                raise PeerUnavailable(f"connection to peer {peer_id} lost before the answer")
+            return failure
+
+        d.addCallbacks(lambda answer: answer["payload"], failed)
+        return d
+
+    def _forward_received(self, peer_id: int, group: int, payload: bytes) -> defer.Deferred:
+        if self._forward_handler is None:
+            return defer.fail(ForwardFailed("no forward handler on this node"))
+        d = defer.maybeDeferred(self._forward_handler, group, payload)
+
+        def answered(result):
+            if not isinstance(result, bytes):
+                raise TypeError(f"forward handler returned {type(result).__name__}, not bytes")
+            return {"payload": result}
+
+        def failed(failure):
+            if not failure.check(ForwardFailed):
+                log.failure("wire: forward handler failed (group {group}, from node {peer})",
+                            failure=failure, group=group, peer=peer_id)
+            raise ForwardFailed(_error_text(failure))
+
+        d.addCallback(answered)
+        d.addErrback(failed)
+        return d
+
+    # -- subscriptions, subscriber side -----------------------------------------------------
+
+    def subscribe(self, peer_id: int, group: int, key: bytes, callback: Callable[[], Any],
+                  on_error: Callable[[Any], Any] | None = None) -> Subscription:
+        """Ask `peer_id` to notify us when stream `key` of `group` changes.
+
+        Returns a `Subscription` (``cancel()``, ``ready``).  If the peer is not connected
+        the subscription is made when it connects.  `on_error(failure)` is called if a later
+        renewal is refused (the first refusal fails ``ready`` instead).
+        """
+        if peer_id not in self.peers:
+            raise ValueError(f"unknown peer {peer_id}")
+        sub = Subscription(self, next(self._sub_ids), peer_id, group, key, callback, on_error)
+        self._subs[sub.sub_id] = sub
+        proto = self._conns.get(peer_id)
+        if proto is not None:
+            self._send_subscribe(proto, sub)
+        return sub
+
+    def _send_subscribe(self, proto: PeerProtocol, sub: Subscription) -> None:
+        try:
+            d = proto.callRemote(Subscribe, group=sub.group, key=sub.key, sub_id=sub.sub_id)
+        except Exception:  # noqa: BLE001 - lost; renewed on reconnect
+            return
+
+        def accepted(_):
+            if not sub.active:
+                return
+            if not sub.accepted:
+                sub.accepted = True
+                sub.ready.callback(None)
+            else:
+                self._call_subscriber(sub)
+
+        def refused(failure):
+            if failure.check(ConnectionClosed) or not sub.active:
+                return None
+            sub.active = False
+            self._subs.pop(sub.sub_id, None)
+            if not sub.accepted and not sub.ready.called:
+                sub.ready.errback(failure)
+            elif sub.on_error is not None:
+                sub.on_error(failure)
+            else:
+                log.warn("wire: node {peer} refused to renew {sub}: {why}", peer=sub.peer_id,
+                         sub=sub, why=failure.getErrorMessage())
+
+        d.addCallbacks(accepted, refused)
+        d.addErrback(lambda f: log.failure("wire: subscription callback raised", failure=f))
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        self._subs.pop(sub.sub_id, None)
+        proto = self._conns.get(sub.peer_id)
+        if proto is not None and not proto.closed:
+            try:
+                proto.callRemote(Unsubscribe, sub_id=sub.sub_id)
+            except Exception:  # noqa: BLE001 - the peer drops it with the connection
+                pass
+
+    def _notify_received(self, peer_id: int, sub_id: int) -> None:
+        self.stats[peer_id].notifies_received += 1
+        sub = self._subs.get(sub_id)
+        if sub is None or not sub.active or sub.peer_id != peer_id:
+            return
+        self._call_subscriber(sub)
+
+    def _call_subscriber(self, sub: Subscription) -> None:
+        try:
+            sub.callback()
+        except Exception:  # noqa: BLE001
+            log.failure("wire: subscriber callback raised for {sub}", sub=sub)
+
+    # -- subscriptions, serving side --------------------------------------------------------
+
+    def _subscribe_received(self, group: int, key: bytes, notify: Callable[[], None]):
+        if self._subscribe_handler is None:
+            raise SubscribeRejected("no subscribe handler on this node")
+        try:
+            handle = self._subscribe_handler(group, key, notify)
+        except SubscribeRejected:
+            raise
+        except Exception as e:
+            log.failure("wire: subscribe handler raised (group {group})", group=group)
+            raise SubscribeRejected(f"{type(e).__name__}: {e}"[:_MAX_ERROR_TEXT]) from e
+        if handle is None or not callable(getattr(handle, "cancel", None)):
+            raise SubscribeRejected("subscribe handler returned no handle")
+        return handle
+
+    # -- connection bookkeeping (called by PeerProtocol) ------------------------------------
+
+    def _accepts(self, peer_id: int) -> bool:
+        return peer_id in self.peers and peer_id < self.node_id and not self._stopped
+
+    def _stats_for(self, peer_id: int) -> PeerStats:
+        return self.stats[peer_id]
+
+    def _peer_up(self, proto: PeerProtocol) -> None:
+        peer_id = proto.peer_id
+        assert peer_id is not None
+        if self._stopped:
+            proto.drop(abort=False)
+            return
+        self._auth_failures[peer_id] = 0
+        old = self._conns.get(peer_id)
+        if old is not None and old is not proto:
+            log.info("wire: node {peer} reconnected; closing its previous connection",
+                     peer=peer_id)
+            old.drop()
+        self._conns[peer_id] = proto
+        self.stats[peer_id].connects += 1
+        log.info("wire: node {me} connected to node {peer} ({role})", me=self.node_id,
+                 peer=peer_id, role="dialed" if proto.dialer else "accepted")
+        for sub in list(self._subs.values()):
+            if sub.peer_id == peer_id and sub.active:
+                self._send_subscribe(proto, sub)
+        for waiter in self._waiters.pop(peer_id, []):
+            waiter.callback(None)
+
+    def _connection_lost(self, proto: PeerProtocol) -> None:
+        self._all.discard(proto)
+        if self._conns.get(proto.peer_id) is proto:
+            del self._conns[proto.peer_id]
+            log.info("wire: node {me} lost its connection to node {peer}", me=self.node_id,
+                     peer=proto.peer_id)
+        elif proto.dialer and not proto.authenticated and proto.peer_id in self._auth_failures:
+            self._auth_failures[proto.peer_id] += 1
+            self.stats[proto.peer_id].handshake_failures += 1
+
+
+def _error_text(failure) -> str:
+    value = failure.value
+    if isinstance(value, ForwardFailed | SubscribeRejected | amp.RemoteAmpError):
+        text = str(value)
+    else:
+        text = f"{type(value).__name__}: {value}"
+    return text[:_MAX_ERROR_TEXT]
