@@ -159,7 +159,7 @@ class GroupCommitter:
                 return
             d = deferToThreadPool(self.reactor, self.threadpool, self._write, job.records)
             d.addCallbacks(self._batch_done, self._failed, callbackArgs=(job,),
-                           errbackArgs=([job.waiters],))
+                           errbackArgs=(job.waiters,))
         else:
             d = deferToThreadPool(self.reactor, self.threadpool, job.fn, *job.args,
                                   **job.kwargs)
