@@ -547,14 +547,16 @@ class Journal:
 
     def compact(self, group: int, index: int) -> None:
         """The group's log no longer needs entries <= `index` (mirrors `MemoryStorage.compact`).
-        `index` may not pass the group's snapshot.  Segments are released up to this point."""
-        with self._lock:
-            g = self._groups.get(group)
-            snap = 0 if g is None else g.snap_index
-            if index > snap:
-                raise ValueError(f"group {group}: compact to {index} past snapshot {snap}")
-            if g is not None and index > g.compacted:
-                g.compacted = index
+        `index` may not pass the group's snapshot.  Segments are released up to this point.
+
+        Takes no lock (so the reactor thread may call it while a write is in flight): it only
+        raises one int, and the snapshot index it checks against only grows."""
+        g = self._groups.get(group)
+        snap = 0 if g is None else g.snap_index
+        if index > snap:
+            raise ValueError(f"group {group}: compact to {index} past snapshot {snap}")
+        if g is not None and index > g.compacted:
+            g.compacted = index
 
     def release_segments(self) -> list[str]:
         """Delete the oldest segments that hold no entry any group still needs: every entries
