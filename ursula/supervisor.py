@@ -8,10 +8,13 @@ May import: everything in ``ursula``, Twisted.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import (
     FilteringLogObserver,
@@ -62,19 +65,125 @@ class LoggingService(service.Service):
         return super().stopService()
 
 
+class CoreService(service.Service):
+    """Starts the node's runtime (ticks, elections) and stops it cleanly."""
+
+    def __init__(self, core, transport, committer, journal, peer_listen: str | None):
+        self.core = core
+        self.transport = transport
+        self.committer = committer
+        self.journal = journal
+        self.peer_listen = peer_listen
+        self._port = None
+
+    def startService(self):
+        super().startService()
+        if self.transport is not None:
+            d = self.transport.listen(self.peer_listen)
+            d.addCallback(lambda port: setattr(self, "_port", port))
+            d.addErrback(self.core.fatal, f"cannot listen for peers on {self.peer_listen}")
+            self.transport.start()
+        self.core.start()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        self.core.stop()
+        if self.transport is not None:
+            yield self.transport.stop()
+        if self._port is not None:
+            yield self._port.stopListening()
+        yield self.committer.close()
+        self.journal.close()
+        yield super().stopService()
+
+
+def _check_cluster_identity(config: NodeConfig) -> None:
+    """Groups and node id are fixed at cluster creation: refuse to start with others."""
+    path = os.path.join(config.node.data_dir, "cluster.json")
+    identity = {"node_id": config.cluster.node_id, "groups": config.cluster.groups}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as handle:
+            stored = json.load(handle)
+        for key, value in identity.items():
+            if stored.get(key) != value:
+                raise ConfigError(f"[cluster] {key}: the data in {config.node.data_dir} was "
+                                  f"created with {key} = {stored.get(key)}, not {value}")
+        return
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump(identity, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(path + ".tmp", path)
+
+
 def build_node(config: NodeConfig, reactor=None) -> service.MultiService:
-    """The services of one single-process node."""
+    """The services of one node: journal, Raft groups, peer transport, HTTP."""
     if reactor is None:
         from twisted.internet import reactor
-    from ursula.core import LocalCore
+    from ursula.core.cluster import CoreSettings, RaftCore
+    from ursula.core.persist import JournalPersister
     from ursula.http.app import UrsulaApp
+    from ursula.http.metrics import Metrics
     from ursula.http.site import UrsulaSite
+    from ursula.raft import MemoryStorage
+    from ursula.storage.committer import GroupCommitter
+    from ursula.storage.journal import Journal, JournalError, memory_storage
 
-    core = LocalCore(reactor, max_live_readers=config.limits.max_live_readers)
-    app = UrsulaApp(core, config, reactor)
+    _check_cluster_identity(config)
+    cluster = config.cluster
+    peers = config.peers
+    voters = sorted(peers)
+    try:
+        journal = Journal(os.path.join(config.node.data_dir, "journal"),
+                          fsync=config.storage.fsync, segment_bytes=config.storage.segment_bytes)
+    except (JournalError, OSError) as error:
+        raise ConfigError(f"[node] data_dir: cannot open the journal ({error})") from None
+    for line in journal.recovery.report.describe():
+        log.warn("journal recovery: {line}", line=line)
+    recovered = journal.recovery.groups
+    unknown = sorted(g for g in recovered if g >= cluster.groups)
+    if unknown:
+        raise ConfigError(f"[cluster] groups: the journal holds groups {unknown}, beyond "
+                          f"groups = {cluster.groups}")
+    storages = {g: memory_storage(recovered[g], voters) if g in recovered
+                else MemoryStorage(voters) for g in range(cluster.groups)}
+    settings = CoreSettings(
+        tick_ms=cluster.tick_ms, election_ticks=cluster.election_ticks,
+        request_timeout_s=cluster.request_timeout_ms / 1000,
+        leader_wait_s=cluster.leader_wait_ms / 1000,
+        snapshot_entries=cluster.snapshot_entries,
+        max_live_readers=config.limits.max_live_readers)
+    transport = None
+    peer_listen = None
+    if len(peers) > 1:
+        from ursula.wire.transport import PeerTransport
+        me = peers[cluster.node_id]
+        peer_listen = cluster.peer_listen or f"tcp:{me.port}:interface={me.host}"
+        transport = PeerTransport(cluster.node_id,
+                                  {pid: peer.endpoint for pid, peer in peers.items()
+                                   if pid != cluster.node_id},
+                                  config.cluster_secret, reactor)
+    core_holder = []
+    metrics_holder = []
+
+    def fatal(failure, why):
+        core_holder[0].fatal(failure, why)
+
+    committer = GroupCommitter(
+        journal, reactor, reactor.getThreadPool(),
+        fsync_observer=lambda seconds: metrics_holder[0].fsync_seconds.observe(seconds),
+        batch_observer=lambda size, records: (metrics_holder[0].journal_bytes.inc(size),
+                                              metrics_holder[0].journal_batches.inc()))
+    core = RaftCore(reactor, cluster.node_id, cluster.groups, storages,
+                    JournalPersister(committer, on_failure=fatal), transport, settings)
+    core_holder.append(core)
+    metrics = Metrics(core)
+    metrics_holder.append(metrics)
+    app = UrsulaApp(core, config, reactor, metrics=metrics)
     site = UrsulaSite(app.resource(), config, app.metrics, access_log=config.http.access_log)
     top = service.MultiService()
     LoggingService(config).setServiceParent(top)
+    CoreService(core, transport, committer, journal, peer_listen).setServiceParent(top)
     endpoint = serverFromString(reactor, config.node.listen)
     http_service = StreamServerEndpointService(endpoint, site)
     http_service._raiseSynchronously = True
@@ -86,7 +195,7 @@ def build_node(config: NodeConfig, reactor=None) -> service.MultiService:
 def make_service(options) -> service.IService:
     try:
         config = load_config(options["config"])
+        return build_node(config)
     except ConfigError as error:
         sys.stderr.write(f"ursula: config error: {error}\n")
         raise SystemExit(2) from None
-    return build_node(config)

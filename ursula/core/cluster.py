@@ -17,6 +17,9 @@ May import: Twisted, zope.interface, cbor2, ``ursula.raft``, ``ursula.stream``,
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
+
 import cbor2
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -160,6 +163,58 @@ class RaftCore:
 
     def after_apply(self, group: GroupReplica) -> None:
         group.maybe_snapshot(self.settings.snapshot_entries, self.settings.snapshot_keep)
+        if group.machine.pending_releases and group.is_leader and not group.releasing:
+            self._deliver_releases(group)
+
+    def owns_for(self, group_id: int):
+        count = self.group_count
+        return lambda bucket, stream: group_of(bucket, stream, count) == group_id
+
+    # -- forks across groups ---------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def _create_fork(self, command: C.CreateStream):
+        """A fork whose source lives in another group: acquire the source there (validation,
+        a live-fork reference, the inherited prefix), create the fork here, release the
+        reference if the fork was not created."""
+        deadline = self.reactor.seconds() + self.settings.leader_wait_s
+        source_group = self._group_for(command.fork_bucket, command.fork_stream)
+        target_group = self._group_for(command.bucket, command.stream)
+        fork_id = f"{self.node_id}-{uuid.uuid4().hex}"
+        acquired = yield self._submit_to(source_group, C.AcquireFork(
+            command.fork_bucket, command.fork_stream, fork_id, command.content_type,
+            command.fork_offset, command.fork_sub_offset), deadline)
+        if acquired.error:
+            return acquired
+        created = None
+        try:
+            created = yield self._submit_to(
+                target_group, dataclasses.replace(command, fork_id=fork_id,
+                                                  inherited=acquired.fork.to_wire()),
+                self.reactor.seconds() + self.settings.leader_wait_s)
+        finally:
+            if created is None or created.error or not created.created:
+                release = C.ReleaseFork(command.fork_bucket, command.fork_stream, fork_id)
+                yield self._submit_to(source_group, release,
+                                      self.reactor.seconds() + self.settings.leader_wait_s)
+        return created
+
+    @defer.inlineCallbacks
+    def _deliver_releases(self, group: GroupReplica):
+        """Forks dropped in ``group`` whose sources live elsewhere: tell the sources."""
+        group.releasing = True
+        try:
+            releases = list(group.machine.pending_releases)
+            for bucket, stream, fork_id in releases:
+                yield self._submit_to(self._group_for(bucket, stream),
+                                      C.ReleaseFork(bucket, stream, fork_id),
+                                      self.reactor.seconds() + self.settings.leader_wait_s)
+            yield self._submit_to(group, C.AckReleases(tuple(r[2] for r in releases)),
+                                  self.reactor.seconds() + self.settings.leader_wait_s)
+        except Exception as error:  # retried after the next apply on this leader
+            log.info("delivering fork releases failed ({error}); will retry", error=error)
+        finally:
+            group.releasing = False
 
     # -- the peer transport's callbacks ----------------------------------------------------
 
@@ -206,6 +261,10 @@ class RaftCore:
         if isinstance(command, (C.CreateBucket, C.DeleteBucket)):
             return self._submit_everywhere(command)
         group = self._group_for(command.bucket, command.stream)
+        if (isinstance(command, C.CreateStream) and command.fork_stream is not None
+                and command.inherited is None
+                and self._group_for(command.fork_bucket, command.fork_stream) is not group):
+            return self._create_fork(command)
         return self._submit_to(group, command, self.reactor.seconds() + self.settings.leader_wait_s)
 
     def _submit_to(self, group: GroupReplica, command, deadline: float):

@@ -45,8 +45,10 @@ class GroupReplica:
         self.group_id = group_id
         self.storage = storage
         snapshot = storage.snapshot()
-        self.machine = (StreamMachine.restore(snapshot.data) if snapshot.meta.index
-                        else StreamMachine())
+        self.owns = runtime.owns_for(group_id)
+        self.machine = (StreamMachine.restore(snapshot.data, self.owns) if snapshot.meta.index
+                        else StreamMachine(self.owns))
+        self.releasing = False
         self.node = RaftNode(Config(id=node_id, **raft_config), storage, random.Random(seed))
         self.applied = self.node.applied
         self.buffer: list[tuple[bytes, Deferred]] = []
@@ -130,7 +132,7 @@ class GroupReplica:
         storage = self.storage
         if rd.snapshot is not None:
             storage.apply_snapshot(rd.snapshot)
-            self.machine = StreamMachine.restore(rd.snapshot.data)
+            self.machine = StreamMachine.restore(rd.snapshot.data, self.owns)
             self.applied = rd.snapshot.meta.index
             self.runtime.notify_all(self)
         if rd.entries:

@@ -34,6 +34,10 @@ class CreateStream:
     fork_stream: str | None = None
     fork_offset: int | None = None  # None: the source's tail
     fork_sub_offset: int = 0
+    # Set by the runtime when the source lives in another group (see AcquireFork): the fork's
+    # id at its source, and the inherited prefix (``ForkPrefix.to_wire()``).
+    fork_id: str | None = None
+    inherited: list | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,35 @@ class Touch:
 
 
 @dataclass(frozen=True, slots=True)
+class AcquireFork:
+    """At the fork source: validate the fork point, register ``fork_id`` as a live fork, and
+    answer the prefix the fork inherits (``Outcome.fork``)."""
+
+    bucket: str
+    stream: str
+    fork_id: str
+    content_type: str | None
+    fork_offset: int | None
+    fork_sub_offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseFork:
+    """At the fork source: the fork ``fork_id`` is gone (idempotent)."""
+
+    bucket: str
+    stream: str
+    fork_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AckReleases:
+    """The runtime delivered these queued fork releases to their sources' groups."""
+
+    fork_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CreateBucket:
     bucket: str
 
@@ -81,10 +114,12 @@ class DeleteBucket:
     bucket: str
 
 
-_TYPES = [CreateStream, Append, AppendBatch, DeleteStream, Touch, CreateBucket, DeleteBucket]
+_TYPES = [CreateStream, Append, AppendBatch, DeleteStream, Touch, CreateBucket, DeleteBucket,
+          AcquireFork, ReleaseFork, AckReleases]
 _TAG = {cls: index for index, cls in enumerate(_TYPES)}
 
-Command = CreateStream | Append | AppendBatch | DeleteStream | Touch | CreateBucket | DeleteBucket
+Command = (CreateStream | Append | AppendBatch | DeleteStream | Touch | CreateBucket | DeleteBucket
+           | AcquireFork | ReleaseFork | AckReleases)
 
 
 def _to_plain(command) -> list:
@@ -111,7 +146,7 @@ def decode_command(data: bytes):
     for field, value in zip(fields(cls), values, strict=True):
         if field.name == "producer" and value is not None:
             value = Producer(*value)
-        elif field.name == "frames":
+        elif field.name in ("frames", "fork_ids"):
             value = tuple(value)
         kwargs[field.name] = value
     return cls(**kwargs)

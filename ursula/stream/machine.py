@@ -20,15 +20,18 @@ from ursula.protocol.headers import DEFAULT_CONTENT_TYPE, is_json_type, media_ty
 from ursula.protocol.jsonmode import split_messages
 from ursula.protocol.names import DEFAULT_BUCKET
 from ursula.stream.commands import (
+    AckReleases,
+    AcquireFork,
     Append,
     AppendBatch,
     CreateBucket,
     CreateStream,
     DeleteBucket,
     DeleteStream,
+    ReleaseFork,
     Touch,
 )
-from ursula.stream.model import APPENDS, ProducerState, Stream
+from ursula.stream.model import APPENDS, ForkPrefix, ProducerState, Stream
 
 SWEEP_PER_COMMAND = 16
 SNAPSHOT_VERSION = 1
@@ -55,6 +58,7 @@ class Outcome:
     expected_seq: int | None = None
     received_seq: int | None = None
     content_type: str | None = None
+    fork: ForkPrefix | None = None
     results: list[Outcome] = field(default_factory=list)
 
 
@@ -63,12 +67,14 @@ def outcome_to_wire(outcome: Outcome) -> list:
     return [outcome.error, outcome.created, outcome.duplicate, outcome.start_offset,
             outcome.next_offset, outcome.closed, outcome.producer_epoch, outcome.producer_seq,
             outcome.expected_seq, outcome.received_seq, outcome.content_type,
+            outcome.fork.to_wire() if outcome.fork is not None else None,
             [outcome_to_wire(r) for r in outcome.results]]
 
 
 def outcome_from_wire(data: list) -> Outcome:
-    *fields_, results = data
-    return Outcome(*fields_, results=[outcome_from_wire(r) for r in results])
+    *fields_, fork, results = data
+    return Outcome(*fields_, fork=ForkPrefix.from_wire(fork) if fork is not None else None,
+                   results=[outcome_from_wire(r) for r in results])
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +111,11 @@ def _info(stream: Stream) -> StreamInfo:
 
 
 class StreamMachine:
-    def __init__(self) -> None:
+    def __init__(self, owns=None) -> None:
+        """``owns(bucket, stream)``: whether a stream belongs to this machine's group (fork
+        releases for other groups are queued in ``pending_releases``). Default: all."""
+        self.owns = owns or _owns_everything
+        self.pending_releases: list[tuple[str, str, str]] = []
         self.streams: dict[tuple[str, str], Stream] = {}
         self.buckets: dict[str, set[str]] = {DEFAULT_BUCKET: set()}
         self.next_uid = 1
@@ -151,28 +161,27 @@ class StreamMachine:
                 return Outcome(error="soft_deleted_conflict")
             return self._compare_existing(existing, cmd)
 
-        parent = None
-        base = 0
+        prefix = None
+        fork_id = cmd.fork_id
+        local_acquire = False
         content_type = cmd.content_type or DEFAULT_CONTENT_TYPE
         ttl, expires_ms, expires_text = cmd.ttl_seconds, cmd.expires_at_ms, cmd.expires_at_text
         if cmd.fork_stream is not None:
-            parent = self.streams.get((cmd.fork_bucket, cmd.fork_stream))
-            if parent is not None and parent.expired(now_ms) and not parent.forks:
-                parent = None
-            if parent is None:
-                return Outcome(error="fork_source_not_found")
-            if parent.deleted or parent.expired(now_ms):
-                return Outcome(error="soft_deleted_conflict")
-            if cmd.content_type is not None and (
-                    media_type(cmd.content_type) != media_type(parent.content_type)):
-                return Outcome(error="content_type_mismatch")
-            content_type = cmd.content_type or parent.content_type
-            base = self._fork_base(parent, cmd.fork_offset, cmd.fork_sub_offset)
-            if base is None:
-                return Outcome(error="invalid_fork")
+            if cmd.inherited is not None:
+                prefix = ForkPrefix.from_wire(cmd.inherited)
+            else:  # the source lives in this machine: acquire it here
+                fork_id = fork_id or f"local-{self.next_uid}"
+                acquired = self._acquire_fork(AcquireFork(
+                    cmd.fork_bucket, cmd.fork_stream, fork_id, cmd.content_type,
+                    cmd.fork_offset, cmd.fork_sub_offset), now_ms)
+                if acquired.error:
+                    return acquired
+                prefix = acquired.fork
+                local_acquire = True
+            content_type = cmd.content_type or prefix.content_type
             if ttl is None and expires_ms is None:
-                ttl, expires_ms, expires_text = (
-                    parent.ttl_seconds, parent.expires_at_ms, parent.expires_at_text)
+                ttl, expires_ms, expires_text = (prefix.ttl_seconds, prefix.expires_at_ms,
+                                                 prefix.expires_at_text)
 
         json_mode = is_json_type(content_type)
         records: list[bytes] = []
@@ -180,22 +189,24 @@ class StreamMachine:
             try:
                 records = _records(cmd.body, json_mode)
             except ProtocolError:
+                if local_acquire:
+                    self._release_source(cmd.fork_bucket, cmd.fork_stream, fork_id)
                 return Outcome(error="invalid_json")
 
-        stream = Stream(self.next_uid, cmd.bucket, cmd.stream, content_type, json_mode, base,
-                        parent)
+        stream = Stream(self.next_uid, cmd.bucket, cmd.stream, content_type, json_mode)
         self.next_uid += 1
         stream.ttl_seconds, stream.expires_at_ms, stream.expires_at_text = ttl, expires_ms, \
             expires_text
         stream.requested_lifetime = (cmd.ttl_seconds, cmd.expires_at_ms)
         stream.touched_ms = now_ms
-        if parent is not None:
-            parent.forks += 1
+        if prefix is not None:
+            stream.inherit(prefix)
             stream.fork_spec = (cmd.fork_bucket, cmd.fork_stream, cmd.fork_offset,
                                 cmd.fork_sub_offset)
+            stream.fork_source = (cmd.fork_bucket, cmd.fork_stream, fork_id)
         if records:
             stream.write_records(records)
-            self.total_bytes += len(stream.data)
+        self.total_bytes += len(stream.data)
         stream.closed = cmd.closed
         self.streams[key] = stream
         self.buckets.setdefault(cmd.bucket, set()).add(cmd.stream)
@@ -223,6 +234,45 @@ class StreamMachine:
             return Outcome(error="exists_conflict")
         return Outcome(next_offset=existing.tail, closed=existing.closed,
                        content_type=existing.content_type)
+
+    def _acquire_fork(self, cmd: AcquireFork, now_ms: int) -> Outcome:
+        source = self.streams.get((cmd.bucket, cmd.stream))
+        if source is not None:
+            self._expire_if_due(source, now_ms)
+            source = self.streams.get((cmd.bucket, cmd.stream))
+        if source is None:
+            return Outcome(error="fork_source_not_found")
+        if source.deleted:
+            return Outcome(error="soft_deleted_conflict")
+        if cmd.content_type is not None and (
+                media_type(cmd.content_type) != media_type(source.content_type)):
+            return Outcome(error="content_type_mismatch")
+        base = self._fork_base(source, cmd.fork_offset, cmd.fork_sub_offset)
+        if base is None:
+            return Outcome(error="invalid_fork")
+        source.fork_ids.add(cmd.fork_id)
+        return Outcome(next_offset=base, fork=source.prefix(base))
+
+    def _release_fork(self, cmd: ReleaseFork, now_ms: int) -> Outcome:
+        self._release_source(cmd.bucket, cmd.stream, cmd.fork_id)
+        return Outcome()
+
+    def _ack_releases(self, cmd: AckReleases, now_ms: int) -> Outcome:
+        done = set(cmd.fork_ids)
+        self.pending_releases = [r for r in self.pending_releases if r[2] not in done]
+        return Outcome()
+
+    def _release_source(self, bucket: str, name: str, fork_id: str) -> None:
+        """A fork went away: tell its source (here, or queued for the source's group)."""
+        if not self.owns(bucket, name):
+            self.pending_releases.append((bucket, name, fork_id))
+            return
+        source = self.streams.get((bucket, name))
+        if source is None or fork_id not in source.fork_ids:
+            return
+        source.fork_ids.discard(fork_id)
+        if source.deleted and not source.fork_ids:
+            self._drop(source)
 
     @staticmethod
     def _fork_base(parent: Stream, offset: int | None, sub_offset: int) -> int | None:
@@ -371,13 +421,10 @@ class StreamMachine:
         if self.streams.get(key) is stream:
             del self.streams[key]
             self.buckets.get(stream.bucket, set()).discard(stream.name)
-        self.total_bytes -= len(stream.data)
-        parent = stream.parent
-        stream.parent = None
-        if parent is not None:
-            parent.forks -= 1
-            if parent.forks == 0 and parent.deleted:
-                self._drop(parent)
+            self.total_bytes -= len(stream.data)
+        if stream.fork_source is not None:
+            source, stream.fork_source = stream.fork_source, None
+            self._release_source(*source)
 
     def _track_deadline(self, stream: Stream) -> None:
         deadline = stream.deadline_ms()
@@ -455,21 +502,21 @@ class StreamMachine:
             "next_uid": self.next_uid,
             "buckets": sorted(self.buckets),
             "streams": [_dump_stream(s) for s in streams],
+            "pending_releases": [list(r) for r in self.pending_releases],
         })
 
     @classmethod
-    def restore(cls, blob: bytes) -> StreamMachine:
+    def restore(cls, blob: bytes, owns=None) -> StreamMachine:
         state = cbor2.loads(blob)
         if state.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported snapshot version {state.get('version')!r}")
-        machine = cls()
+        machine = cls(owns)
         machine.next_uid = state["next_uid"]
+        machine.pending_releases = [tuple(r) for r in state["pending_releases"]]
         for bucket in state["buckets"]:
             machine.buckets.setdefault(bucket, set())
-        by_uid: dict[int, Stream] = {}
         for item in state["streams"]:
-            stream = _load_stream(item, by_uid)
-            by_uid[stream.uid] = stream
+            stream = _load_stream(item)
             machine.streams[(stream.bucket, stream.name)] = stream
             machine.buckets.setdefault(stream.bucket, set()).add(stream.name)
             machine.total_bytes += len(stream.data)
@@ -488,19 +535,18 @@ def _dump_stream(s: Stream) -> dict:
         "uid": s.uid, "bucket": s.bucket, "name": s.name, "content_type": s.content_type,
         "ttl": s.ttl_seconds, "expires_ms": s.expires_at_ms, "expires_text": s.expires_at_text,
         "requested_lifetime": list(s.requested_lifetime), "touched": s.touched_ms,
-        "closed": s.closed, "base": s.base, "parent": s.parent.uid if s.parent else None,
-        "data": bytes(s.data), "ends": s.ends, "append_ends": s.append_ends if s.json else None,
+        "closed": s.closed, "data": bytes(s.data), "ends": s.ends, "append_ends": s.append_ends if s.json else None,
         "last_seq": s.last_seq,
         "producers": {k: [v.epoch, v.seq, v.next_offset] for k, v in s.producers.items()},
-        "forks": s.forks, "deleted": s.deleted,
+        "fork_ids": sorted(s.fork_ids), "deleted": s.deleted,
         "fork_spec": list(s.fork_spec) if s.fork_spec else None,
+        "fork_source": list(s.fork_source) if s.fork_source else None,
     }
 
 
-def _load_stream(d: dict, by_uid: dict[int, Stream]) -> Stream:
-    parent = by_uid[d["parent"]] if d["parent"] is not None else None
+def _load_stream(d: dict) -> Stream:
     json_mode = is_json_type(d["content_type"])
-    s = Stream(d["uid"], d["bucket"], d["name"], d["content_type"], json_mode, d["base"], parent)
+    s = Stream(d["uid"], d["bucket"], d["name"], d["content_type"], json_mode)
     s.ttl_seconds, s.expires_at_ms, s.expires_at_text = d["ttl"], d["expires_ms"], \
         d["expires_text"]
     s.requested_lifetime = tuple(d["requested_lifetime"])
@@ -510,8 +556,9 @@ def _load_stream(d: dict, by_uid: dict[int, Stream]) -> Stream:
     s.append_ends = list(d["append_ends"]) if json_mode else s.ends
     s.last_seq = d["last_seq"]
     s.producers = {k: ProducerState(*v) for k, v in d["producers"].items()}
-    s.forks, s.deleted = d["forks"], d["deleted"]
+    s.fork_ids, s.deleted = set(d["fork_ids"]), d["deleted"]
     s.fork_spec = tuple(d["fork_spec"]) if d["fork_spec"] else None
+    s.fork_source = tuple(d["fork_source"]) if d["fork_source"] else None
     return s
 
 
@@ -523,4 +570,11 @@ _HANDLERS = {
     Touch: StreamMachine._touch_command,
     CreateBucket: StreamMachine._create_bucket,
     DeleteBucket: StreamMachine._delete_bucket,
+    AcquireFork: StreamMachine._acquire_fork,
+    ReleaseFork: StreamMachine._release_fork,
+    AckReleases: StreamMachine._ack_releases,
 }
+
+
+def _owns_everything(bucket: str, stream: str) -> bool:
+    return True

@@ -1,16 +1,18 @@
-"""The data of one stream: bytes, record boundaries, producers, lifetime, fork links.
+"""The data of one stream: bytes, record boundaries, producers, lifetime, fork references.
 
-A stream's offsets are byte positions. A fork shares its source's offset space: bytes below
-``base`` are read through ``parent``; the fork's own bytes start at ``base``. ``ends`` holds the
-end offset of every own record (one per append for byte streams, one per message for JSON
-streams); ``append_ends`` the end of every own append (the same list for byte streams).
+A stream's offsets are byte positions in ``data``. ``ends`` holds the end offset of every
+record (one per append for byte streams, one per message for JSON streams); ``append_ends`` the
+end of every append (the same list for byte streams). A fork is created with a copy of its
+source's prefix (data and boundaries), so it shares the source's offset space but never links
+to it: the source and the fork may live in different Raft groups. The source only keeps the ids
+of its live forks (``fork_ids``), which makes its deletion a soft delete while forks remain.
 
 May import: the standard library only.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 RECORDS = "records"
@@ -24,16 +26,36 @@ class ProducerState:
     next_offset: int
 
 
+@dataclass(frozen=True, slots=True)
+class ForkPrefix:
+    """What a fork inherits: the source's bytes and boundaries below ``base``, and its type
+    and lifetime (inherited when the fork request names none)."""
+
+    data: bytes
+    ends: tuple[int, ...]
+    append_ends: tuple[int, ...]
+    content_type: str
+    ttl_seconds: int | None
+    expires_at_ms: int | None
+    expires_at_text: str | None
+
+    def to_wire(self) -> list:
+        return [self.data, list(self.ends), list(self.append_ends), self.content_type,
+                self.ttl_seconds, self.expires_at_ms, self.expires_at_text]
+
+    @classmethod
+    def from_wire(cls, data: list) -> ForkPrefix:
+        return cls(data[0], tuple(data[1]), tuple(data[2]), *data[3:])
+
+
 class Stream:
     __slots__ = (
         "uid", "bucket", "name", "content_type", "json", "ttl_seconds", "expires_at_ms",
-        "expires_at_text", "touched_ms", "closed", "base", "parent", "data", "ends",
-        "append_ends", "last_seq", "producers", "forks", "deleted", "fork_spec",
-        "requested_lifetime",
+        "expires_at_text", "touched_ms", "closed", "data", "ends", "append_ends", "last_seq",
+        "producers", "fork_ids", "deleted", "fork_spec", "fork_source", "requested_lifetime",
     )
 
-    def __init__(self, uid: int, bucket: str, name: str, content_type: str, json: bool,
-                 base: int = 0, parent: Stream | None = None):
+    def __init__(self, uid: int, bucket: str, name: str, content_type: str, json: bool):
         self.uid = uid
         self.bucket = bucket
         self.name = name
@@ -45,20 +67,23 @@ class Stream:
         self.requested_lifetime: tuple[int | None, int | None] = (None, None)
         self.touched_ms = 0
         self.closed = False
-        self.base = base
-        self.parent = parent
         self.data = bytearray()
         self.ends: list[int] = []
         self.append_ends: list[int] = [] if json else self.ends
         self.last_seq: str | None = None
         self.producers: dict[str, ProducerState] = {}
-        self.forks = 0
+        self.fork_ids: set[str] = set()
         self.deleted = False
-        self.fork_spec: tuple | None = None
+        self.fork_spec: tuple | None = None  # the fork request, for idempotent re-creation
+        self.fork_source: tuple[str, str, str] | None = None  # (bucket, stream, fork id)
 
     @property
     def tail(self) -> int:
-        return self.base + len(self.data)
+        return len(self.data)
+
+    @property
+    def forks(self) -> int:
+        return len(self.fork_ids)
 
     def deadline_ms(self) -> int | None:
         """When the stream expires (sliding TTL or absolute), or None."""
@@ -79,21 +104,38 @@ class Stream:
         start = self.tail
         for record in records:
             self.data += record
-            self.ends.append(self.base + len(self.data))
+            self.ends.append(len(self.data))
         if self.json and records:
             self.append_ends.append(self.tail)
         return start
 
-    # -- the view through fork links -------------------------------------------------------
+    def inherit(self, prefix: ForkPrefix) -> None:
+        self.data = bytearray(prefix.data)
+        self.ends = list(prefix.ends)
+        self.append_ends = list(prefix.append_ends) if self.json else self.ends
+
+    def prefix(self, base: int) -> ForkPrefix:
+        """The fork prefix ``[0, base)``; ``base`` becomes a record and append boundary."""
+        ends = self.ends[:bisect_left(self.ends, base)]
+        if base and (not ends or ends[-1] != base):
+            ends.append(base)
+        if self.json:
+            append_ends = self.append_ends[:bisect_left(self.append_ends, base)]
+            if base and (not append_ends or append_ends[-1] != base):
+                append_ends.append(base)
+        else:
+            append_ends = ends
+        return ForkPrefix(bytes(self.data[:base]), tuple(ends), tuple(append_ends),
+                          self.content_type, self.ttl_seconds, self.expires_at_ms,
+                          self.expires_at_text)
+
+    # -- boundaries ------------------------------------------------------------------------
 
     def _ends(self, kind: str) -> list[int]:
         return self.ends if kind == RECORDS else self.append_ends
 
     def boundary_after(self, position: int, kind: str = RECORDS) -> int | None:
         """The smallest record (or append) boundary greater than ``position``."""
-        if position < self.base:
-            inherited = self.parent.boundary_after(position, kind)
-            return self.base if inherited is None or inherited > self.base else inherited
         ends = self._ends(kind)
         index = bisect_right(ends, position)
         return ends[index] if index < len(ends) else None
@@ -102,19 +144,10 @@ class Stream:
         """The largest boundary that is not greater than ``position`` (0 is a boundary)."""
         ends = self._ends(kind)
         index = bisect_right(ends, position)
-        if index:
-            return ends[index - 1]
-        if position >= self.base:
-            return self.base
-        return self.parent.boundary_at_or_before(position, kind)
+        return ends[index - 1] if index else 0
 
     def slice(self, start: int, end: int) -> bytes:
-        """The stored bytes of ``[start, end)`` in this stream's view."""
+        """The stored bytes of ``[start, end)``."""
         if start >= end:
             return b""
-        if end <= self.base:
-            return self.parent.slice(start, end)
-        own = self.data[max(start, self.base) - self.base:end - self.base]
-        if start < self.base:
-            return self.parent.slice(start, self.base) + own
-        return bytes(own)
+        return bytes(self.data[start:end])

@@ -70,6 +70,8 @@ class PeerProtocol(amp.AMP):
         self._last_out = 0.0
         self._notify_pending: set[int] = set()
         self._notify_call = None
+        #: True while the transport's write buffer is full (we are its streaming producer).
+        self.write_paused = False
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -89,7 +91,19 @@ class PeerProtocol(amp.AMP):
         else:
             self.transport.loseConnection()
 
+    # IPushProducer: the transport tells us when its write buffer is full, so the owner can
+    # shed big Raft batches instead of buffering without bound behind a slow peer.
+    def pauseProducing(self) -> None:
+        self.write_paused = True
+
+    def resumeProducing(self) -> None:
+        self.write_paused = False
+
+    def stopProducing(self) -> None:
+        self.write_paused = True
+
     def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)
         reactor = self.owner.reactor
         self._last_in = self._last_out = reactor.seconds()
         self._deadline = reactor.callLater(self.owner.handshake_timeout, self._handshake_expired)

@@ -28,7 +28,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
 
-from ursula.wire.arguments import RAFT_BATCH_CAP, split_items
+from ursula.wire.arguments import RAFT_BATCH_CAP, item_size, split_items
 from ursula.wire.commands import (
     Forward,
     ForwardFailed,
@@ -44,6 +44,8 @@ from ursula.wire.protocol import PeerProtocol
 log = Logger()
 
 RaftItem = tuple[int, bytes]
+#: While a peer's socket buffer is full, Raft batches bigger than this are dropped, not queued.
+SHED_ABOVE = 64 * 1024
 #: Longest error text sent back in a FORWARD_FAILED / SUBSCRIBE_REJECTED answer.
 _MAX_ERROR_TEXT = 2000
 
@@ -310,6 +312,11 @@ class PeerTransport:
                 stats.raft_messages_dropped += len(items)
                 continue
             for batch in split_items(items, self.batch_cap):
+                if proto.write_paused and sum(item_size(m) for _, m in batch) > SHED_ABOVE:
+                    # The peer is not keeping up: shed the big batch (Raft resends), keep
+                    # heartbeats and votes flowing.
+                    stats.raft_messages_dropped += len(batch)
+                    continue
                 try:
                     proto.callRemote(RaftBatch, node_id=self.node_id, items=batch)
                 except Exception:  # noqa: BLE001 - connection went away mid-flush
