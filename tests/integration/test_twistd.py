@@ -10,7 +10,13 @@ import time
 
 import pytest
 from procs import (
-    TWISTD, free_port, port_is_free, request, start_foreground, stop, wait_until_serving,
+    TWISTD,
+    free_port,
+    port_is_free,
+    request,
+    start_foreground,
+    stop,
+    wait_until_serving,
     write_config,
 )
 

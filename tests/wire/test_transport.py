@@ -461,3 +461,19 @@ async def test_subscribe_before_connected_waits_for_the_connection(clusters):
     sub = c.nodes[1].subscribe(2, 1, b"s", lambda: None)
     await sub.ready
     assert len(served.subs) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_big_batches_are_shed_while_the_peer_is_not_reading(clusters):
+    c = await clusters(2)
+    await c.all_connected()
+    proto = c.nodes[1]._conns[2]
+    proto.pauseProducing()  # what the TCP transport does when its write buffer is full
+    big = [(1, b"e" * 200_000)]
+    c.nodes[1].send_raft(2, big + _heartbeats(1, 2, range(3)))
+    c.nodes[1].flush()
+    proto.resumeProducing()
+    await eventually(lambda: c.received[2])
+    await sleep(0.05)
+    assert [g for g, _ in c.received[2][0][1]] == [0, 1, 2]  # heartbeats went, the big one not
+    assert c.nodes[1].stats[2].raft_messages_dropped == 1
