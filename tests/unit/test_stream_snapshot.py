@@ -8,8 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ursula.protocol.jsonmode import render_records
-from ursula.stream import StreamMachine, decode_command, encode_command
+from ursula.stream import StreamMachine, commands, decode_command, encode_command
 from ursula.stream.commands import (
+    AckReleases,
+    AcquireFork,
     Append,
     AppendBatch,
     CreateBucket,
@@ -17,6 +19,7 @@ from ursula.stream.commands import (
     DeleteBucket,
     DeleteStream,
     Producer,
+    ReleaseFork,
     Touch,
 )
 from ursula.stream.machine import StreamError
@@ -190,6 +193,13 @@ ALL_COMMANDS = [
     Touch("b", "s"),
     CreateBucket("bkt"),
     DeleteBucket("bkt"),
+    CreateStream("b", "f", fork_bucket="b", fork_stream="s", fork_offset=None, fork_id="n-1",
+                 inherited=[b"ab", [1, 2], [2], "application/json", 5, None, None]),
+    AcquireFork("b", "s", "n-1", None, None),
+    AcquireFork("b", "s", "n-2", "text/plain", 10, 2),
+    ReleaseFork("b", "s", "n-1"),
+    AckReleases(("n-1", "n-2")),
+    AckReleases(()),
 ]
 
 
@@ -204,8 +214,7 @@ def test_command_round_trip(cmd):
 
 
 def test_every_command_type_is_covered():
-    assert {type(c) for c in ALL_COMMANDS} == {
-        CreateStream, Append, AppendBatch, DeleteStream, Touch, CreateBucket, DeleteBucket}
+    assert {type(c) for c in ALL_COMMANDS} == set(commands._TYPES)
 
 
 def test_decoded_types_are_exact():
@@ -237,7 +246,10 @@ PRODUCERS = st.none() | st.builds(Producer, TEXT, st.integers(0, 2**53 - 1),
 COMMANDS = st.one_of(
     st.builds(CreateStream, TEXT, TEXT, st.none() | TEXT, OPT_INT, OPT_INT, st.none() | TEXT,
               st.booleans(), st.binary(max_size=20), st.none() | TEXT, st.none() | TEXT,
-              OPT_INT, st.integers(0, 2**53 - 1)),
+              OPT_INT, st.integers(0, 2**53 - 1), st.none() | TEXT,
+              st.none() | st.builds(lambda d, e, ct, t: [d, e, e[-1:], ct, t, None, None],
+                                    st.binary(max_size=8), st.lists(st.integers(0, 99)),
+                                    TEXT, OPT_INT)),
     st.builds(Append, TEXT, TEXT, st.none() | TEXT, st.binary(max_size=20), st.booleans(),
               PRODUCERS, st.none() | TEXT),
     st.builds(AppendBatch, TEXT, TEXT, st.none() | TEXT,
@@ -246,6 +258,9 @@ COMMANDS = st.one_of(
     st.builds(Touch, TEXT, TEXT),
     st.builds(CreateBucket, TEXT),
     st.builds(DeleteBucket, TEXT),
+    st.builds(AcquireFork, TEXT, TEXT, TEXT, st.none() | TEXT, OPT_INT, st.integers(0, 99)),
+    st.builds(ReleaseFork, TEXT, TEXT, TEXT),
+    st.builds(AckReleases, st.lists(TEXT, max_size=4).map(tuple)),
 )
 
 
@@ -255,3 +270,26 @@ def test_random_command_round_trip(cmd):
     back = decode_command(encode_command(cmd))
     assert back == cmd
     assert dataclasses.astuple(back) == dataclasses.astuple(cmd)
+
+
+def test_snapshot_keeps_fork_references_and_queued_releases():
+    def owns(bucket, stream):
+        return stream != "remote"
+
+    sm = StreamMachine(owns=owns)
+    sm.apply(CreateStream(B, "src", body=b"abc"), T0)
+    sm.apply(AcquireFork(B, "src", "ext-1", None, None), T0)
+    sm.apply(CreateStream(B, "f", fork_bucket=B, fork_stream="remote", fork_id="ext-2",
+                          inherited=[b"zz", [2], [2], OCT, None, None, None]), T0)
+    sm.apply(DeleteStream(B, "f"), T0)
+    sm.apply(DeleteStream(B, "src"), T0)
+    restored = StreamMachine.restore(sm.snapshot(), owns=owns)
+    assert restored.pending_releases == sm.pending_releases == [(B, "remote", "ext-2")]
+    assert restored.snapshot() == sm.snapshot()
+    with pytest.raises(StreamError) as info:
+        restored.head(B, "src", T0)
+    assert info.value.code == "gone"
+    restored.apply(ReleaseFork(B, "src", "ext-1"), T0)
+    with pytest.raises(StreamError) as info:
+        restored.head(B, "src", T0)
+    assert info.value.code == "not_found"
