@@ -194,6 +194,8 @@ def _check_cluster(config: NodeConfig) -> None:
         if len(peers) > 1 and not (cluster.secret or cluster.secret_file):
             raise ConfigError("[cluster] secret: required when the cluster has several nodes "
                               "(or set secret_file)")
+        if len(peers) > 1 and cluster.secret and len(cluster.secret.encode()) < 16:
+            raise ConfigError("[cluster] secret: must be at least 16 bytes")
     if cluster.secret_file:
         try:
             open(cluster.secret_file, "rb").close()

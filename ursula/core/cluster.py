@@ -33,6 +33,7 @@ from ursula.raft import NONE, decode_message, encode_message
 from ursula.stream import commands as C
 from ursula.stream import decode_command, encode_command
 from ursula.stream.machine import StreamError, outcome_from_wire, outcome_to_wire
+from ursula.wire import PeerError
 
 log = Logger()
 
@@ -276,6 +277,10 @@ class RaftCore:
         if leader == NONE or self.transport is None:
             return self._after_leader(group, deadline).addCallback(
                 lambda _: self._submit_to(group, command, deadline))
+        if not self.transport.connected(leader):
+            # nothing was sent: safe to wait for the connection (or a new leader) and retry
+            return self._retry_later(deadline).addCallback(
+                lambda _: self._submit_to(group, command, deadline))
         payload = cbor2.dumps(["submit", encode_command(command)])
         d = self.transport.forward(leader, group.group_id, payload)
 
@@ -289,10 +294,10 @@ class RaftCore:
             raise Unavailable(f"the leader could not apply the request: {value}")
 
         def unreachable(failure):
-            failure.trap(ConnectionError, OSError, Unavailable)
-            # the request never reached a leader: safe to retry until the deadline
-            return self._retry_later(deadline).addCallback(
-                lambda _: self._submit_to(group, command, deadline))
+            # The request was sent: it may or may not have been applied, so it is not retried
+            # here (clients retry safely with producer headers).
+            failure.trap(PeerError)
+            raise Unavailable(f"forwarding to the leader failed: {failure.getErrorMessage()}")
         return d.addCallbacks(answered, unreachable)
 
     def _retry_later(self, deadline: float):

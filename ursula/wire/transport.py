@@ -311,10 +311,12 @@ class PeerTransport:
             if proto is None or proto.closed:
                 stats.raft_messages_dropped += len(items)
                 continue
+            # Still backed up from an earlier turn: the peer is not keeping up.  Shed big
+            # batches (Raft resends them), keep heartbeats and votes flowing.  What one turn
+            # produces always goes out, so the buffer holds at most about one turn's worth.
+            backed_up = proto.write_paused
             for batch in split_items(items, self.batch_cap):
-                if proto.write_paused and sum(item_size(m) for _, m in batch) > SHED_ABOVE:
-                    # The peer is not keeping up: shed the big batch (Raft resends), keep
-                    # heartbeats and votes flowing.
+                if backed_up and sum(item_size(m) for _, m in batch) > SHED_ABOVE:
                     stats.raft_messages_dropped += len(batch)
                     continue
                 try:
