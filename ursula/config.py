@@ -60,6 +60,7 @@ class ClusterSection:
     request_timeout_ms: int = 5000
     leader_wait_ms: int = 3000
     snapshot_entries: int = 5000
+    log_keep_entries: int = 1000
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ _MINIMUM = {("http", "long_poll_timeout_ms"): 1, ("http", "sse_max_duration_ms")
             ("limits", "idle_timeout_s"): 1, ("cluster", "node_id"): 1, ("cluster", "groups"): 1,
             ("cluster", "tick_ms"): 10, ("cluster", "election_ticks"): 3,
             ("cluster", "request_timeout_ms"): 100, ("cluster", "leader_wait_ms"): 0,
-            ("cluster", "snapshot_entries"): 10, ("storage", "segment_bytes"): 4096}
+            ("cluster", "snapshot_entries"): 10, ("cluster", "log_keep_entries"): 0, ("storage", "segment_bytes"): 4096}
 
 
 def _convert(section: str, key: str, raw: str, kind: type):

@@ -152,6 +152,7 @@ def build_node(config: NodeConfig, reactor=None) -> service.MultiService:
         request_timeout_s=cluster.request_timeout_ms / 1000,
         leader_wait_s=cluster.leader_wait_ms / 1000,
         snapshot_entries=cluster.snapshot_entries,
+        snapshot_keep=cluster.log_keep_entries,
         max_live_readers=config.limits.max_live_readers)
     transport = None
     peer_listen = None
@@ -162,7 +163,7 @@ def build_node(config: NodeConfig, reactor=None) -> service.MultiService:
         transport = PeerTransport(cluster.node_id,
                                   {pid: peer.endpoint for pid, peer in peers.items()
                                    if pid != cluster.node_id},
-                                  config.cluster_secret, reactor)
+                                  config.cluster_secret, reactor, backoff_max=1.0)
     core_holder = []
     metrics_holder = []
 

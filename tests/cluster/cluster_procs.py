@@ -73,7 +73,8 @@ class Cluster:
             (directory / "node.ini").write_text(
                 f"[node]\nlisten = tcp:{http}:interface=127.0.0.1\ndata_dir = {directory}/data\n"
                 f"[http]\nlong_poll_timeout_ms = 500\n"
-                f"[cluster]\nnode_id = {i + 1}\ngroups = {groups}\nsecret = test-secret\n"
+                f"[cluster]\nnode_id = {i + 1}\ngroups = {groups}\n"
+                f"secret = test-secret-0123456789\n"
                 f"peers =\n{peers}\n[storage]\nfsync = {fsync}\n{extra}")
             self.nodes.append(ClusterNode(i + 1, directory, http, peer))
 

@@ -385,7 +385,9 @@ class RaftCore:
         for group in self.groups.values():
             node = group.node
             out.append({"group": group.group_id, "term": node.term, "leader": node.leader,
-                        "role": node.role, "commit": node.committed, "applied": group.applied})
+                        "role": node.role, "commit": node.committed, "applied": group.applied,
+                        "snapshot": group.storage.snapshot().meta.index,
+                        "snapshots_installed": group.snapshots_installed})
         return out
 
 

@@ -49,6 +49,7 @@ class GroupReplica:
         self.machine = (StreamMachine.restore(snapshot.data, self.owns) if snapshot.meta.index
                         else StreamMachine(self.owns))
         self.releasing = False
+        self.snapshots_installed = 0
         self.node = RaftNode(Config(id=node_id, **raft_config), storage, random.Random(seed))
         self.applied = self.node.applied
         self.buffer: list[tuple[bytes, Deferred]] = []
@@ -134,6 +135,7 @@ class GroupReplica:
             storage.apply_snapshot(rd.snapshot)
             self.machine = StreamMachine.restore(rd.snapshot.data, self.owns)
             self.applied = rd.snapshot.meta.index
+            self.snapshots_installed += 1
             self.runtime.notify_all(self)
         if rd.entries:
             storage.append(rd.entries)

@@ -63,6 +63,12 @@ class _GroupCollector:
                                         labels=["group"]),
             "applied": GaugeMetricFamily("ursula_raft_applied_index", "Applied index",
                                          labels=["group"]),
+            "snapshot": GaugeMetricFamily("ursula_raft_snapshot_index",
+                                          "Index of the latest state-machine snapshot",
+                                          labels=["group"]),
+            "snapshots_installed": GaugeMetricFamily(
+                "ursula_raft_snapshots_installed", "Snapshots received from a leader since start",
+                labels=["group"]),
         }
         is_leader = GaugeMetricFamily("ursula_raft_is_leader", "1 if this node leads the group",
                                       labels=["group"])

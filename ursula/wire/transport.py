@@ -44,7 +44,7 @@ from ursula.wire.protocol import PeerProtocol
 log = Logger()
 
 RaftItem = tuple[int, bytes]
-#: While a peer's socket buffer is full, Raft batches bigger than this are dropped, not queued.
+#: While a peer's socket buffer is full, Raft messages bigger than this are dropped, not queued.
 SHED_ABOVE = 64 * 1024
 #: Longest error text sent back in a FORWARD_FAILED / SUBSCRIBE_REJECTED answer.
 _MAX_ERROR_TEXT = 2000
@@ -311,14 +311,14 @@ class PeerTransport:
             if proto is None or proto.closed:
                 stats.raft_messages_dropped += len(items)
                 continue
-            # Still backed up from an earlier turn: the peer is not keeping up.  Shed big
-            # batches (Raft resends them), keep heartbeats and votes flowing.  What one turn
-            # produces always goes out, so the buffer holds at most about one turn's worth.
-            backed_up = proto.write_paused
+            if proto.write_paused:
+                # Still backed up from an earlier turn: the peer is not keeping up.  Shed big
+                # messages (Raft resends them), keep heartbeats and votes flowing.  What one
+                # turn produces otherwise goes out, so the buffer holds about a turn's worth.
+                kept = [item for item in items if item_size(item[1]) <= SHED_ABOVE]
+                stats.raft_messages_dropped += len(items) - len(kept)
+                items = kept
             for batch in split_items(items, self.batch_cap):
-                if backed_up and sum(item_size(m) for _, m in batch) > SHED_ABOVE:
-                    stats.raft_messages_dropped += len(batch)
-                    continue
                 try:
                     proto.callRemote(RaftBatch, node_id=self.node_id, items=batch)
                 except Exception:  # noqa: BLE001 - connection went away mid-flush
