@@ -164,10 +164,74 @@ def test_kill_leader_under_load_then_catch_up(cluster):
 
 
 def test_full_cluster_restart_keeps_everything(cluster):
-    before = {f"busy-{i}": _read_all(cluster.nodes[0], f"busy-{i}") for i in range(12)}
+    for i in range(8):
+        url = f"{cluster.nodes[i % 3].url}/v1/stream/restart-{i}"
+        request("PUT", url, None, {"Content-Type": "text/plain"})
+        assert request("POST", url, b"kept-%d" % i, {"Content-Type": "text/plain"})[0] == 204
+    names = [f"restart-{i}" for i in range(8)] + [f"busy-{i}" for i in range(12)]
+    before = {}
+    for name in names:
+        status, _, body = request("GET", f"{cluster.nodes[0].url}/v1/stream/{name}?offset=-1")
+        if status == 200:
+            before[name] = body
     cluster.stop()
     cluster.start()
     cluster.wait_ready()
     for name, body in before.items():
         for node in cluster.nodes:
             assert _read_all(node, name) == body
+
+
+def test_sse_on_a_follower_survives_a_leader_change(cluster):
+    """An SSE reader on a follower sees every append exactly once, in order, across the death
+    of the group's leader; its offsets stay valid on the new leader."""
+    import json
+    import urllib.request
+
+    name = "sse-follower"
+    group = group_of("_default", name, GROUPS)
+    leader = cluster.leader_of(group)
+    follower = next(n for n in cluster.nodes if n is not leader)
+    other = next(n for n in cluster.nodes if n is not leader and n is not follower)
+    assert request("PUT", f"{follower.url}/v1/stream/{name}", None,
+                   {"Content-Type": "text/plain"})[0] == 201
+    received: list[str] = []
+    offsets: list[str] = []
+
+    def read_events():
+        url = f"{follower.url}/v1/stream/{name}?offset=-1&live=sse"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            event = None
+            for raw in response:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    event = line[len("event: "):]
+                elif line.startswith("data:") and event == "data":
+                    received.append(line[len("data:"):])
+                elif line.startswith("data:") and event == "control":
+                    offsets.append(json.loads(line[len("data:"):])["streamNextOffset"])
+                    if len(received) >= 20:
+                        return
+
+    reader = threading.Thread(target=read_events, daemon=True)
+    reader.start()
+    for i in range(10):
+        assert request("POST", f"{other.url}/v1/stream/{name}", f"m{i}".encode(),
+                       {"Content-Type": "text/plain"})[0] == 204
+    leader.kill()
+    for i in range(10, 20):
+        deadline = time.monotonic() + 15
+        while request("POST", f"{other.url}/v1/stream/{name}", f"m{i}".encode(),
+                      {"Content-Type": "text/plain"})[0] != 204:
+            assert time.monotonic() < deadline, "no new leader"
+            time.sleep(0.1)
+    reader.join(20)
+    leader.start()
+    cluster.wait_ready([leader])
+    assert "".join(received) == "".join(f"m{i}" for i in range(20))
+    assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
+    # the last offset the follower gave is valid on the new leader
+    new_leader = cluster.leader_of(group)
+    status, headers, body = request(
+        "GET", f"{new_leader.url}/v1/stream/{name}?offset={offsets[-1]}")
+    assert status == 200 and body == b""
