@@ -9,11 +9,12 @@ May import: Twisted, ``ursula.protocol``, ``ursula.stream`` (commands, result ty
 
 from __future__ import annotations
 
+import json
 from urllib.parse import unquote
 
 from ursula.http import render
 from ursula.protocol import headers as H
-from ursula.protocol.errors import ProtocolError
+from ursula.protocol.errors import ProtocolError, status_for
 from ursula.protocol.framing import split_frames
 from ursula.protocol.names import DEFAULT_BUCKET, check_bucket, check_stream
 from ursula.protocol.offsets import NOW, START, parse_read_offset, parse_wire_offset, render_offset
@@ -149,9 +150,6 @@ class StreamHandlers:
     def _batched(self, outcome, request):
         if outcome.error:
             return render.outcome_error(request, outcome)
-        import json
-
-        from ursula.protocol.errors import status_for
         items = []
         for result in outcome.results:
             if result.error:
