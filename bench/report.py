@@ -148,26 +148,36 @@ def plots(result, folder):
     by_wl = {}
     for case, (wl, param) in cases(result).items():
         by_wl.setdefault(wl, []).append((case, param))
-    panels = {"append": [("appends_s", "appends/s"), ("p99_ms", "p99 latency (ms)"),
-                         ("peak_rss_mb", "peak RSS (MB)")],
-              "sse": [("p50_ms", "p50 latency (ms)"), ("p99_ms", "p99 latency (ms)"),
-                      ("max_ms", "max latency (ms)"), ("peak_rss_mb", "peak RSS (MB)")],
-              "catchup": [("read_mb_s", "read MB/s"), ("peak_rss_mb", "peak RSS (MB)")]}
+    # (figure keys, title, log scale): several keys share one panel as x categories
+    panels = {"append": [(["appends_s"], "appends/s", False),
+                         (["p50_ms", "p99_ms"], "latency (ms, log)", True),
+                         (["peak_rss_mb"], "peak RSS (MB)", False)],
+              "sse": [(["p50_ms", "p99_ms", "max_ms"], "delivery latency (ms, log)", True),
+                      (["delivered_ratio"], "delivered / expected", False),
+                      (["peak_rss_mb"], "peak RSS (MB)", False)],
+              "catchup": [(["read_mb_s"], "read MB/s", False),
+                          (["peak_rss_mb"], "peak RSS (MB)", False)]}
     panels["producer"] = panels["append"]
     written = []
     for wl, cs in by_wl.items():
-        fig, axes = plt.subplots(1, len(panels[wl]), figsize=(4.2 * len(panels[wl]), 3.6))
+        fig, axes = plt.subplots(1, len(panels[wl]), figsize=(4.4 * len(panels[wl]), 3.9))
         width = 0.8 / max(1, len(srv))
-        for ax, (key, title) in zip(axes, panels[wl], strict=True):
+        for ax, (keys, title, log) in zip(axes, panels[wl], strict=True):
+            groups = [(c, k, f"{p}" + (f"\n{k.split('_')[0]}" if len(keys) > 1 else ""))
+                      for c, p in cs for k in keys]
             for i, s in enumerate(srv):
-                xs = [j + (i - (len(srv) - 1) / 2) * width for j in range(len(cs))]
-                ys = [med.get((c, s["name"]), {}).get(key) or 0 for c, _ in cs]
+                xs = [j + (i - (len(srv) - 1) / 2) * width for j in range(len(groups))]
+                ys = [med.get((c, s["name"]), {}).get(k) or 0 for c, k, _ in groups]
                 ax.bar(xs, ys, width, label=s["label"])
-            ax.set_xticks(range(len(cs)), [f"{p} {PARAM[wl]}" for _, p in cs])
+            ax.set_xticks(range(len(groups)), [g[2] for g in groups], fontsize=8)
+            ax.set_xlabel(PARAM[wl], fontsize=8)
+            if log:
+                ax.set_yscale("log")
             ax.set_title(title, fontsize=10)
-        axes[0].legend(fontsize=7)
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=len(srv), fontsize=8)
         fig.suptitle(f"{wl} (median of {result['config']['rounds']} rounds)", fontsize=11)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
         path = os.path.join(folder, f"bench-{wl}.png")
         fig.savefig(path, dpi=80)
         plt.close(fig)

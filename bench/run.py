@@ -145,7 +145,7 @@ def machine():
     return {
         "nproc": os.cpu_count(), "cpu": cpu, "mem_gib": round(mem / 2**20, 1),
         "kernel": platform.release(), "python": platform.python_version(),
-        "node": sh(["node", "--version"]), "wrk": sh(["sh", "-c", "wrk -v 2>&1 | head -1"]),
+        "node": sh(["node", "--version"]), "wrk": " ".join(sh(["sh", "-c", "wrk -v 2>&1 | head -1"]).split()[:2]),
         "git": sh(["git", "-C", REPO, "describe", "--always", "--dirty"]),
     }
 
@@ -155,7 +155,8 @@ def main(argv=None):
     specs = {s["name"]: s for s in servers.SERVERS}
     active = [specs[n] for n in a.servers if not specs[n].get("pending")]
     result = {
-        "command": "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": " ".join([sys.executable, "bench/run.py"]
+                            + (sys.argv[1:] if argv is None else argv)),
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": machine(),
         "config": {k: getattr(a, k) for k in (
@@ -197,6 +198,10 @@ def main(argv=None):
                         run["error"] = "nothing succeeded: " + "; ".join(why[:2])
                 except Exception as e:  # a failed run is recorded, and the exit code says so
                     run.update(ok=False, error=f"{type(e).__name__}: {e}")
+                    dead = [p.returncode for p in srv.procs if p.poll() is not None]
+                    if dead:
+                        run["error"] += f" (server exited with {dead[0]})"
+                    run["server_log_tail"] = srv.log_tail(1500)
                 finally:
                     srv.stop()
                 result["runs"].append(run)

@@ -78,9 +78,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 })
 const deadline = (ms) => new Promise((r) => setTimeout(r, ms).unref())
 
-function append(i) {
+function append(i, body = JSON.stringify({ i, t: now() }), retry = true) {
   return new Promise((resolve) => {
-    const body = JSON.stringify({ i, t: now() })
     const req = http.request(url, {
       method: "POST", agent,
       headers: { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body) },
@@ -89,7 +88,13 @@ function append(i) {
       if (res.statusCode < 200 || res.statusCode > 299) errors.push(`append ${i}: HTTP ${res.statusCode}`)
       resolve(res.statusCode >= 200 && res.statusCode <= 299)
     })
-    req.on("error", (e) => { errors.push(`append ${i}: ${e.message}`); resolve(false) })
+    req.on("error", (e) => {
+      // A kept-alive socket the server closed as we reused it: send once more (same i and t;
+      // subscribers drop duplicates), as Node's docs advise.
+      if (retry && req.reusedSocket && e.code === "ECONNRESET") return resolve(append(i, body, false))
+      errors.push(`append ${i}: ${e.message}`)
+      resolve(false)
+    })
     req.end(body)
   })
 }
