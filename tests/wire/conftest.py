@@ -20,7 +20,11 @@ def clusters():
 
     yield make
     for cluster in made:
-        pytest_twisted.blockon(defer.ensureDeferred(cluster.stop()))
+        from twisted.internet import reactor
+
+        stopping = defer.ensureDeferred(cluster.stop())
+        stopping.addTimeout(10, reactor)  # a hung close must fail this test, not the next ones
+        pytest_twisted.blockon(stopping)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import os
 import pytest
 import pytest_twisted
 
+pytestmark = pytest.mark.filterwarnings("ignore:Passing pyOpenSSL:DeprecationWarning")
 pytest.importorskip("cryptography")
 pytest.importorskip("OpenSSL")
 

@@ -86,10 +86,23 @@ class PeerProtocol(amp.AMP):
         if self.transport is None or self.closed:
             return
         self.closed = True
+        self._unregister()
         if abort:
             self.transport.abortConnection()
         else:
             self.transport.loseConnection()
+
+    def _unregister(self) -> None:
+        # A registered producer keeps a TLS transport (and a paused TCP one) from closing:
+        # unregister before every close.
+        try:
+            self.transport.unregisterProducer()
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+    def lengthLimitExceeded(self, length) -> None:
+        self._unregister()
+        super().lengthLimitExceeded(length)
 
     # IPushProducer: the transport tells us when its write buffer is full, so the owner can
     # shed big Raft batches instead of buffering without bound behind a slow peer.

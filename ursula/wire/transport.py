@@ -240,26 +240,46 @@ class PeerTransport:
             return self._backoff(attempt - 1 + self._auth_failures.get(peer_id, 0))
         return policy
 
-    def stop(self) -> defer.Deferred:
-        """Stop dialing and listening and close every connection; fires when all are closed."""
+    def stop(self, grace: float = 5.0) -> defer.Deferred:
+        """Stop dialing and listening and close every connection; fires when all are closed.
+
+        Connections still open after `grace` seconds (a peer not reading) are aborted.
+        """
         self._stopped = True
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._flush_call = None
         self._outbox.clear()
-        waits = [defer.maybeDeferred(s.stopService) for s in self._services.values()]
-        self._services.clear()
-        waits += [defer.maybeDeferred(port.stopListening) for port in self._ports]
-        self._ports.clear()
+        # Close our connections ourselves first (PeerProtocol.drop unregisters its producer,
+        # which ClientService.stopService would not do), then stop dialing and listening.
+        waits = []
         for proto in list(self._all):
             if not proto.lost.called:
                 waits.append(proto.lost)
                 proto.drop(abort=False)
+        waits += [defer.maybeDeferred(s.stopService) for s in self._services.values()]
+        self._services.clear()
+        waits += [defer.maybeDeferred(port.stopListening) for port in self._ports]
+        self._ports.clear()
         for waiters in self._waiters.values():
             for w in waiters:
                 w.errback(PeerUnavailable("transport stopped"))
         self._waiters.clear()
-        return defer.DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)
+        lingering = [p for p in self._all if not p.lost.called]
+
+        def abort_lingering():
+            for proto in lingering:
+                if not proto.lost.called and proto.transport is not None:
+                    proto.transport.abortConnection()
+
+        deadline = self.reactor.callLater(grace, abort_lingering)
+        done = defer.DeferredList(waits, consumeErrors=True)
+
+        def finished(_):
+            if deadline.active():
+                deadline.cancel()
+
+        return done.addCallback(finished)
 
     # -- state ------------------------------------------------------------------------------
 
