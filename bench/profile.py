@@ -1,11 +1,13 @@
 """Profile ursula's append path under load with py-spy.
 
-    python bench/profile.py [--seconds 20] [--streams 100] [--producer] [--out /tmp/ursula-append]
+    python bench/profile.py [--server ursula] [--seconds 20] [--streams 100] [--producer]
+                            [--out /tmp/ursula-append]
 
-Starts ursula (the "ursula" entry of servers.py), drives it with wrk and append.lua
+Starts ursula (the --server entry of servers.py; the first node of a cluster is sampled), drives it with wrk and append.lua
 (64 connections, 256-byte appends), samples it with `py-spy record --format raw` (collapsed
-stacks, no line numbers, idle samples dropped) and prints the functions with the largest
-share of samples, by self time and inclusive time, and the self time per package.
+stacks per thread, no line numbers, idle samples dropped) and prints each thread's share of
+samples, then for the reactor thread and for the other threads the functions with the
+largest share of samples, by self time and inclusive time, and the self time per package.
 Writes <out>.txt (collapsed stacks, for flamegraph.pl or speedscope) and <out>.svg.
 Needs py-spy (pip install py-spy) and root or ptrace rights.
 """
@@ -35,34 +37,53 @@ def package(frame):
 
 
 def summarize(path, top):
-    self_, incl, pkgs, total = (collections.Counter(), collections.Counter(),
-                                collections.Counter(), 0)
+    """Print sample shares per thread, then the top functions of the reactor thread and of
+    all other threads (py-spy --threads puts a "thread (id)" frame at the root)."""
+    stacks = []
     for line in open(path):
         stack, _, n = line.rstrip("\n").rpartition(" ")
-        if not stack:
+        frames = [f for f in stack.split(";") if f and not f.startswith("process ")]
+        if frames:
+            thread = frames[0] if frames[0].startswith("thread ") else "thread (?)"
+            stacks.append((thread, [short(f) for f in frames if not f.startswith("thread ")],
+                           int(n)))
+    total = sum(n for _, _, n in stacks)
+    per_thread = collections.Counter()
+    reactor = set()
+    for thread, frames, n in stacks:
+        per_thread[thread] += n
+        if any(f.startswith("ReactorBase.run ") for f in frames):
+            reactor.add(thread)
+    print(f"{total} samples (idle samples dropped)")
+    for thread, n in per_thread.most_common():
+        kind = "reactor" if thread in reactor else "other"
+        print(f"  {100 * n / total:5.1f}%  {thread} {kind}")
+    for title, keep in (("reactor thread", lambda t: t in reactor),
+                        ("other threads", lambda t: t not in reactor)):
+        self_, incl, pkgs = collections.Counter(), collections.Counter(), collections.Counter()
+        for thread, frames, n in stacks:
+            if keep(thread) and frames:
+                self_[frames[-1]] += n
+                pkgs[package(frames[-1])] += n
+                for f in set(frames):
+                    incl[f] += n
+        sub = sum(pkgs.values())
+        if not sub:
             continue
-        frames = [short(f) for f in stack.split(";") if not f.startswith("process ")
-                  and not f.startswith("thread ")]
-        if not frames:
-            continue
-        n = int(n)
-        total += n
-        self_[frames[-1]] += n
-        pkgs[package(frames[-1])] += n
-        for f in set(frames):
-            incl[f] += n
-    print(f"{total} samples")
-    for title, counter in (("self", self_), ("inclusive", incl), ("self by package", pkgs)):
-        print(f"\ntop {title}" + (" (below 90%: the reactor loop above it is left out)"
-                                    if title == "inclusive" else "") + ":")
-        shown = [(k, n) for k, n in counter.most_common()
-                 if title != "inclusive" or n < 0.9 * total][:top]
-        for name, n in shown:
-            print(f"  {100 * n / total:5.1f}%  {name}")
+        print(f"\n== {title}: {100 * sub / total:.1f}% of samples; shares below are of all "
+              "samples ==")
+        for name, counter in (("self", self_), ("inclusive", incl), ("self by package", pkgs)):
+            shown = [(k, n) for k, n in counter.most_common()
+                     if name != "inclusive" or n < 0.9 * sub][:top]
+            print(f"top {name}" + (" (frames in 90%+ of the thread's samples left out)"
+                                   if name == "inclusive" else "") + ":")
+            for k, n in shown:
+                print(f"  {100 * n / total:5.1f}%  {k}")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--server", default="ursula", help="an ursula entry of servers.SERVERS")
     p.add_argument("--seconds", type=int, default=20)
     p.add_argument("--streams", type=int, default=100)
     p.add_argument("--conns", type=int, default=64)
@@ -72,7 +93,7 @@ def main():
     p.add_argument("--out", default="/tmp/ursula-append")
     a = p.parse_args()
     spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
-    spec = next(s for s in servers.SERVERS if s["name"] == "ursula")
+    spec = next(s for s in servers.SERVERS if s["name"] == a.server)
     srv = servers.Server(spec, tempfile.mkdtemp(prefix="ursula-profile-"), refserver=None)
     srv.start(60)
     try:
@@ -90,7 +111,7 @@ def main():
         for fmt, ext in (("raw", "txt"), ("flamegraph", "svg")):
             subprocess.run([spy, "record", "--pid", str(srv.pids()[0]), "--duration",
                             str(a.seconds // 2), "--rate", str(a.rate), "--nonblocking",
-                            "--nolineno", "--format", fmt, "-o", f"{a.out}.{ext}"],
+                            "--nolineno", "--threads", "--format", fmt, "-o", f"{a.out}.{ext}"],
                            check=True, capture_output=True)
         print("wrk:", load.communicate()[0].strip().splitlines()[-1])
     finally:

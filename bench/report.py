@@ -87,7 +87,8 @@ def markdown(result):
     cfg, med = result["config"], medians(result)
     srv = [s for s in result["servers"] if s["selected"] and not s.get("pending")]
     label = {s["name"]: s["label"] for s in result["servers"]}
-    pairs = [(u, r) for u in srv if u["role"] == "ursula" for r in srv if r["role"] != "ursula"]
+    pairs = [(u, r) for u in srv if u["role"] == "ursula" for r in srv
+             if r["name"] in u.get("compare", [])]
     lines, by_wl = [], {}
     for case, (wl, param) in cases(result).items():
         by_wl.setdefault(wl, []).append((case, param))

@@ -31,7 +31,7 @@ import workloads  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKLOADS = ("append", "producer", "sse", "catchup")
-FULL = {"duration": 10, "rounds": 2, "streams": "1,100,500", "conns": 64, "subscribers": 1000,
+FULL = {"duration": 8, "rounds": 2, "streams": "1,100,500", "conns": 64, "subscribers": 1000,
         "catchup_mb": 100}
 SMOKE = {"duration": 1, "rounds": 1, "streams": "1,10", "conns": 8, "subscribers": 20,
          "catchup_mb": 4}
@@ -40,7 +40,7 @@ SMOKE = {"duration": 1, "rounds": 1, "streams": "1,10", "conns": 8, "subscribers
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true", help="tiny scale; never touches docs/")
-    p.add_argument("--duration", type=float, help="seconds per measured run (full: 10)")
+    p.add_argument("--duration", type=float, help="seconds per measured run (full: 8)")
     p.add_argument("--rounds", type=int, help="rounds of every case on every server (full: 2)")
     names = [s["name"] for s in servers.SERVERS]
     p.add_argument("--servers", default="all", help=f"comma list of {','.join(names)} or all")
@@ -62,7 +62,7 @@ def parse_args(argv):
                    help="before each case, wait until other work uses less than this %% of one "
                    "core (0 = do not wait; --smoke does not wait)")
     p.add_argument("--quiet-wait", type=float, default=60, help="max wait per case (s)")
-    p.add_argument("--quiet-budget", type=float, default=300, help="max wait per run (s)")
+    p.add_argument("--quiet-budget", type=float, default=120, help="max wait per run (s)")
     p.add_argument("--start-timeout", type=float, default=300,
                    help="seconds to wait for a server (the first refserver.sh run installs it)")
     a = p.parse_args(argv)

@@ -5,11 +5,15 @@ entry; an entry with a "pending" reason is listed in the results as missing and 
 
   name     short id used in results and on the command line (--servers)
   label    text for tables and plots
-  role     "ursula" or "reference": the tables show ursula / reference ratios
+  role     "ursula" or "reference"
+  compare  for ursula entries: the reference names the tables divide it by (ratio rows)
   kind     "ursula" (twistd -n ursula --config node.ini) or "ref" (shared/tools/refserver.sh)
-  ini      extra node.ini text for ursula (e.g. a [storage] section)
-  nodes    ursula process count (>1: a cluster; the load goes to node 0)
+  ini      extra node.ini text for ursula ({node_id} and {peers} are filled in per node)
+  nodes    ursula process count (>1: a cluster on loopback; the load goes to node 1)
+  ready    a path that must answer 200 on every node before a run (default: any answer to
+           HEAD /v1/stream/__bench_probe on node 1)
   env      extra environment for the reference server (DATA_DIR is set by "file": True)
+  pending  a reason: the entry is listed as not run
 """
 
 import http.client
@@ -22,19 +26,23 @@ import sys
 import threading
 import time
 
+CLUSTER_INI = """[cluster]
+node_id = {node_id}
+secret = ursula-bench-shared-secret-not-for-production
+peers =
+{peers}
+"""
+
 SERVERS = [
-    {"name": "ursula", "label": "ursula (in-memory)", "role": "ursula", "kind": "ursula"},
-    {"name": "ursula-fsync-always", "label": "ursula (fsync=always)", "role": "ursula",
-     "kind": "ursula", "ini": "[storage]\nfsync = always\n",
-     "pending": "persistence ([storage] fsync) comes in a later issue"},
-    {"name": "ursula-fsync-never", "label": "ursula (fsync=never)", "role": "ursula",
-     "kind": "ursula", "ini": "[storage]\nfsync = never\n",
-     "pending": "persistence ([storage] fsync) comes in a later issue"},
-    {"name": "ursula-3node", "label": "ursula (3-node cluster)", "role": "ursula",
-     "kind": "ursula", "nodes": 3,
-     "pending": "the 3-node cluster comes in a later issue (its node.ini keys are not known yet)"},
-    {"name": "ref-mem", "label": "reference (in-memory)", "role": "reference", "kind": "ref"},
-    {"name": "ref-file", "label": "reference (file-backed)", "role": "reference", "kind": "ref",
+    {"name": "ursula", "label": "ursula 1 node, fsync=always", "role": "ursula",
+     "kind": "ursula", "ini": "[storage]\nfsync = always\n", "compare": ["ref-file", "ref-mem"]},
+    {"name": "ursula-nofsync", "label": "ursula 1 node, fsync=never", "role": "ursula",
+     "kind": "ursula", "ini": "[storage]\nfsync = never\n", "compare": ["ref-mem"]},
+    {"name": "ursula-3node", "label": "ursula 3 nodes, fsync=always", "role": "ursula",
+     "kind": "ursula", "nodes": 3, "ini": CLUSTER_INI + "[storage]\nfsync = always\n",
+     "ready": "/__ursula/ready", "compare": ["ref-file"]},
+    {"name": "ref-mem", "label": "reference in-memory", "role": "reference", "kind": "ref"},
+    {"name": "ref-file", "label": "reference file-backed", "role": "reference", "kind": "ref",
      "file": True},
 ]
 
@@ -68,8 +76,12 @@ class Server:
 
     def start(self, timeout):
         os.makedirs(self.workdir, exist_ok=True)
-        ports = [free_port() for _ in range(self.spec.get("nodes", 1))]
-        self.port = ports[0]
+        nodes = self.spec.get("nodes", 1)
+        ports = [free_port() for _ in range(nodes)]
+        peer_ports = [free_port() for _ in range(nodes)]
+        peers = "\n".join(f"    {j + 1} = 127.0.0.1:{pp} http://127.0.0.1:{hp}"
+                          for j, (hp, pp) in enumerate(zip(ports, peer_ports, strict=True)))
+        self.port, self.ports = ports[0], ports
         for i, port in enumerate(ports):
             node_dir = os.path.join(self.workdir, f"node{i}")
             os.makedirs(node_dir, exist_ok=True)
@@ -78,7 +90,7 @@ class Server:
                 ini = os.path.join(node_dir, "node.ini")
                 with open(ini, "w") as f:
                     f.write(NODE_INI.format(port=port, data_dir=os.path.join(node_dir, "data")))
-                    f.write(self.spec.get("ini", ""))
+                    f.write(self.spec.get("ini", "").format(node_id=i + 1, peers=peers))
                 cmd = [twistd_path(), "-n", "ursula", "--config", ini]
             else:
                 env.update(REF_ENV, **self.spec.get("env", {}))
@@ -96,11 +108,16 @@ class Server:
             for p in self.procs:
                 if p.poll() is not None:
                     raise RuntimeError(f"server exited with {p.returncode}: {self.log_tail()}")
-            if probe(self.port):
+            if self.ready():
                 return self
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server not ready after {timeout}s: {self.log_tail()}")
             time.sleep(0.1)
+
+    def ready(self):
+        if "ready" not in self.spec:
+            return probe(self.port) is not None
+        return all(probe(p, "GET", self.spec["ready"]) == 200 for p in self.ports)
 
     def log_tail(self, n=600):
         try:
@@ -125,16 +142,17 @@ class Server:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def probe(port):
-    """True once HEAD /v1/stream/__bench_probe gets any HTTP answer."""
+def probe(port, method="HEAD", path="/v1/stream/__bench_probe"):
+    """The HTTP status of one request, or None while nothing answers."""
     try:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        c.request("HEAD", "/v1/stream/__bench_probe")
-        c.getresponse().read()
+        c.request(method, path)
+        r = c.getresponse()
+        r.read()
         c.close()
-        return True
+        return r.status
     except (OSError, http.client.HTTPException):
-        return False
+        return None
 
 
 # --- watching a process tree through /proc -------------------------------------------------

@@ -15,7 +15,7 @@ import { performance } from "node:perf_hooks"
 const [url, nSubs, rate, seconds, grace] = process.argv.slice(2)
 const subs = Number(nSubs)
 const CONNECT_S = 60
-const DRAIN_S = 30
+const DRAIN_S = 15
 const now = () => performance.timeOrigin + performance.now()
 const latencies = []
 const errors = []
