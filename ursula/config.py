@@ -55,6 +55,9 @@ class ClusterSection:
     peer_listen: str = ""
     secret: str = ""
     secret_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
     tick_ms: int = 100
     election_ticks: int = 10
     request_timeout_ms: int = 5000
@@ -205,6 +208,16 @@ def _check_cluster(config: NodeConfig) -> None:
                               f"({error.strerror})") from None
     if cluster.peer_listen:
         _check_endpoint("[cluster] peer_listen", cluster.peer_listen)
+    tls = {"tls_cert": cluster.tls_cert, "tls_key": cluster.tls_key, "tls_ca": cluster.tls_ca}
+    if any(tls.values()):
+        for key, path in tls.items():
+            if not path:
+                raise ConfigError(f"[cluster] {key}: tls_cert, tls_key and tls_ca go together")
+            try:
+                open(path, "rb").close()
+            except OSError as error:
+                raise ConfigError(f"[cluster] {key}: cannot read {path!r} ({error.strerror})") \
+                    from None
 
 
 def parse_config(text: str, source: str = "<config>") -> NodeConfig:

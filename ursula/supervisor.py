@@ -116,6 +116,23 @@ def _check_cluster_identity(config: NodeConfig) -> None:
     os.replace(path + ".tmp", path)
 
 
+def peer_tls_options(config: NodeConfig):
+    """Mutual TLS for the peer plane from ``[cluster] tls_cert/tls_key/tls_ca`` (PEM files), or
+    None. Each node presents its certificate and accepts only peers signed by the cluster CA."""
+    cluster = config.cluster
+    if not cluster.tls_cert:
+        return None
+    from twisted.internet import ssl
+    try:
+        with open(cluster.tls_key, "rb") as key, open(cluster.tls_cert, "rb") as cert:
+            own = ssl.PrivateCertificate.loadPEM(key.read() + b"\n" + cert.read())
+        with open(cluster.tls_ca, "rb") as ca:
+            authority = ssl.Certificate.loadPEM(ca.read())
+    except Exception as error:  # OpenSSL raises its own error types for bad PEM data
+        raise ConfigError(f"[cluster] tls_cert/tls_key/tls_ca: cannot load ({error})") from None
+    return own.options(authority)
+
+
 def build_node(config: NodeConfig, reactor=None) -> service.MultiService:
     """The services of one node: journal, Raft groups, peer transport, HTTP."""
     if reactor is None:
@@ -163,7 +180,8 @@ def build_node(config: NodeConfig, reactor=None) -> service.MultiService:
         transport = PeerTransport(cluster.node_id,
                                   {pid: peer.endpoint for pid, peer in peers.items()
                                    if pid != cluster.node_id},
-                                  config.cluster_secret, reactor, backoff_max=1.0)
+                                  config.cluster_secret, reactor,
+                                  tls_options=peer_tls_options(config), backoff_max=1.0)
     core_holder = []
     metrics_holder = []
 
