@@ -87,6 +87,7 @@ class CoreService(service.Service):
 
     @defer.inlineCallbacks
     def stopService(self):
+        yield self.core.hand_over()
         self.core.stop()
         if self.transport is not None:
             yield self.transport.stop()

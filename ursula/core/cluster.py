@@ -102,6 +102,29 @@ class RaftCore:
                 group.node.campaign()  # a cluster of one elects itself at once
             self.schedule(group)
 
+    def hand_over(self, timeout_s: float = 3.0):
+        """Graceful shutdown: hand every group this node leads to a connected follower
+        (Raft leadership transfer: catch it up, then TimeoutNow), so clients see no election
+        timeout. Fires when no group is led here any more, or after ``timeout_s``."""
+        if self.transport is None:
+            return defer.succeed(None)
+        deadline = self.reactor.seconds() + timeout_s
+        for group in self.groups.values():
+            if not group.is_leader:
+                continue
+            targets = [v for v in group.node.voters
+                       if v != self.node_id and self.transport.connected(v)]
+            if targets:
+                group.node.transfer_leadership(targets[group.group_id % len(targets)])
+                self.schedule(group)
+
+        def check():
+            if (not any(g.is_leader for g in self.groups.values())
+                    or self.reactor.seconds() >= deadline):
+                return None
+            return task.deferLater(self.reactor, 0.05, check)
+        return check()
+
     def stop(self) -> None:
         self.stopped = True
         if self._ticker.running:
