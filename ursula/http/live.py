@@ -87,8 +87,9 @@ class LongPoll:
         self.timer = None
 
     def run(self) -> Deferred:
-        d = self.live.core.read(self.bucket, self.name, self.position, self.live.max_read)
-        d.addCallbacks(self._got, self._failed)
+        # The head() of LiveReads._start was the linearizable read barrier: from here on the
+        # local replica is at least that fresh.
+        self._read_local()
         return self.done
 
     def _read_local(self):
@@ -188,8 +189,12 @@ class SseSession:
         self.opened = False
 
     def run(self) -> Deferred:
-        d = self.live.core.read(self.bucket, self.name, self.position, 0)
-        d.addCallbacks(self._opened, self._failed)
+        try:
+            result = self.live.core.read_local(self.bucket, self.name, self.position, 0)
+        except StreamError:
+            self._failed(Failure())
+        else:
+            self._opened(result)
         return self.done
 
     def _opened(self, result):

@@ -197,11 +197,13 @@ class StreamHandlers:
         return info
 
     def catch_up(self, request, bucket: str, name: str, offset):
+        # head() is the linearizable read barrier; the data then comes from the local replica,
+        # which is at least as fresh.
         def resolve(info):
             if offset == NOW:
-                return self.core.read(bucket, name, info.tail, 0).addCallback(now_answer)
+                return now_answer(self.core.read_local(bucket, name, info.tail, 0))
             start = 0 if offset == START else offset
-            return self.core.read(bucket, name, start, self.max_read).addCallback(answer)
+            return answer(self.core.read_local(bucket, name, start, self.max_read))
 
         def now_answer(result):
             render.set_read_headers(request, result)
