@@ -199,7 +199,7 @@ def main(argv=None):
                 except Exception as e:  # a failed run is recorded, and the exit code says so
                     run.update(ok=False, error=f"{type(e).__name__}: {e}")
                     dead = [p.returncode for p in srv.procs if p.poll() is not None]
-                    if dead:
+                    if dead and "server exited" not in run["error"]:
                         run["error"] += f" (server exited with {dead[0]})"
                     run["server_log_tail"] = srv.log_tail(1500)
                 finally:
