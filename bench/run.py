@@ -120,6 +120,34 @@ def run_case(a, base, tag, workload, param):
     return workloads.catchup(base, tag, param, a.duration)
 
 
+def run_one(a, spec, run, workdir):
+    """Start the server, run one case under the monitor, stop it; fill in run."""
+    srv = servers.Server(spec, workdir, a.refserver)
+    try:
+        srv.start(a.start_timeout)
+        with servers.Monitor(srv.pids()) as mon:
+            fig = run_case(a, srv.base, f"r{run['round']}-{run['case']}", run["workload"],
+                           run["param"])
+        fig.update(peak_rss_mb=mon.peak_rss_mb, server_cpu=mon.cpu_pct)
+        # CPU used by everything else on the machine (the bench's own setup and sampler
+        # included): other work there disturbs a run
+        loadgen = fig["loadgen_cpu"] * fig["loadgen_wall"] / mon.wall
+        fig["other_cpu"] = max(0.0, mon.machine_pct - mon.cpu_pct - loadgen)
+        run["figures"] = fig
+        run["ok"] = fig.get("ok", 0) > 0
+        if not run["ok"]:
+            why = fig.get("first_errors") or [fig.get("error_codes", "")]
+            run["error"] = "nothing succeeded: " + "; ".join(why[:2])
+    except Exception as e:  # a failed run is recorded, and the exit code says so
+        run.update(ok=False, error=f"{type(e).__name__}: {e}")
+        dead = [p.returncode for p in srv.procs if p.poll() is not None]
+        if dead and "server exited" not in run["error"]:
+            run["error"] += f" (server exited with {dead[0]})"
+        run["server_log_tail"] = srv.log_tail(1500)
+    finally:
+        srv.stop()
+
+
 def describe(fig):
     keys = [("appends_s", "appends/s", "{:.0f}"), ("p50_ms", "p50", "{:.2f} ms"),
             ("p99_ms", "p99", "{:.2f} ms"), ("max_ms", "max", "{:.1f} ms"),
@@ -175,35 +203,11 @@ def main(argv=None):
             for spec in active:
                 run = {"round": rnd, "case": case_id, "workload": workload, "param": param,
                        "server": spec["name"]}
-                tag = f"r{rnd}-{case_id}"
-                srv = servers.Server(spec, os.path.join(tmp, f"{spec['name']}-{tag}"),
-                                     a.refserver)
                 if a.quiet_below > 0 and not a.smoke:
                     waited, busy = wait_quiet(a, budget)
                     budget -= waited
                     run.update(quiet_wait_s=round(waited, 1), busy_before=round(busy))
-                try:
-                    srv.start(a.start_timeout)
-                    with servers.Monitor(srv.pids()) as mon:
-                        fig = run_case(a, srv.base, tag, workload, param)
-                    fig.update(peak_rss_mb=mon.peak_rss_mb, server_cpu=mon.cpu_pct)
-                    # CPU used by everything else on the machine (the bench's own setup and
-                    # sampler included): other work there disturbs a run
-                    loadgen = fig["loadgen_cpu"] * fig["loadgen_wall"] / mon.wall
-                    fig["other_cpu"] = max(0.0, mon.machine_pct - mon.cpu_pct - loadgen)
-                    run["figures"] = fig
-                    run["ok"] = fig.get("ok", 0) > 0
-                    if not run["ok"]:
-                        why = fig.get("first_errors") or [fig.get("error_codes", "")]
-                        run["error"] = "nothing succeeded: " + "; ".join(why[:2])
-                except Exception as e:  # a failed run is recorded, and the exit code says so
-                    run.update(ok=False, error=f"{type(e).__name__}: {e}")
-                    dead = [p.returncode for p in srv.procs if p.poll() is not None]
-                    if dead and "server exited" not in run["error"]:
-                        run["error"] += f" (server exited with {dead[0]})"
-                    run["server_log_tail"] = srv.log_tail(1500)
-                finally:
-                    srv.stop()
+                run_one(a, spec, run, os.path.join(tmp, f"{spec['name']}-r{rnd}-{case_id}"))
                 result["runs"].append(run)
                 status = describe(run["figures"]) if run["ok"] else "FAILED " + run["error"]
                 print(f"[round {rnd + 1}/{a.rounds}] {case_id:<16} {spec['name']:<10} {status}",
