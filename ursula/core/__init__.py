@@ -1,8 +1,8 @@
 """One node's runtime: the state machine wired to the reactor, and the live-reader registry.
 
-``ICore`` (in ``ursula.core.interfaces``) is the seam the HTTP layer talks to. ``LocalCore`` is
-the single-node implementation: it applies commands to one ``StreamMachine`` in the reactor
-thread. The Raft issues put consensus behind the same interface.
+``ICore`` (in ``ursula.core.interfaces``) is the seam the HTTP layer talks to. ``RaftCore``
+(``ursula.core.cluster``) is the real one: G Raft groups with a journal and a peer transport.
+``LocalCore`` is its unreplicated in-memory fake, for tests.
 
 May import: Twisted, zope.interface, ``ursula.stream`` and ``ursula.protocol``.
 """

@@ -1,7 +1,8 @@
-"""``LocalCore``: a single node with one in-memory ``StreamMachine``.
+"""``LocalCore``: an unreplicated, in-memory ``ICore`` over one ``StreamMachine``.
 
-Commands are applied in the reactor thread as they arrive; every change to a stream wakes its
-live readers in the same turn. Time comes from the reactor (``IReactorTime.seconds``).
+The fake of ``RaftCore`` (as Twisted ships fakes beside its interfaces): the HTTP tests run
+against both. Commands are applied in the reactor thread as they arrive; every change to a
+stream wakes its live readers in the same turn. Time comes from the reactor.
 
 May import: Twisted, zope.interface, ``ursula.stream``, ``ursula.core``.
 """
