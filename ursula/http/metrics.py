@@ -5,19 +5,20 @@ May import: prometheus_client and ``ursula.core`` (for ``ICore.stats``).
 
 from __future__ import annotations
 
+import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+prometheus_client.disable_created_metrics()  # no *_created series: they only add noise here
 
 
 class Metrics:
     def __init__(self, core):
         self.registry = CollectorRegistry()
-        self.requests = Counter("ursula_http_requests", "HTTP requests answered, by status",
-                                ["method", "status"], registry=self.registry)
-        self._children: dict[tuple[bytes, int], object] = {}
-        self.appended_bytes = Counter("ursula_appended_bytes", "Bytes appended to streams",
-                                      registry=self.registry)
+        self._request_counts: dict[tuple[bytes, int], int] = {}
+        self.appended = [0]  # bytes received in appends (a list: shared with the collector)
+        self.registry.register(_RequestCollector(self._request_counts, self.appended))
         Gauge("ursula_streams", "Streams held in memory", registry=self.registry) \
             .set_function(lambda: core.stats()["streams"])
         Gauge("ursula_stream_bytes", "Stream bytes held in memory", registry=self.registry) \
@@ -37,12 +38,13 @@ class Metrics:
         if hasattr(core, "group_stats"):
             self.registry.register(_GroupCollector(core))
 
+    def count_append(self, size: int) -> None:
+        self.appended[0] += size
+
     def count_request(self, method: bytes, status: int) -> None:
-        child = self._children.get((method, status))
-        if child is None:
-            child = self.requests.labels(method.decode("ascii", "replace"), str(status))
-            self._children[(method, status)] = child
-        child.inc()
+        """Count an answer: a plain dict on the hot path, exported by ``_RequestCollector``."""
+        key = (method, status)
+        self._request_counts[key] = self._request_counts.get(key, 0) + 1
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
@@ -79,3 +81,20 @@ class _GroupCollector:
             is_leader.add_metric(label, 1 if stats["role"] == "leader" else 0)
         yield from families.values()
         yield is_leader
+
+
+class _RequestCollector:
+    """``ursula_http_requests_total{method,status}`` from the plain counts."""
+
+    def __init__(self, counts: dict, appended: list):
+        self.counts = counts
+        self.appended = appended
+
+    def collect(self):
+        family = CounterMetricFamily("ursula_http_requests", "HTTP requests answered, by status",
+                                     labels=["method", "status"])
+        for (method, status), count in sorted(self.counts.items()):
+            family.add_metric([method.decode("ascii", "replace"), str(status)], count)
+        yield family
+        yield CounterMetricFamily("ursula_appended_bytes", "Bytes received in appends",
+                                  value=self.appended[0])

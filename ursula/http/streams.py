@@ -121,7 +121,7 @@ class StreamHandlers:
             bucket=bucket, stream=name, content_type=content_type, body=body, close=close,
             producer=C.Producer(producer.id, producer.epoch, producer.seq) if producer else None,
             stream_seq=get("stream-seq"))
-        self.metrics.appended_bytes.inc(len(body))
+        self.metrics.count_append(len(body))
         return self.core.submit(command).addCallback(self._appended, request, bool(body))
 
     def _appended(self, outcome, request, had_body: bool):

@@ -8,7 +8,7 @@ May import: the standard library and cbor2.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 
 import cbor2
 
@@ -122,12 +122,17 @@ Command = (CreateStream | Append | AppendBatch | DeleteStream | Touch | CreateBu
            | AcquireFork | ReleaseFork | AckReleases)
 
 
+# Field names per command type, computed once (dataclasses.fields is slow on a hot path).
+_FIELDS = {cls: tuple(field.name for field in fields(cls)) for cls in _TYPES}
+_TUPLE_FIELDS = ("frames", "fork_ids")
+
+
 def _to_plain(command) -> list:
     out = [_TAG[type(command)]]
-    for field in fields(command):
-        value = getattr(command, field.name)
+    for name in _FIELDS[type(command)]:
+        value = getattr(command, name)
         if isinstance(value, Producer):
-            value = list(astuple(value))
+            value = [value.id, value.epoch, value.seq]
         elif isinstance(value, tuple):
             value = list(value)
         out.append(value)
@@ -141,12 +146,15 @@ def encode_command(command) -> bytes:
 def decode_command(data: bytes):
     plain = cbor2.loads(data)
     cls = _TYPES[plain[0]]
+    names = _FIELDS[cls]
     values = plain[1:]
-    kwargs = {}
-    for field, value in zip(fields(cls), values, strict=True):
-        if field.name == "producer" and value is not None:
-            value = Producer(*value)
-        elif field.name in ("frames", "fork_ids"):
-            value = tuple(value)
-        kwargs[field.name] = value
+    if len(values) != len(names):
+        raise ValueError(f"{cls.__name__}: expected {len(names)} fields, got {len(values)}")
+    kwargs = dict(zip(names, values, strict=True))
+    producer = kwargs.get("producer")
+    if producer is not None:
+        kwargs["producer"] = Producer(*producer)
+    for name in _TUPLE_FIELDS:
+        if name in kwargs:
+            kwargs[name] = tuple(kwargs[name])
     return cls(**kwargs)
