@@ -23,6 +23,7 @@ class ConfigError(Exception):
 class NodeSection:
     listen: str = "tcp:4437:interface=127.0.0.1"
     data_dir: str = "./ursula-data"
+    backlog: int = 1024
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ _SECTIONS = {"node": NodeSection, "http": HttpSection, "limits": LimitsSection, 
 _CHOICES = {("log", "level"): ("debug", "info", "warn", "error"),
             ("log", "format"): ("text", "json"),
             ("storage", "fsync"): ("always", "never")}
-_MINIMUM = {("http", "long_poll_timeout_ms"): 1, ("http", "sse_max_duration_ms"): 1000,
+_MINIMUM = {("node", "backlog"): 1, ("http", "long_poll_timeout_ms"): 1, ("http", "sse_max_duration_ms"): 1000,
             ("http", "sse_heartbeat_ms"): 100, ("http", "cursor_interval_ms"): 1000,
             ("limits", "max_body_bytes"): 1, ("limits", "max_header_bytes"): 1024,
             ("limits", "max_headers"): 10, ("limits", "max_stream_name_bytes"): 1,

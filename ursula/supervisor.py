@@ -117,6 +117,15 @@ def _check_cluster_identity(config: NodeConfig) -> None:
     os.replace(path + ".tmp", path)
 
 
+def with_backlog(listen: str, backlog: int) -> str:
+    """Add ``backlog=`` to a tcp/ssl endpoint string that has none: Twisted's default of 50
+    drops SYNs when many clients (say 1000 SSE readers) connect at once."""
+    kind = listen.split(":", 1)[0]
+    if kind in ("tcp", "ssl", "tcp6") and "backlog=" not in listen:
+        return f"{listen}:backlog={backlog}"
+    return listen
+
+
 def peer_tls_options(config: NodeConfig):
     """Mutual TLS for the peer plane from ``[cluster] tls_cert/tls_key/tls_ca`` (PEM files), or
     None. Each node presents its certificate and accepts only peers signed by the cluster CA."""
@@ -204,7 +213,7 @@ def build_node(config: NodeConfig, reactor=None) -> service.MultiService:
     top = service.MultiService()
     LoggingService(config).setServiceParent(top)
     CoreService(core, transport, committer, journal, peer_listen).setServiceParent(top)
-    endpoint = serverFromString(reactor, config.node.listen)
+    endpoint = serverFromString(reactor, with_backlog(config.node.listen, config.node.backlog))
     http_service = StreamServerEndpointService(endpoint, site)
     http_service._raiseSynchronously = True
     http_service.setServiceParent(top)

@@ -64,3 +64,28 @@ def test_paused_session_buffers_nothing_and_resumes_in_order():
     clock.advance(config.http.sse_max_duration_ms / 1000 + 1)
     assert done.called
     assert core.live_readers == 0
+
+
+def test_fan_out_renders_each_range_once_per_turn(monkeypatch):
+    from ursula.protocol import sse
+
+    clock = task.Clock()
+    clock.advance(1_700_000_000)
+    config = NodeConfig()
+    core = LocalCore(clock)
+    metrics = Metrics(core)
+    live = LiveReads(core, config, metrics, clock, random.Random(1),
+                     StreamHandlers(core, config, metrics))
+    core.submit(C.CreateStream("_default", "fan", "text/plain"))
+    requests = [FakeRequest() for _ in range(50)]
+    for request in requests:
+        SseSession(live, request, "_default", "fan", 0).run()
+    rendered = []
+    real = sse.data_event
+    monkeypatch.setattr(sse, "data_event", lambda *args: rendered.append(args) or real(*args))
+    core.submit(C.Append("_default", "fan", "text/plain", b"hello"))
+    assert len(rendered) == 1  # one render for 50 readers
+    assert all(b"data:hello" in b"".join(r.writes) for r in requests)
+    clock.advance(0)  # next turn: the cache is dropped
+    core.submit(C.Append("_default", "fan", "text/plain", b"again"))
+    assert len(rendered) == 2

@@ -41,6 +41,19 @@ class LiveReads:
         self.cursor_interval_ms = config.http.cursor_interval_ms
         self.max_read = config.limits.max_read_bytes
         self.max_live_readers = config.limits.max_live_readers
+        self._events: dict[tuple, bytes] = {}
+
+    def data_event(self, result, base64_mode: bool) -> bytes:
+        """The rendered ``event: data`` of a read, shared by every SSE reader that reads the
+        same range in the same reactor turn (fan-out renders once per distinct range)."""
+        key = (result.info.uid, result.start, result.next_offset, base64_mode)
+        event = self._events.get(key)
+        if event is None:
+            event = sse.data_event(render.body_of(result), base64_mode)
+            if not self._events:
+                self.clock.callLater(0, self._events.clear)
+            self._events[key] = event
+        return event
 
     def cursor(self, request) -> str:
         client = request.args.get(b"cursor")
@@ -246,7 +259,7 @@ class SseSession:
     def _send(self, result, has_data: bool):
         parts = []
         if has_data:
-            parts.append(sse.data_event(render.body_of(result), self.base64))
+            parts.append(self.live.data_event(result, self.base64))
         cursor = None if result.closed else self.live.cursor(self.request)
         parts.append(sse.control_event(render_offset(result.next_offset), cursor,
                                        result.up_to_date, result.closed))
