@@ -55,6 +55,18 @@ class LiveReads:
             self._events[key] = event
         return event
 
+    def control_event(self, result, cursor: str | None) -> bytes:
+        """The rendered ``event: control``, shared like ``data_event``."""
+        key = ("control", result.next_offset, cursor, result.up_to_date, result.closed)
+        event = self._events.get(key)
+        if event is None:
+            event = sse.control_event(render_offset(result.next_offset), cursor,
+                                      result.up_to_date, result.closed)
+            if not self._events:
+                self.clock.callLater(0, self._events.clear)
+            self._events[key] = event
+        return event
+
     def cursor(self, request) -> str:
         client = request.args.get(b"cursor")
         text = client[0].decode("ascii", "replace") if client else None
@@ -261,8 +273,7 @@ class SseSession:
         if has_data:
             parts.append(self.live.data_event(result, self.base64))
         cursor = None if result.closed else self.live.cursor(self.request)
-        parts.append(sse.control_event(render_offset(result.next_offset), cursor,
-                                       result.up_to_date, result.closed))
+        parts.append(self.live.control_event(result, cursor))
         self.sent_control = True
         self.request.write(b"".join(parts))
 
