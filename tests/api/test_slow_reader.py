@@ -40,7 +40,7 @@ class FakeRequest:
         self.producer = None
 
 
-def test_paused_session_buffers_nothing_and_resumes_in_order():
+def _live_reads():
     clock = task.Clock()
     clock.advance(1_700_000_000)
     config = NodeConfig()
@@ -48,6 +48,11 @@ def test_paused_session_buffers_nothing_and_resumes_in_order():
     metrics = Metrics(core)
     live = LiveReads(core, config, metrics, clock, random.Random(1),
                      StreamHandlers(core, config, metrics))
+    return clock, config, core, live
+
+
+def test_paused_session_buffers_nothing_and_resumes_in_order():
+    clock, config, core, live = _live_reads()
     core.submit(C.CreateStream("_default", "s", "text/plain"))
     request = FakeRequest()
     done = SseSession(live, request, "_default", "s", 0).run()
@@ -69,13 +74,7 @@ def test_paused_session_buffers_nothing_and_resumes_in_order():
 def test_fan_out_renders_each_range_once_per_turn(monkeypatch):
     from ursula.protocol import sse
 
-    clock = task.Clock()
-    clock.advance(1_700_000_000)
-    config = NodeConfig()
-    core = LocalCore(clock)
-    metrics = Metrics(core)
-    live = LiveReads(core, config, metrics, clock, random.Random(1),
-                     StreamHandlers(core, config, metrics))
+    clock, config, core, live = _live_reads()
     core.submit(C.CreateStream("_default", "fan", "text/plain"))
     requests = [FakeRequest() for _ in range(50)]
     for request in requests:
