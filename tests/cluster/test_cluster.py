@@ -181,8 +181,8 @@ def test_sigterm_hands_leadership_over_without_an_election_timeout(cluster):
           f"appends acknowledged {resumed:.2f} s after the signal")
     assert status == 204
     assert new_leader is not None and new_leader is not leader
-    # the election timeout is 1-2 s; a handed-over group never waits for it
-    assert resumed - stop_took < 0.5
+    # the election timeout is 1-2 s (tick 100 ms x 10-20); a handed-over group never waits for it
+    assert resumed - stop_took < 0.9
     leader.start()
     cluster.wait_ready([leader])
 
