@@ -65,6 +65,7 @@ class ClusterSection:
     leader_wait_ms: int = 3000
     snapshot_entries: int = 5000
     log_keep_entries: int = 1000
+    snapshot_log_bytes: int = 64 * MiB
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,8 @@ _MINIMUM = {("node", "backlog"): 1, ("http", "long_poll_timeout_ms"): 1, ("http"
             ("limits", "idle_timeout_s"): 1, ("cluster", "node_id"): 1, ("cluster", "groups"): 1,
             ("cluster", "tick_ms"): 10, ("cluster", "election_ticks"): 3,
             ("cluster", "request_timeout_ms"): 100, ("cluster", "leader_wait_ms"): 0,
-            ("cluster", "snapshot_entries"): 10, ("cluster", "log_keep_entries"): 0, ("storage", "segment_bytes"): 4096}
+            ("cluster", "snapshot_entries"): 10, ("cluster", "log_keep_entries"): 0,
+            ("cluster", "snapshot_log_bytes"): 4096, ("storage", "segment_bytes"): 4096}
 
 
 def _convert(section: str, key: str, raw: str, kind: type):

@@ -180,6 +180,7 @@ def build_node(config: NodeConfig, reactor=None) -> service.MultiService:
         leader_wait_s=cluster.leader_wait_ms / 1000,
         snapshot_entries=cluster.snapshot_entries,
         snapshot_keep=cluster.log_keep_entries,
+        snapshot_log_bytes=cluster.snapshot_log_bytes,
         max_live_readers=config.limits.max_live_readers)
     transport = None
     peer_listen = None

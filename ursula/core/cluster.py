@@ -43,7 +43,7 @@ RETRY_DELAY_S = 0.05
 class CoreSettings:
     def __init__(self, tick_ms=100, election_ticks=10, heartbeat_ticks=1,
                  request_timeout_s=5.0, leader_wait_s=3.0, snapshot_entries=5000,
-                 snapshot_keep=1000, max_live_readers=10_000):
+                 snapshot_keep=1000, max_live_readers=10_000, snapshot_log_bytes=64 << 20):
         self.tick_ms = tick_ms
         self.election_ticks = election_ticks
         self.heartbeat_ticks = heartbeat_ticks
@@ -51,6 +51,7 @@ class CoreSettings:
         self.leader_wait_s = leader_wait_s
         self.snapshot_entries = snapshot_entries
         self.snapshot_keep = snapshot_keep
+        self.snapshot_log_bytes = snapshot_log_bytes
         self.max_live_readers = max_live_readers
 
 
@@ -186,7 +187,8 @@ class RaftCore:
         self.watchers.notify_all()
 
     def after_apply(self, group: GroupReplica) -> None:
-        group.maybe_snapshot(self.settings.snapshot_entries, self.settings.snapshot_keep)
+        group.maybe_snapshot(self.settings.snapshot_entries, self.settings.snapshot_keep,
+                             self.settings.snapshot_log_bytes)
         if group.machine.pending_releases and group.is_leader and not group.releasing:
             self._deliver_releases(group)
 

@@ -50,6 +50,7 @@ class GroupReplica:
                         else StreamMachine(self.owns))
         self.releasing = False
         self.snapshots_installed = 0
+        self.log_bytes = 0  # entry bytes applied since the last snapshot
         self.node = RaftNode(Config(id=node_id, **raft_config), storage, random.Random(seed))
         self.applied = self.node.applied
         self.buffer: list[tuple[bytes, Deferred]] = []
@@ -179,6 +180,7 @@ class GroupReplica:
         if entry.index <= self.applied:
             return
         self.applied = entry.index
+        self.log_bytes += len(entry.data)
         outcomes = []
         if entry.data:
             now_ms, raw_commands = cbor2.loads(entry.data)
@@ -212,12 +214,20 @@ class GroupReplica:
 
     # -- snapshots --------------------------------------------------------------------------
 
-    def maybe_snapshot(self, every: int, keep: int) -> None:
+    def maybe_snapshot(self, every: int, keep: int, log_bytes: int) -> None:
+        """Snapshot after ``every`` entries, or once the log since the last snapshot holds
+        more than ``log_bytes`` and at least half the state's size (so the in-memory log stays
+        bounded while a large state is not rewritten for every few appends)."""
         storage = self.storage
-        if self.snapshotting or self.applied - storage.snapshot().meta.index < every:
+        if self.snapshotting:
+            return
+        by_count = self.applied - storage.snapshot().meta.index >= every
+        by_bytes = self.log_bytes >= max(log_bytes, self.machine.total_bytes // 2)
+        if not (by_count or by_bytes) or self.applied <= storage.snapshot().meta.index:
             return
         snapshot = storage.create_snapshot(self.applied, self.machine.snapshot())
         self.snapshotting = True
+        self.log_bytes = 0
 
         def saved(_):
             self.snapshotting = False
