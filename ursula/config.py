@@ -216,6 +216,7 @@ def _check_cluster(config: NodeConfig) -> None:
         for key, path in tls.items():
             if not path:
                 raise ConfigError(f"[cluster] {key}: tls_cert, tls_key and tls_ca go together")
+        for key, path in tls.items():
             try:
                 open(path, "rb").close()
             except OSError as error:

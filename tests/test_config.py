@@ -1,0 +1,76 @@
+"""``node.ini`` parsing: defaults, every kind of bad value, the cluster section."""
+
+from __future__ import annotations
+
+import pytest
+
+from ursula.config import ConfigError, NodeConfig, load_config, parse_config, parse_peers
+from ursula.supervisor import with_backlog
+
+
+def test_defaults_are_the_embedded_single_node():
+    config = parse_config("")
+    assert config == NodeConfig()
+    assert config.node.listen == "tcp:4437:interface=127.0.0.1"
+    assert config.storage.fsync == "always"
+    assert list(config.peers) == [1]  # a cluster of one
+
+
+@pytest.mark.parametrize("text, where", [
+    ("[http]\nlong_poll_timeout_ms = soon", "[http] long_poll_timeout_ms"),
+    ("[http]\nlong_poll_timeout_ms = 0", "[http] long_poll_timeout_ms"),
+    ("[http]\naccess_log = maybe", "[http] access_log"),
+    ("[limits]\nmax_body_bytes = -1", "[limits] max_body_bytes"),
+    ("[limits]\nmax_bodee = 1", "[limits] max_bodee"),
+    ("[nodes]\nlisten = x", "[nodes]"),
+    ("[node]\nlisten = bogus:1", "[node] listen"),
+    ("[log]\nformat = xml", "[log] format"),
+    ("[storage]\nfsync = sometimes", "[storage] fsync"),
+    ("[cluster]\ngroups = 0", "[cluster] groups"),
+    ("[cluster]\npeers = 1 = nowhere", "[cluster] peers"),
+    ("[cluster]\npeers = 1 = h:1, 1 = h:2", "[cluster] peers"),
+    ("[cluster]\nnode_id = 4\nsecret = 0123456789abcdef\npeers = 1 = h:1, 2 = h:2",
+     "[cluster] node_id"),
+    ("[cluster]\npeers = 1 = h:1, 2 = h:2", "[cluster] secret"),
+    ("[cluster]\nsecret = short\npeers = 1 = h:1, 2 = h:2", "[cluster] secret"),
+    ("[cluster]\ntls_cert = /nonexistent.pem", "[cluster] tls_key"),
+    ("[cluster]\nsecret_file = /nonexistent", "[cluster] secret_file"),
+])
+def test_bad_values_name_their_key_in_one_line(text, where):
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text)
+    message = str(raised.value)
+    assert where in message and "\n" not in message
+
+
+def test_peers_with_client_urls():
+    peers = parse_peers("1 = 10.0.0.1:7441 http://10.0.0.1:4437\n2 = [::1]:7442")
+    assert peers[1].host == "10.0.0.1" and peers[1].port == 7441
+    assert peers[1].client_url == "http://10.0.0.1:4437"
+    assert peers[2].host == "::1" and peers[2].client_url == ""
+    assert peers[1].endpoint == "tcp:host=10.0.0.1:port=7441"
+
+
+def test_cluster_secret_from_file(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("s" * 32 + "\n")
+    config = parse_config(f"[cluster]\nsecret_file = {secret}\n"
+                          "peers = 1 = h:1, 2 = h:2")
+    assert config.cluster_secret == b"s" * 32
+
+
+def test_load_config_makes_the_data_dir(tmp_path):
+    path = tmp_path / "node.ini"
+    path.write_text(f"[node]\ndata_dir = {tmp_path}/deep/data\n")
+    config = load_config(str(path))
+    assert (tmp_path / "deep" / "data").is_dir()
+    assert config.node.data_dir == f"{tmp_path}/deep/data"
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(str(tmp_path / "missing.ini"))
+
+
+def test_listen_backlog_is_added_only_where_missing():
+    assert with_backlog("tcp:4437:interface=127.0.0.1", 1024) == \
+        "tcp:4437:interface=127.0.0.1:backlog=1024"
+    assert with_backlog("tcp:4437:backlog=5", 1024) == "tcp:4437:backlog=5"
+    assert with_backlog("unix:/run/ursula.sock", 1024) == "unix:/run/ursula.sock"
