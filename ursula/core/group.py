@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import random
 
-import cbor2
 from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
 from ursula.core.interfaces import Unavailable
 from ursula.raft import LEADER, NONE, Config, ProposalDropped, RaftNode
-from ursula.stream import StreamMachine, decode_command, encode_command
+from ursula.stream import StreamMachine, encode_command
 from ursula.stream import commands as C
+from ursula.stream.entries import apply_entry, encode_entry
 
 log = Logger()
 
@@ -121,7 +121,7 @@ class GroupReplica:
             for _, d in buffer:
                 _fire_error(d, NotLeader(node.leader))
             return
-        data = cbor2.dumps([self.runtime.now_ms(), [raw for raw, _ in buffer]])
+        data = encode_entry(self.runtime.now_ms(), [raw for raw, _ in buffer])
         try:
             index = node.propose(data)
         except ProposalDropped:
@@ -182,15 +182,10 @@ class GroupReplica:
         self.applied = entry.index
         self.log_bytes += len(entry.data)
         outcomes = []
-        if entry.data:
-            now_ms, raw_commands = cbor2.loads(entry.data)
-            machine = self.machine
-            for raw in raw_commands:
-                command = decode_command(raw)
-                outcome = machine.apply(command, now_ms)
-                outcomes.append(outcome)
-                if isinstance(command, _STREAM_COMMANDS) and outcome.error is None:
-                    self.runtime.notify((command.bucket, command.stream))
+        for command, outcome in apply_entry(self.machine, entry.data):
+            outcomes.append(outcome)
+            if isinstance(command, _STREAM_COMMANDS) and outcome.error is None:
+                self.runtime.notify((command.bucket, command.stream))
         pending = self.pending.pop(entry.index, None)
         if pending is not None:
             term, waiters = pending

@@ -25,8 +25,9 @@ import cbor2
 
 from ursula.raft import LEADER, Config, MemoryStorage, ProposalDropped, RaftNode
 from ursula.raft.messages import from_wire
-from ursula.stream import StreamMachine, decode_command
+from ursula.stream import StreamMachine
 from ursula.stream import commands as C
+from ursula.stream.entries import apply_entry, encode_entry
 from ursula.stream.machine import StreamError
 
 if TYPE_CHECKING:
@@ -172,23 +173,16 @@ class Replica:
             chk.fail(f"node {self.id} applied index {e.index} after {self.applied}")
         self.applied = e.index
         outs = []
-        if e.data:
-            now_ms, cmds = cbor2.loads(e.data)
-            machine = self.machine
-            for raw in cmds:
-                cmd = decode_command(raw)
-                out = machine.apply(cmd, now_ms)
-                outs.append(out)
-                if (
-                    isinstance(cmd, C.Append)
-                    and cmd.producer is not None
-                    and out.error is None
-                    and not out.duplicate
-                ):
-                    p = cmd.producer
-                    chk.on_write(
-                        p.id, p.seq, cmd.stream, out.start_offset, out.next_offset, e.index
-                    )
+        for cmd, out in apply_entry(self.machine, e.data):
+            outs.append(out)
+            if (
+                isinstance(cmd, C.Append)
+                and cmd.producer is not None
+                and out.error is None
+                and not out.duplicate
+            ):
+                p = cmd.producer
+                chk.on_write(p.id, p.seq, cmd.stream, out.start_offset, out.next_offset, e.index)
         summary = tuple((o.error, o.duplicate, o.start_offset, o.next_offset) for o in outs)
         chk.on_apply(self.id, e.index, e.term, e.data, summary)
         pend = self.pending.pop(e.index, None)
@@ -245,7 +239,7 @@ class Replica:
             for _, reply in buf:
                 reply(("not_leader", node.leader))
             return
-        data = cbor2.dumps([self.sim.world.now_ms, [c for c, _ in buf]])
+        data = encode_entry(self.sim.world.now_ms, [c for c, _ in buf])
         try:
             index = node.propose(data)
         except ProposalDropped:
