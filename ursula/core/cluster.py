@@ -30,6 +30,7 @@ from ursula.core.interfaces import ICore, Unavailable
 from ursula.core.placement import group_of
 from ursula.core.watchers import WatcherRegistry
 from ursula.raft import NONE, decode_message, encode_message
+from ursula.replica import SnapshotPolicy
 from ursula.stream import commands as C
 from ursula.stream import decode_command, encode_command
 from ursula.stream.machine import StreamError, outcome_from_wire, outcome_to_wire
@@ -81,8 +82,11 @@ class RaftCore:
         self.watchers = WatcherRegistry(self.settings.max_live_readers)
         raft_config = {"election_tick": self.settings.election_ticks,
                        "heartbeat_tick": self.settings.heartbeat_ticks}
+        policy = SnapshotPolicy(self.settings.snapshot_entries, self.settings.snapshot_keep,
+                                self.settings.snapshot_log_bytes)
         self.groups = {
-            g: GroupReplica(self, g, node_id, storages[g], raft_config, seed=node_id * 7919 + g)
+            g: GroupReplica(self, g, node_id, storages[g], raft_config, seed=node_id * 7919 + g,
+                            policy=policy)
             for g in range(group_count)
         }
         self._scheduled: dict[int, GroupReplica] = {}
@@ -187,8 +191,6 @@ class RaftCore:
         self.watchers.notify_all()
 
     def after_apply(self, group: GroupReplica) -> None:
-        group.maybe_snapshot(self.settings.snapshot_entries, self.settings.snapshot_keep,
-                             self.settings.snapshot_log_bytes)
         if group.machine.pending_releases and group.is_leader and not group.releasing:
             self._deliver_releases(group)
 

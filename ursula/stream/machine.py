@@ -35,6 +35,8 @@ from ursula.stream.model import APPENDS, ForkPrefix, ProducerState, Stream
 
 SWEEP_PER_COMMAND = 16
 SNAPSHOT_VERSION = 1
+#: How many recent request ids (and their outcomes) a group remembers for deduplication.
+REQUEST_MEMORY = 20_000
 
 
 class StreamError(Exception):
@@ -122,6 +124,8 @@ class StreamMachine:
         self.total_bytes = 0
         self._deadlines: list[tuple[int, int, str, str]] = []
         self.applied = 0
+        # request id -> outcome of its first application, oldest first (bounded)
+        self.requests: dict[str, Outcome] = {}
 
     # == commands ==========================================================================
 
@@ -130,6 +134,20 @@ class StreamMachine:
         self._sweep(now_ms)
         handler = _HANDLERS[type(command)]
         return handler(self, command, now_ms)
+
+    def apply_request(self, request_id: str | None, command, now_ms: int) -> Outcome:
+        """``apply``, unless ``request_id`` was applied before: then its first outcome."""
+        if request_id is None:
+            return self.apply(command, now_ms)
+        seen = self.requests.get(request_id)
+        if seen is not None:
+            return seen
+        outcome = self.apply(command, now_ms)
+        requests = self.requests
+        requests[request_id] = outcome
+        if len(requests) > REQUEST_MEMORY:
+            del requests[next(iter(requests))]
+        return outcome
 
     def _create_bucket(self, cmd: CreateBucket, now_ms: int) -> Outcome:
         if cmd.bucket in self.buckets:
@@ -503,6 +521,7 @@ class StreamMachine:
             "buckets": sorted(self.buckets),
             "streams": [_dump_stream(s) for s in streams],
             "pending_releases": [list(r) for r in self.pending_releases],
+            "requests": [[rid, outcome_to_wire(o)] for rid, o in self.requests.items()],
         })
 
     @classmethod
@@ -513,6 +532,7 @@ class StreamMachine:
         machine = cls(owns)
         machine.next_uid = state["next_uid"]
         machine.pending_releases = [tuple(r) for r in state["pending_releases"]]
+        machine.requests = {rid: outcome_from_wire(o) for rid, o in state.get("requests", [])}
         for bucket in state["buckets"]:
             machine.buckets.setdefault(bucket, set())
         for item in state["streams"]:

@@ -1,0 +1,394 @@
+"""``GroupDriver``: one Raft group on one node, as a pure object (inputs in, effects out).
+
+It owns the group's ``RaftNode``, its ``StreamMachine``, the proposals waiting to be batched,
+the proposals waiting to commit and the reads waiting for their read index. It reads no clock,
+does no I/O and creates no Deferreds: the node runtime (``ursula.core``) and the simulator
+(``ursula.sim``) both run this same class; only the I/O around it differs.
+
+Inputs::
+
+    driver.propose(token, raw_command, request_id)   # queued; batched into one entry per turn
+    driver.read(token)                               # a linearizable read (ReadIndex)
+    driver.step(message) / driver.tick() / driver.campaign() / driver.transfer_leadership(to)
+    rejected = driver.flush(now_ms)    # the queued proposals become one entry (once a turn)
+    work = driver.ready()              # None, or one Work: what to persist, what to send now
+    out = driver.persisted()           # the Work is durable: messages, outcomes, reads, ...
+    driver.snapshot_saved(snapshot)    # a snapshot requested by an Output is durable
+
+A token is the caller's handle for one request (a Deferred, a callback, anything); the driver
+never calls it, it only hands it back in ``Output.outcomes`` / ``Output.reads`` with what
+happened. At most one Work is in flight: ``ready`` returns None until ``persisted``.
+
+Parallel write (Raft thesis 10.2.1): a leader whose term and vote are already durable sends the
+Work's messages (``Work.send_now``) before its own write is done; RaftNode counts the leader
+towards a commit quorum only after ``persisted`` (``advance``), so a commit still needs a
+majority of fsyncs. Any other Work sends its messages only after the write (``Output.messages``).
+
+``broken`` names planted rules (for the simulator's bite tests only): see ``BROKEN_RULES``.
+
+May import: the standard library, ``ursula.raft`` and ``ursula.stream``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from ursula.raft import LEADER, NONE, Config, ProposalDropped, RaftNode
+from ursula.raft.messages import Entry, HardState, Message, Snapshot
+from ursula.stream import StreamMachine
+from ursula.stream import commands as C
+from ursula.stream.entries import apply_entry, encode_entry
+from ursula.stream.machine import Outcome
+
+#: Planted broken rules of the driver (each must be found by the simulator's checker).
+BROKEN_RULES = frozenset({
+    "read_without_index",      # serve a read from local state at once (no ReadIndex round)
+    "read_before_apply",       # release a read at its read index before applying up to it
+    "ack_before_commit",       # answer a proposal as soon as it is in the leader's log
+    "no_request_dedup",        # ignore request ids: a re-routed request may apply twice
+    "send_before_persist",     # a follower acks entries (and votes) before they are durable
+    "keep_pending_on_stepdown",  # a deposed leader keeps its proposals waiting for "its" index
+})
+
+_STREAM_COMMANDS = (C.CreateStream, C.Append, C.AppendBatch, C.DeleteStream)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A request the driver could not serve. ``kind``: ``not_leader`` (``leader`` says who
+    leads, or NONE), ``retry`` (it may or may not be safe to retry: leadership changed, the
+    proposal was overwritten or dropped), ``shutdown``."""
+
+    kind: str
+    reason: str
+    leader: int = NONE
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotPolicy:
+    """When a group snapshots its state machine: after ``every`` entries, or once the entries
+    applied since the last snapshot hold more than ``log_bytes`` and half the state's size.
+    ``keep`` entries stay in the log behind a snapshot (for slow followers)."""
+
+    every: int = 5000
+    keep: int = 1000
+    log_bytes: int = 64 << 20
+
+
+@dataclass(slots=True)
+class Work:
+    """What to make durable (in this order): ``snapshot``, ``entries``, ``hard_state``; and the
+    messages that may go out while the write is in progress (``send_now``)."""
+
+    snapshot: Snapshot | None
+    entries: list[Entry]
+    hard_state: HardState | None
+    send_now: list[Message]
+    group_id: int = 0
+
+    @property
+    def must_sync(self) -> bool:
+        return bool(self.entries) or self.hard_state is not None or self.snapshot is not None
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedEntry:
+    """One applied log entry and what each of its commands did (``record_applied`` only)."""
+
+    index: int
+    term: int
+    data: bytes
+    results: list  # [(command, outcome), ...]
+
+
+@dataclass(slots=True)
+class Output:
+    """The effects of one durable Work, to carry out in this order: send ``messages``; resolve
+    ``outcomes`` and serve ``reads`` (the machine is now at ``applied``); wake the live readers
+    of ``changed`` (or of everything if ``installed_snapshot``); save ``snapshot`` if set."""
+
+    messages: list[Message] = field(default_factory=list)
+    outcomes: list[tuple[object, Outcome | Rejection]] = field(default_factory=list)
+    reads: list[object] = field(default_factory=list)
+    changed: list[tuple[str, str]] = field(default_factory=list)
+    installed_snapshot: bool = False
+    leadership: tuple[str, int] | None = None  # (role, leader) when either changed
+    snapshot: Snapshot | None = None
+    applied: list[AppliedEntry] = field(default_factory=list)
+
+
+class GroupDriver:
+    def __init__(self, group_id: int, storage, config: Config, rng: random.Random,
+                 owns=None, policy: SnapshotPolicy | None = None, parallel_write: bool = True,
+                 record_applied: bool = False, broken: frozenset[str] = frozenset()):
+        unknown = set(broken) - BROKEN_RULES
+        if unknown:
+            raise ValueError(f"unknown broken rules {sorted(unknown)}")
+        self.group_id = group_id
+        self.storage = storage
+        self.owns = owns
+        self.policy = policy or SnapshotPolicy()
+        self.parallel_write = parallel_write
+        self.record_applied = record_applied
+        self.broken = frozenset(broken)
+        snapshot = storage.snapshot()
+        self.machine = (StreamMachine.restore(snapshot.data, owns) if snapshot.meta.index
+                        else StreamMachine(owns))
+        self._nonce = b"%x" % rng.getrandbits(48)
+        self.node = RaftNode(config, storage, rng)
+        self.id = config.id
+        self.applied = self.node.applied
+        self.snapshots_installed = 0
+        self.log_bytes = 0  # entry bytes applied since the last snapshot
+        self.snapshotting = False
+        self.busy = False
+        self._work = None  # the Ready behind the Work in flight
+        self._buffer: list[tuple[object, bytes, str | None]] = []
+        self._pending: dict[int, tuple[int, list[object]]] = {}  # index -> (term, tokens)
+        self._reads: dict[bytes, object] = {}  # ctx -> token, waiting for a read index
+        self._waiting_reads: list[tuple[int, object]] = []  # (read index, token)
+        self._read_seq = 0
+        self._early: list[tuple[object, Outcome]] = []  # broken rule ack_before_commit only
+        self._durable_vote = (self.node.term, self.node.vote)
+        self.role = self.node.role
+        self.leader = self.node.leader
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self.node.role == LEADER
+
+    @property
+    def known_leader(self) -> int:
+        return self.node.leader
+
+    @property
+    def voters(self) -> tuple[int, ...]:
+        return self.node.voters
+
+    def has_work(self) -> bool:
+        """Whether ``ready`` would return a Work now."""
+        return bool(self._buffer) or (not self.busy and self.node.has_ready())
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def propose(self, token, raw_command: bytes, request_id: str | None = None
+                ) -> Rejection | None:
+        """Queue a command (leader only); its outcome comes back in a later Output."""
+        if self.node.role != LEADER:
+            return Rejection("not_leader", "not the leader", self.node.leader)
+        self._buffer.append((token, raw_command, request_id))
+        return None
+
+    def read(self, token) -> Rejection | None:
+        """A linearizable read: ``token`` comes back in ``Output.reads`` once the machine has
+        applied everything committed when the read arrived (ReadIndex; no log write)."""
+        if "read_without_index" in self.broken and self.node.role == LEADER:
+            self._waiting_reads.append((0, token))
+            return None
+        self._read_seq += 1
+        ctx = b"%d:%s:%d" % (self.group_id, self._nonce, self._read_seq)
+        if not self.node.read_index(ctx):
+            return Rejection("not_leader", "no known leader", NONE)
+        self._reads[ctx] = token
+        return None
+
+    def step(self, message: Message) -> None:
+        self.node.step(message)
+
+    def tick(self) -> None:
+        self.node.tick()
+
+    def campaign(self) -> None:
+        self.node.campaign()
+
+    def transfer_leadership(self, to: int) -> None:
+        if self.node.role == LEADER:
+            self.node.transfer_leadership(to)
+
+    # -- the Ready loop ------------------------------------------------------------------------
+
+    def flush(self, now_ms: int) -> list[tuple[object, Rejection]]:
+        """Turn the queued proposals into one entry stamped ``now_ms``; returns the ones that
+        cannot be proposed (leadership moved since they were queued)."""
+        if not self._buffer:
+            return []
+        buffer, self._buffer = self._buffer, []
+        node = self.node
+        if node.role != LEADER:
+            rejection = Rejection("not_leader", "not the leader", node.leader)
+            return [(token, rejection) for token, _, _ in buffer]
+        data = encode_entry(now_ms, [raw for _, raw, _ in buffer],
+                            [rid for _, _, rid in buffer])
+        try:
+            index = node.propose(data)
+        except ProposalDropped:
+            rejection = Rejection("retry", "the proposal was dropped (leadership changing)")
+            return [(token, rejection) for token, _, _ in buffer]
+        self._pending[index] = (node.term, [token for token, _, _ in buffer])
+        return []
+
+    def ready(self) -> Work | None:
+        """The next Work, or None (nothing to do, or a Work is still being persisted)."""
+        if self.busy or not self.node.has_ready():
+            return None
+        rd = self.node.ready()
+        self.busy = True
+        self._work = rd
+        send_now: list[Message] = []
+        hs = rd.hard_state
+        vote_durable = hs is None or (hs.term, hs.vote) == self._durable_vote
+        if "send_before_persist" in self.broken:
+            send_now, rd.messages = rd.messages, []
+        elif (self.parallel_write and rd.role == LEADER and vote_durable
+              and rd.snapshot is None):
+            send_now, rd.messages = rd.messages, []
+        if "ack_before_commit" in self.broken and rd.role == LEADER:
+            self._ack_unstable(rd)
+        return Work(rd.snapshot, rd.entries, hs, send_now, self.group_id)
+
+    def _ack_unstable(self, rd) -> None:
+        """Broken rule ``ack_before_commit``: answer proposals from the leader's own log."""
+        for entry in rd.entries:
+            pending = self._pending.pop(entry.index, None)
+            if pending is None:
+                continue
+            shadow = StreamMachine.restore(self.machine.snapshot(), self.owns)
+            results = apply_entry(shadow, entry.data)
+            self._early.extend((token, outcome) for token, (_, outcome)
+                               in zip(pending[1], results, strict=True))
+
+    def persisted(self) -> Output:
+        """The Work from ``ready`` is durable: apply it and return what follows from it."""
+        rd = self._work
+        assert rd is not None and self.busy, "persisted() without a Work in flight"
+        out = Output(messages=rd.messages)
+        if self._early:
+            out.outcomes.extend(self._early)
+            self._early = []
+        storage = self.storage
+        if rd.snapshot is not None:
+            storage.apply_snapshot(rd.snapshot)
+            self.machine = StreamMachine.restore(rd.snapshot.data, self.owns)
+            self.applied = rd.snapshot.meta.index
+            self.snapshots_installed += 1
+            out.installed_snapshot = True
+            # proposals below the snapshot can no longer be matched to their entries
+            for index in [i for i in self._pending if i <= self.applied]:
+                _, tokens = self._pending.pop(index)
+                out.outcomes.extend((t, Rejection("retry", "superseded by a snapshot"))
+                                    for t in tokens)
+        if rd.entries:
+            storage.append(rd.entries)
+        if rd.hard_state is not None:
+            storage.set_hard_state(rd.hard_state)
+            self._durable_vote = (rd.hard_state.term, rd.hard_state.vote)
+        for entry in rd.committed_entries:
+            self._apply(entry, out)
+        for state in rd.read_states:
+            token = self._reads.pop(state.ctx, None)
+            if token is not None:
+                self._waiting_reads.append((state.index, token))
+        self.node.advance(rd)
+        self._work = None
+        self.busy = False
+        self._leadership_changed(rd, out)
+        if self._waiting_reads:
+            self._release_reads(out)
+        out.snapshot = self._maybe_snapshot()
+        return out
+
+    def _apply(self, entry: Entry, out: Output) -> None:
+        if entry.index <= self.applied:
+            return
+        self.applied = entry.index
+        self.log_bytes += len(entry.data)
+        results = apply_entry(self.machine, entry.data,
+                              dedup="no_request_dedup" not in self.broken)
+        changed = out.changed
+        for command, outcome in results:
+            if isinstance(command, _STREAM_COMMANDS) and outcome.error is None:
+                changed.append((command.bucket, command.stream))
+        if self.record_applied:
+            out.applied.append(AppliedEntry(entry.index, entry.term, entry.data, results))
+        pending = self._pending.pop(entry.index, None)
+        if pending is None:
+            return
+        term, tokens = pending
+        if term == entry.term:
+            out.outcomes.extend((token, outcome)
+                                for token, (_, outcome) in zip(tokens, results, strict=True))
+        else:
+            rejection = Rejection("retry", "the proposal was overwritten by a new leader")
+            out.outcomes.extend((token, rejection) for token in tokens)
+
+    def _leadership_changed(self, rd, out: Output) -> None:
+        if rd.role == self.role and rd.leader == self.leader:
+            return
+        self.role, self.leader = rd.role, rd.leader
+        out.leadership = (rd.role, rd.leader)
+        if rd.role != LEADER:
+            # proposals of this node may never commit now; their clients retry
+            if "keep_pending_on_stepdown" not in self.broken:
+                rejection = Rejection("retry", "leadership changed; retry")
+                for _term, tokens in self._pending.values():
+                    out.outcomes.extend((token, rejection) for token in tokens)
+                self._pending.clear()
+            rejection = Rejection("not_leader", "leadership changed", rd.leader)
+            out.outcomes.extend((token, rejection) for token in self._reads.values())
+            self._reads.clear()
+
+    def _release_reads(self, out: Output) -> None:
+        keep = []
+        broken = "read_before_apply" in self.broken
+        for index, token in self._waiting_reads:
+            if self.applied >= index or broken:
+                out.reads.append(token)
+            else:
+                keep.append((index, token))
+        self._waiting_reads = keep
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def _maybe_snapshot(self) -> Snapshot | None:
+        if self.snapshotting:
+            return None
+        storage = self.storage
+        policy = self.policy
+        last = storage.snapshot().meta.index
+        if self.applied <= last:
+            return None
+        by_count = self.applied - last >= policy.every
+        by_bytes = self.log_bytes >= max(policy.log_bytes, self.machine.total_bytes // 2)
+        if not (by_count or by_bytes):
+            return None
+        self.snapshotting = True
+        self.log_bytes = 0
+        return storage.create_snapshot(self.applied, self.machine.snapshot())
+
+    def snapshot_saved(self, snapshot: Snapshot) -> int | None:
+        """The snapshot from an Output is durable: compact the log behind it. Returns the
+        snapshot's index (for the journal to release what it no longer needs)."""
+        self.snapshotting = False
+        upto = snapshot.meta.index - self.policy.keep
+        if upto > self.storage.first_index():
+            self.storage.compact(upto)
+        return snapshot.meta.index
+
+    def fail_all(self, rejection: Rejection) -> list[tuple[object, Rejection]]:
+        """Every request still waiting here, with ``rejection`` (shutdown, crash)."""
+        tokens = [token for token, _, _ in self._buffer]
+        for _term, pending in self._pending.values():
+            tokens.extend(pending)
+        tokens.extend(self._reads.values())
+        tokens.extend(token for _, token in self._waiting_reads)
+        tokens.extend(token for token, _ in self._early)
+        self._buffer = []
+        self._pending.clear()
+        self._reads.clear()
+        self._waiting_reads = []
+        self._early = []
+        return [(token, rejection) for token in tokens]
+
