@@ -38,8 +38,17 @@ class ClusterNode:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
 
+    def freeze(self) -> None:
+        """SIGSTOP: the process stops dead, its sockets stay open (a long GC, swap, a VM
+        pause)."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a frozen process cannot exit
             self.process.terminate()
             try:
                 self.process.wait(15)

@@ -1,0 +1,242 @@
+"""The group driver on its own: a tiny synchronous cluster of GroupDrivers with hand-delivered
+messages and hand-completed writes, so each test decides exactly which fsync is done when."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from ursula.raft import LEADER, AppendEntries, MemoryStorage, VoteRequest, VoteResponse
+from ursula.replica import GroupDriver, Rejection, SnapshotPolicy
+from ursula.stream import commands as C
+from ursula.stream import encode_command
+
+CT = "text/plain"
+
+
+class Drivers:
+    def __init__(self, n: int = 3, **kw) -> None:
+        self.ids = list(range(1, n + 1))
+        self.storages = {i: MemoryStorage(self.ids) for i in self.ids}
+        self.d = {i: self._make(i, **kw) for i in self.ids}
+        self.inflight: dict[int, object] = {}  # node -> Work being written
+        self.net: list = []
+        self.outcomes: dict[object, object] = {}
+        self.reads: list = []
+        self.now = 1000
+        self.drop = lambda m: False
+
+    def _make(self, i: int, **kw) -> GroupDriver:
+        from ursula.raft import Config
+        return GroupDriver(0, self.storages[i], Config(id=i, election_tick=10),
+                           random.Random(i), **kw)
+
+    def turn(self, i: int) -> None:
+        """One reactor turn of node i: flush proposals, start the next write."""
+        d = self.d[i]
+        for token, rejection in d.flush(self.now):
+            self.outcomes[token] = rejection
+        if i in self.inflight:
+            return
+        work = d.ready()
+        if work is not None:
+            self.inflight[i] = work
+            self.net.extend(work.send_now)
+
+    def fsync(self, i: int) -> None:
+        """Node i's write is durable."""
+        del self.inflight[i]
+        out = self.d[i].persisted()
+        self.net.extend(out.messages)
+        for token, result in out.outcomes:
+            self.outcomes[token] = result
+        self.reads.extend(out.reads)
+        if out.snapshot is not None:
+            self.d[i].snapshot_saved(out.snapshot)
+
+    def deliver(self, keep=lambda m: False) -> None:
+        pending, self.net = self.net, []
+        for m in pending:
+            if self.drop(m):
+                continue
+            if keep(m):
+                self.net.append(m)
+            else:
+                self.d[m.dst].step(m)
+
+    def settle(self, rounds: int = 30, hold=()) -> None:
+        for _ in range(rounds):
+            for i in self.ids:
+                self.turn(i)
+            for i in list(self.inflight):
+                if i not in hold:
+                    self.fsync(i)
+            self.deliver()
+
+    def elect(self, i: int = 1) -> GroupDriver:
+        self.d[i].campaign()
+        self.settle()
+        assert self.d[i].is_leader
+        return self.d[i]
+
+
+def append(body: bytes, stream: str = "s") -> bytes:
+    return encode_command(C.Append("_default", stream, CT, body))
+
+
+def create(stream: str = "s") -> bytes:
+    return encode_command(C.CreateStream("_default", stream, CT))
+
+
+def test_leader_sends_entries_before_its_own_fsync_and_commits_on_followers_fsyncs():
+    c = Drivers()
+    leader = c.elect(1)
+    assert leader.propose("create", create()) is None
+    c.turn(1)
+    work = c.inflight[1]
+    assert work.entries and any(isinstance(m, AppendEntries) and m.entries
+                                for m in work.send_now), "entries not sent in parallel"
+    c.deliver()
+    # the followers fsync and ack; the leader's own write is still in flight
+    for i in (2, 3):
+        c.turn(i)
+        assert not c.inflight[i].send_now, "a follower acked before its write was durable"
+        c.fsync(i)
+    c.deliver()
+    assert leader.node.committed == c.storages[2].last_index(), "2 of 3 fsyncs commit"
+    assert "create" not in c.outcomes  # answered only once the leader applies it
+    c.fsync(1)
+    c.settle()
+    assert c.outcomes["create"].created
+
+
+def test_leader_alone_is_not_a_quorum_before_a_follower_fsyncs():
+    c = Drivers()
+    leader = c.elect(1)
+    leader.propose("a", create())
+    c.turn(1)
+    c.fsync(1)  # the leader's own copy is durable
+    c.deliver(keep=lambda m: True)  # nothing reaches the followers
+    c.turn(1)
+    assert leader.node.committed < leader.node.log.last_index()
+    assert "a" not in c.outcomes
+    c.deliver()
+    c.settle()
+    assert c.outcomes["a"].created
+
+
+def test_a_candidate_sends_its_votes_only_after_its_term_and_vote_are_durable():
+    c = Drivers()
+    c.d[2].campaign()
+    c.turn(2)
+    work = c.inflight[2]
+    assert work.hard_state is not None and work.hard_state.vote == 2 or \
+        work.hard_state is None  # pre-vote does not change the term
+    assert not work.send_now
+    c.fsync(2)
+    assert any(isinstance(m, VoteRequest) for m in c.net)
+    c.deliver()
+    for i in (1, 3):
+        c.turn(i)
+        assert not any(isinstance(m, VoteResponse) for m in c.inflight[i].send_now)
+        c.fsync(i)
+
+
+def test_parallel_write_can_be_switched_off():
+    c = Drivers(parallel_write=False)
+    leader = c.elect(1)
+    leader.propose("a", create())
+    c.turn(1)
+    assert c.inflight[1].send_now == []
+
+
+def test_a_request_id_is_applied_once_and_answered_with_its_first_outcome():
+    c = Drivers()
+    leader = c.elect(1)
+    leader.propose("c", create())
+    c.settle()
+    leader.propose("first", append(b"x"), request_id="n2:7")
+    c.settle()
+    leader.propose("again", append(b"x"), request_id="n2:7")  # a re-routed retry
+    leader.propose("other", append(b"y"), request_id="n2:8")
+    c.settle()
+    first, again = c.outcomes["first"], c.outcomes["again"]
+    assert (again.start_offset, again.next_offset) == (first.start_offset, first.next_offset)
+    for i in c.ids:
+        assert c.d[i].machine.read("_default", "s", 0, 100, c.now).data == b"xy"
+
+
+def test_a_follower_rejects_proposals_and_names_the_leader():
+    c = Drivers()
+    c.elect(1)
+    rejection = c.d[2].propose("p", create())
+    assert rejection == Rejection("not_leader", "not the leader", 1)
+
+
+def test_one_entry_per_turn_for_every_proposal_of_the_turn():
+    c = Drivers()
+    leader = c.elect(1)
+    last = leader.node.log.last_index()
+    leader.propose("c", create())
+    for k in range(5):
+        leader.propose(k, append(b"%d" % k))
+    c.settle()
+    assert leader.node.log.last_index() == last + 1
+    assert [c.outcomes[k].next_offset for k in range(5)] == [1, 2, 3, 4, 5]
+
+
+def test_reads_are_released_once_applied_and_fail_on_a_follower_without_a_leader():
+    c = Drivers()
+    assert c.d[1].read("r0") == Rejection("not_leader", "no known leader", 0)
+    leader = c.elect(1)
+    leader.propose("c", create())
+    c.settle()
+    assert c.d[2].read("r2") is None  # forwarded to the leader as a ReadIndex request
+    assert leader.read("r1") is None
+    c.settle()
+    assert sorted(c.reads) == ["r1", "r2"]
+
+
+def test_a_deposed_leader_rejects_its_pending_proposals():
+    c = Drivers()
+    leader = c.elect(1)
+    leader.propose("c", create())
+    c.turn(1)
+    c.fsync(1)
+    c.net.clear()  # its entry never leaves the node
+    c.d[2].campaign()
+    c.settle(hold=())
+    assert c.d[2].is_leader and not leader.is_leader
+    assert isinstance(c.outcomes["c"], Rejection) and c.outcomes["c"].kind == "retry"
+
+
+def test_snapshots_follow_the_policy_and_compact_the_log():
+    c = Drivers(policy=SnapshotPolicy(every=5, keep=2, log_bytes=1 << 30))
+    leader = c.elect(1)
+    leader.propose("c", create())
+    c.settle()
+    for k in range(8):
+        leader.propose(k, append(b"z"))
+        c.settle()
+    storage = c.storages[1]
+    assert storage.snapshot().meta.index >= 5
+    assert storage.first_index() > 1
+    restored = GroupDriver(0, storage, __import__("ursula.raft", fromlist=["Config"]).Config(
+        id=1), random.Random(0))
+    assert restored.machine.read("_default", "s", 0, 100, c.now).data.startswith(b"z")
+
+
+def test_unknown_broken_rule_is_refused():
+    with pytest.raises(ValueError, match="unknown broken rules"):
+        Drivers(broken=frozenset({"no_such_rule"}))
+
+
+def test_fail_all_hands_back_every_waiting_token():
+    c = Drivers()
+    leader = c.elect(1)
+    leader.propose("queued", create())
+    leader.read("read")
+    failed = dict(leader.fail_all(Rejection("shutdown", "stopping")))
+    assert set(failed) == {"queued", "read"}
+    assert leader.node.role == LEADER
