@@ -26,6 +26,7 @@ class Drivers:
         self.reads: list = []
         self.now = 1000
         self.drop = lambda m: False
+        self.drop = lambda m: False
 
     def _make(self, i: int, **kw) -> GroupDriver:
         from ursula.raft import Config
@@ -205,9 +206,18 @@ def test_a_deposed_leader_rejects_its_pending_proposals():
     c.turn(1)
     c.fsync(1)
     c.net.clear()  # its entry never leaves the node
-    c.d[2].campaign()
-    c.settle(hold=())
-    assert c.d[2].is_leader and not leader.is_leader
+    cut = lambda m: m.src == 1 or m.dst == 1  # noqa: E731
+    for _ in range(40):  # nodes 2 and 3 stop hearing from 1 and elect a new leader
+        for i in (2, 3):
+            c.d[i].tick()
+        c.drop = cut
+        c.settle(rounds=1)
+    c.drop = lambda m: False
+    for _ in range(3):  # the old leader hears of the new term
+        for i in c.ids:
+            c.d[i].tick()
+        c.settle()
+    assert (c.d[2].is_leader or c.d[3].is_leader) and not leader.is_leader
     assert isinstance(c.outcomes["c"], Rejection) and c.outcomes["c"].kind == "retry"
 
 
