@@ -1,6 +1,7 @@
 """The pure layers import nothing from Twisted and read no clock.
 
-``ursula.protocol``, ``ursula.stream`` and ``ursula.raft`` are checked twice: statically (their
+``ursula.protocol``, ``ursula.stream``, ``ursula.raft`` and ``ursula.replica`` are checked twice:
+statically (their
 imports and calls, from the source) and dynamically (importing them pulls in no Twisted module).
 """
 
@@ -14,7 +15,7 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PURE_PACKAGES = ["protocol", "stream", "raft"]
+PURE_PACKAGES = ["protocol", "stream", "raft", "replica"]
 FORBIDDEN_MODULES = {"twisted", "time", "asyncio", "socket", "threading", "select", "klein",
                      "treq", "selectors", "subprocess"}
 FORBIDDEN_CALLS = {("datetime", "now"), ("datetime", "utcnow"), ("datetime", "today"),
@@ -63,7 +64,7 @@ def test_checker_bites(tmp_path):
 
 
 def test_importing_pure_packages_loads_no_twisted():
-    code = ("import sys, ursula.protocol, ursula.stream\n"
+    code = ("import sys, ursula.protocol, ursula.stream, ursula.replica\n"
             "try:\n    import ursula.raft\nexcept ImportError:\n    pass\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('twisted', 'klein'))\n"
             "print(bad)\nsys.exit(1 if bad else 0)\n")

@@ -11,8 +11,8 @@ Work is batched per reactor turn: every group that has something to do is proces
 turn, so the persister receives all of a turn's records together (group commit), and the
 transport all of a turn's messages together (coalesced heartbeats).
 
-May import: Twisted, zope.interface, cbor2, ``ursula.raft``, ``ursula.stream``,
-``ursula.core``.
+May import: Twisted, zope.interface, cbor2, ``ursula.raft``, ``ursula.replica``,
+``ursula.stream``, ``ursula.wire``, ``ursula.core``.
 """
 
 from __future__ import annotations

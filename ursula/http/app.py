@@ -4,8 +4,9 @@
 Every handler runs under ``_guard``, which turns protocol and state-machine errors into a status
 with a one-line reason, and anything unexpected into a logged 500 without a traceback.
 
-May import: Twisted, Klein, ``ursula.protocol``, ``ursula.stream`` (commands, errors) and
-``ursula.http`` modules; the node only through ``ICore``.
+May import: Twisted, Klein (and werkzeug's exceptions, which Klein raises), ``ursula.protocol``,
+``ursula.stream`` (commands, errors) and ``ursula.http`` modules; the node only through
+``ICore`` (``ursula.core.interfaces``).
 """
 
 from __future__ import annotations

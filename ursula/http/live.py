@@ -5,8 +5,9 @@ session is a streaming producer on the connection: when the client stops reading
 transport's buffer fills, it pauses and simply remembers its offset, so a slow reader holds no
 more than one transport buffer of server memory; on resume it catches up from that offset.
 
-May import: Twisted, zope.interface, ``ursula.protocol`` and ``ursula.http`` modules; the node
-only through ``ICore``.
+May import: Twisted, zope.interface, ``ursula.protocol``, ``ursula.stream.machine`` (the read
+result and error types) and ``ursula.http`` modules; the node only through ``ICore``
+(``ursula.core.interfaces``).
 """
 
 from __future__ import annotations
