@@ -183,7 +183,7 @@ def main(argv=None):
     specs = {s["name"]: s for s in servers.SERVERS}
     active = [specs[n] for n in a.servers if not specs[n].get("pending")]
     result = {
-        "command": " ".join([sys.executable, "bench/run.py"]
+        "command": " ".join(["python", "bench/run.py"]
                             + (sys.argv[1:] if argv is None else argv)),
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": machine(),
