@@ -1,4 +1,4 @@
-"""PeerTransport over real TCP on 127.0.0.1: batches, forwarding, auth, reconnect, subscriptions."""
+"""PeerTransport over real TCP on 127.0.0.1: batches, forwarding, auth, reconnect."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from ursula.wire import (
     HandshakeRejected,
     PeerTransport,
     PeerUnavailable,
-    SubscribeRejected,
 )
 from ursula.wire.commands import Forward, Hello, Prove, RaftBatch
 
@@ -363,104 +362,7 @@ async def test_when_connected(clusters):
     assert c.nodes[1].connected_peers() == [2]
 
 
-# -- subscriptions --------------------------------------------------------------------------
-
-
-class _Served:
-    """A subscribe handler that records what it serves."""
-
-    def __init__(self, reject: bool = False):
-        self.subs = []
-        self.reject = reject
-
-    def __call__(self, group, key, notify):
-        if self.reject:
-            raise SubscribeRejected(f"group {group} is not led here")
-        handle = _Handle(group, key, notify)
-        self.subs.append(handle)
-        return handle
-
-
-class _Handle:
-    def __init__(self, group, key, notify):
-        self.group, self.key, self.notify = group, key, notify
-        self.cancelled = False
-
-    def cancel(self):
-        self.cancelled = True
-
-
-@pytest.mark.parametrize("subscriber,server", [(1, 2), (2, 1)])
-@pytest_twisted.ensureDeferred
-async def test_subscription_notify_and_cancel(clusters, subscriber, server):
-    c = await clusters(2)
-    await c.all_connected()
-    served = _Served()
-    c.nodes[server].on_subscribe(served)
-    calls = []
-    sub = c.nodes[subscriber].subscribe(server, 9, b"bucket/stream", lambda: calls.append(1))
-    await sub.ready
-    [handle] = served.subs
-    assert (handle.group, handle.key) == (9, b"bucket/stream")
-    handle.notify()
-    handle.notify()
-    handle.notify()  # one turn: coalesced into one Notify
-    await eventually(lambda: calls)
-    await sleep(0.05)
-    assert calls == [1]
-    handle.notify()
-    await eventually(lambda: len(calls) == 2)
-    sub.cancel()
-    sub.cancel()
-    await eventually(lambda: handle.cancelled)
-    handle.notify()
-    await sleep(0.05)
-    assert len(calls) == 2
-
-
-@pytest_twisted.ensureDeferred
-async def test_subscription_rejected(clusters):
-    c = await clusters(2)
-    await c.all_connected()
-    c.nodes[2].on_subscribe(_Served(reject=True))
-    sub = c.nodes[1].subscribe(2, 4, b"k", lambda: None)
-    with pytest.raises(SubscribeRejected, match="not led here"):
-        await sub.ready
-    assert not sub.active
-    c.nodes[1].on_subscribe(lambda group, key, notify: None)  # no handle: a bug, refused
-    sub = c.nodes[2].subscribe(1, 4, b"k", lambda: None)
-    with pytest.raises(SubscribeRejected):
-        await sub.ready
-
-
-@pytest_twisted.ensureDeferred
-async def test_subscription_is_renewed_after_reconnect(clusters):
-    c = await clusters(2)
-    await c.all_connected()
-    served = _Served()
-    c.nodes[2].on_subscribe(served)
-    calls = []
-    sub = c.nodes[1].subscribe(2, 1, b"s", lambda: calls.append(1))
-    await sub.ready
-    first = served.subs[0]
-    new = await c.restart(2)
-    assert first.cancelled  # the serving side lets go when the connection goes
-    served_again = _Served()
-    new.on_subscribe(served_again)
-    await eventually(lambda: served_again.subs and calls)  # renewed, and told to re-read
-    assert calls == [1] and sub.active
-    served_again.subs[0].notify()
-    await eventually(lambda: len(calls) == 2)
-
-
-@pytest_twisted.ensureDeferred
-async def test_subscribe_before_connected_waits_for_the_connection(clusters):
-    c = await clusters(2)
-    served = _Served()
-    c.nodes[2].on_subscribe(served)
-    sub = c.nodes[1].subscribe(2, 1, b"s", lambda: None)
-    await sub.ready
-    assert len(served.subs) == 1
+# -- back-pressure ------------------------------------------------------------------------
 
 
 @pytest_twisted.ensureDeferred

@@ -7,8 +7,9 @@ runs too; this class only turns its effects into I/O: a Work goes to the runtime
 with replicating), and the Output that follows the fsync is carried out in the documented order
 (send, resolve outcomes, serve reads, wake live readers, save a snapshot).
 
-The runtime (``ursula.core.cluster.RaftCore``) calls ``process()`` once per reactor turn for a
-group that has work.
+The runtime (``ursula.core.cluster.RaftCore``, through its ``Scheduler``) calls ``process()``
+once per reactor turn for a group that has work; ``process`` first tells the runtime when the
+group's known leader changed (``leader_changed``: the forwarder re-routes on it).
 
 May import: Twisted (Deferreds only), ``ursula.raft``, ``ursula.replica``, ``ursula.stream``,
 ``ursula.core``.
@@ -35,9 +36,16 @@ class NotLeader(Exception):
         self.leader = leader
 
 
+class Retry(Unavailable):
+    """The proposal may or may not commit (leadership changed, it was overwritten or dropped):
+    safe to send again only with the same request id."""
+
+
 def as_exception(rejection: Rejection) -> Exception:
     if rejection.kind == "not_leader":
         return NotLeader(rejection.leader)
+    if rejection.kind == "retry":
+        return Retry(rejection.reason)
     return Unavailable(rejection.reason)
 
 
@@ -53,6 +61,7 @@ class GroupReplica:
         self.node = self.driver.node
         self.releasing = False
         self.leader_waiters: list[Deferred] = []
+        self._seen_leader = (self.driver.known_leader, self.driver.is_leader)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -103,6 +112,10 @@ class GroupReplica:
 
     def process(self) -> None:
         driver = self.driver
+        seen = (driver.known_leader, driver.is_leader)
+        if seen != self._seen_leader:
+            self._seen_leader = seen
+            self.runtime.leader_changed(self)
         for d, rejection in driver.flush(self.runtime.now_ms()):
             _fire(d, rejection)
         work = driver.ready()

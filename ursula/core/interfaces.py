@@ -1,4 +1,6 @@
-"""``ICore``: what the HTTP layer may ask of a node's runtime.
+"""``ICore``: what the HTTP layer may ask of a node's runtime; and the interfaces of the
+runtime's parts (``IPersister``, ``IScheduler``, ``IForwarder``, ``IForkCoordinator``,
+``IReadPath``), each with a real implementation and a fake (``ursula.core.fakes``).
 
 May import: zope.interface.
 """
@@ -33,9 +35,6 @@ class ICore(Interface):
     def head(bucket: str, stream: str) -> object:
         """A Deferred firing with ``StreamInfo``, or failing with ``StreamError``."""
 
-    def read(bucket: str, stream: str, offset: int, max_bytes: int) -> object:
-        """A Deferred firing with ``ReadResult``, or failing with ``StreamError``."""
-
     def read_local(bucket: str, stream: str, offset: int, max_bytes: int) -> object:
         """``ReadResult`` from this node's applied state, synchronously (no read barrier).
 
@@ -57,3 +56,75 @@ class ICore(Interface):
 
     def is_ready() -> bool:
         """True when every local group has a known leader (``/__ursula/ready``)."""
+
+
+class IPersister(Interface):
+    """Where a group's Work becomes durable (the journal; ``MemoryPersister`` keeps nothing)."""
+
+    def persist(group_id: int, work) -> object:
+        """A Deferred firing once the Work's snapshot, entries and hard state are durable."""
+
+    def save_snapshot(group_id: int, snapshot) -> object:
+        """A Deferred firing once a state-machine snapshot is durable."""
+
+    def compacted(group_id: int, index: int) -> None:
+        """The group's log up to ``index`` is no longer needed."""
+
+
+class IScheduler(Interface):
+    """The per-turn batcher of a node's groups: which groups run this turn, and the ticks."""
+
+    def schedule(group) -> None:
+        """Run ``group.process()`` in the next turn (once, however often it is called)."""
+
+    def start(groups) -> None:
+        """Tick every group each tick interval, and schedule each once now."""
+
+    def stop() -> None:
+        """No more turns or ticks."""
+
+
+class IForwarder(Interface):
+    """Submit a command to its group's leader, wherever it is: propose here if this node leads,
+    else forward to the leader (with a request id), wait for a leader, retry and re-route."""
+
+    def submit(group, command, deadline: float) -> object:
+        """A Deferred firing with the ``Outcome``; fails with ``Unavailable`` when no leader is
+        known by ``deadline`` (reactor seconds) or the request timed out."""
+
+    def leader_changed(group) -> None:
+        """``group``'s known leader changed: re-send its outstanding forwarded requests."""
+
+    def answer(group, payload: bytes) -> object:
+        """Serve a request another node forwarded here for ``group`` (None: not a group of
+        this node): bytes, or a Deferred of bytes."""
+
+    def stop() -> None:
+        """Fail every outstanding request (the node is shutting down)."""
+
+
+class IForkCoordinator(Interface):
+    """Forks whose source lives in another group: the create saga and release delivery."""
+
+    def create_fork(command) -> object:
+        """Acquire the source, create the fork, release the reference if that failed; a
+        Deferred firing with the ``Outcome`` of the create."""
+
+    def after_apply(group) -> None:
+        """``group`` applied entries: deliver its pending releases if it leads."""
+
+
+class IReadPath(Interface):
+    """Linearizable reads: a ReadIndex barrier, then the local replica's applied state."""
+
+    def barrier(group, deadline: float | None = None) -> object:
+        """Fires once ``group`` may serve a linearizable read here."""
+
+    def head(bucket: str, stream: str) -> object:
+        """A Deferred firing with ``StreamInfo``."""
+
+    def read_local(bucket: str, stream: str, offset: int, max_bytes: int) -> object:
+        """``ReadResult`` from this node's applied state, synchronously."""
+
+    def list_streams(bucket: str, after: str, limit: int) -> object:
+        """A Deferred firing with ``[(name, StreamInfo)]`` sorted by name."""

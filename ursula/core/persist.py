@@ -1,18 +1,21 @@
-"""``JournalPersister``: how a group's Ready reaches the per-core journal.
+"""``JournalPersister``: how a group's Ready reaches the per-core journal (an ``IPersister``);
+``MemoryPersister``, its fake, keeps nothing.
 
 Entries, hard state and installed snapshots are durable before the Ready's messages are sent
 or its entries applied (the Deferred of ``persist`` fires after the fsync). A Ready whose only
 change is a higher commit index is written but not waited for: the commit index is re-learned
 from the leader after a crash, so losing it is safe, and it saves an fsync per append.
 
-May import: Twisted, ``ursula.storage``, ``ursula.raft``.
+May import: Twisted, zope.interface, ``ursula.storage``, ``ursula.raft``, ``ursula.core``.
 """
 
 from __future__ import annotations
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from ursula.core.interfaces import IPersister
 from ursula.storage.records import EntriesRecord, HardStateRecord
 
 log = Logger()
@@ -20,6 +23,27 @@ log = Logger()
 RELEASE_EVERY_COMPACTIONS = 16
 
 
+@implementer(IPersister)
+class MemoryPersister:
+    """Keeps nothing: for tests of the runtime without a disk. Counts what it was given."""
+
+    def __init__(self):
+        self.persisted = 0
+        self.snapshots = 0
+
+    def persist(self, group_id, rd):
+        self.persisted += 1
+        return defer.succeed(None)
+
+    def save_snapshot(self, group_id, snapshot):
+        self.snapshots += 1
+        return defer.succeed(None)
+
+    def compacted(self, group_id, index):
+        pass
+
+
+@implementer(IPersister)
 class JournalPersister:
     def __init__(self, committer, on_failure=None):
         self.committer = committer

@@ -1,7 +1,8 @@
 """ursula.wire: the peer transport, AMP over TCP (or TLS) between the nodes of a cluster.
 
-What lives here: `PeerTransport` (connections, Raft batches, forwarding, live-read
-subscriptions, counters) and the AMP commands and argument types it speaks.  See
+What lives here: `PeerTransport` (connections, Raft batches, forwarding, counters), its
+interface `IPeerTransport` and its fake (``ursula.wire.fake``: in-process peers on a clock),
+and the AMP commands and argument types it speaks.  See
 ``docs/wire.md``.
 
 May import: Twisted, zope.interface, cbor2 and the standard library.  Not ``ursula.stream`` or
@@ -15,9 +16,9 @@ from ursula.wire.commands import (
     HandshakeRejected,
     PeerError,
     PeerUnavailable,
-    SubscribeRejected,
 )
-from ursula.wire.transport import PeerStats, PeerTransport, Subscription
+from ursula.wire.interfaces import IPeerTransport
+from ursula.wire.transport import PeerStats, PeerTransport
 
 __all__ = [
     "RAFT_BATCH_CAP",
@@ -25,12 +26,11 @@ __all__ = [
     "ForwardFailed",
     "ForwardTimeout",
     "HandshakeRejected",
+    "IPeerTransport",
     "PeerError",
     "PeerStats",
     "PeerTransport",
     "PeerUnavailable",
     "RaftItems",
-    "SubscribeRejected",
-    "Subscription",
     "split_items",
 ]

@@ -10,7 +10,6 @@ What lives here:
 * Raft: `RaftBatch(node_id, items)` -- fire-and-forget (``requiresAnswer = False``).
 * Forwarding: `Forward(group, payload) -> payload` -- opaque bytes both ways (the node runtime
   encodes commands, outcomes, read requests and results with cbor2).
-* Live reads: `Subscribe(group, key, sub_id) -> ok`, `Unsubscribe(sub_id)`, `Notify(sub_id)`.
 * `Ping`: keeps an idle connection observably alive.
 * Exceptions: `PeerError` and its subclasses, some of which travel over AMP as error codes.
 
@@ -50,10 +49,6 @@ class ForwardTimeout(PeerError):
 
 class ForwardFailed(PeerError):
     """The remote forward handler raised; the message says what (sent as FORWARD_FAILED)."""
-
-
-class SubscribeRejected(PeerError):
-    """The remote side refused a subscription (sent as SUBSCRIBE_REJECTED)."""
 
 
 class HandshakeRejected(PeerError):
@@ -105,26 +100,6 @@ class Forward(amp.Command):
     arguments = [(b"group", amp.Integer()), (b"payload", BigBytes())]
     response = [(b"payload", BigBytes())]
     errors = {ForwardFailed: b"FORWARD_FAILED"}
-
-
-class Subscribe(amp.Command):
-    """Ask the peer to send `Notify(sub_id)` whenever the stream `key` of `group` changes."""
-
-    arguments = [(b"group", amp.Integer()), (b"key", BigBytes()), (b"sub_id", amp.Integer())]
-    response = [(b"ok", amp.Boolean())]
-    errors = {SubscribeRejected: b"SUBSCRIBE_REJECTED"}
-
-
-class Unsubscribe(amp.Command):
-    arguments = [(b"sub_id", amp.Integer())]
-    requiresAnswer = False
-
-
-class Notify(amp.Command):
-    """The subscribed stream changed: re-read it."""
-
-    arguments = [(b"sub_id", amp.Integer())]
-    requiresAnswer = False
 
 
 class Ping(amp.Command):

@@ -2,10 +2,9 @@
 
 What lives here: the handshake (`Hello` / `Prove`, both directions, before anything else is
 accepted), the gate that drops a connection on any other command before that, the handshake
-deadline and the idle check (`Ping`), byte counters, the responders for `RaftBatch`,
-`Forward`, `Subscribe`, `Unsubscribe` and `Notify`, and per-turn coalescing of outgoing
-`Notify` boxes.  Everything that is about *peers* rather than one connection (which
-connection is current, queues, subscriptions, handlers) is delegated to the owner, a
+deadline and the idle check (`Ping`), byte counters, and the responders for `RaftBatch` and
+`Forward`.  Everything that is about *peers* rather than one connection (which connection is
+current, queues, handlers) is delegated to the owner, a
 `ursula.wire.transport.PeerTransport`.
 
 May import: Twisted, the standard library and ``ursula.wire.*``.  No other ursula package.
@@ -29,13 +28,9 @@ from ursula.wire.commands import (
     ForwardFailed,
     HandshakeRejected,
     Hello,
-    Notify,
     Ping,
     Prove,
     RaftBatch,
-    Subscribe,
-    SubscribeRejected,
-    Unsubscribe,
     proofs_match,
 )
 from ursula.wire.commands import proof as make_proof
@@ -58,7 +53,6 @@ class PeerProtocol(amp.AMP):
         self.closed = False
         self.lost = defer.Deferred()
         self.stats: Any = None
-        self.served: dict[int, Any] = {}
         self._pre_in = 0
         self._pre_out = 0
         self._my_nonce = b""
@@ -68,8 +62,6 @@ class PeerProtocol(amp.AMP):
         self._pinger: task.LoopingCall | None = None
         self._last_in = 0.0
         self._last_out = 0.0
-        self._notify_pending: set[int] = set()
-        self._notify_call = None
         #: True while the transport's write buffer is full (we are its streaming producer).
         self.write_paused = False
 
@@ -125,14 +117,10 @@ class PeerProtocol(amp.AMP):
 
     def connectionLost(self, reason) -> None:
         self.closed = True
-        for delayed in (self._deadline, self._notify_call):
-            if delayed is not None and delayed.active():
-                delayed.cancel()
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
         if self._pinger is not None and self._pinger.running:
             self._pinger.stop()
-        served, self.served = self.served, {}
-        for handle in served.values():
-            _cancel_quietly(handle)
         super().connectionLost(reason)
         self.owner._connection_lost(self)
         self.lost.callback(None)
@@ -319,53 +307,5 @@ class PeerProtocol(amp.AMP):
         self.stats.forwards_received += 1
         return self.owner._forward_received(self.peer_id, group, payload)
 
-    @Subscribe.responder
-    def _subscribe(self, group, key, sub_id):
-        old = self.served.pop(sub_id, None)
-        if old is not None:
-            _cancel_quietly(old)
-        handle = self.owner._subscribe_received(group, key, lambda: self.notify(sub_id))
-        self.served[sub_id] = handle
-        return {"ok": True}
 
-    @Unsubscribe.responder
-    def _unsubscribe(self, sub_id):
-        handle = self.served.pop(sub_id, None)
-        if handle is not None:
-            _cancel_quietly(handle)
-        return {}
-
-    @Notify.responder
-    def _notify(self, sub_id):
-        self.owner._notify_received(self.peer_id, sub_id)
-        return {}
-
-    # -- outgoing notifications -------------------------------------------------------------
-
-    def notify(self, sub_id: int) -> None:
-        """Tell the subscriber `sub_id` changed; repeated calls in one turn send one box."""
-        if self.closed or sub_id not in self.served:
-            return
-        self._notify_pending.add(sub_id)
-        if self._notify_call is None:
-            self._notify_call = self.owner.reactor.callLater(0, self._flush_notify)
-
-    def _flush_notify(self) -> None:
-        self._notify_call = None
-        pending, self._notify_pending = self._notify_pending, set()
-        if self.closed:
-            return
-        for sub_id in sorted(pending):
-            if sub_id in self.served:
-                self.callRemote(Notify, sub_id=sub_id)
-                self.stats.notifies_sent += 1
-
-
-def _cancel_quietly(handle) -> None:
-    try:
-        handle.cancel()
-    except Exception:  # noqa: BLE001 - a subscriber's cancel must not break the connection
-        log.failure("wire: cancelling a served subscription raised")
-
-
-__all__ = ["PeerProtocol", "PREAUTH_BYTE_LIMIT", "ForwardFailed", "SubscribeRejected"]
+__all__ = ["PeerProtocol", "PREAUTH_BYTE_LIMIT", "ForwardFailed"]

@@ -5,7 +5,8 @@ exponential back-off (`ClientService` + `backoffPolicy`), the deterministic rule
 exactly one connection per pair (the node with the lower id dials, the other only accepts),
 the per-peer Raft queue that coalesces everything sent in one reactor turn into as few
 `RaftBatch` calls as possible (each capped near 1 MiB), request forwarding with fail-fast and
-timeouts, live-read subscriptions on both sides, handler registration and counters.
+timeouts, handler registration and counters. It provides ``IPeerTransport``
+(``ursula.wire.interfaces``); ``ursula.wire.fake.FakePeerTransport`` is its fake.
 
 The payloads are opaque bytes; the node runtime (``ursula.core``) encodes them.
 
@@ -15,7 +16,6 @@ May import: Twisted, zope.interface, the standard library and ``ursula.wire.*``.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -27,6 +27,7 @@ from twisted.internet.error import ConnectionClosed
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
+from zope.interface import implementer
 
 from ursula.wire.arguments import RAFT_BATCH_CAP, item_size, split_items
 from ursula.wire.commands import (
@@ -35,10 +36,8 @@ from ursula.wire.commands import (
     ForwardTimeout,
     PeerUnavailable,
     RaftBatch,
-    Subscribe,
-    SubscribeRejected,
-    Unsubscribe,
 )
+from ursula.wire.interfaces import IPeerTransport
 from ursula.wire.protocol import PeerProtocol
 
 log = Logger()
@@ -46,7 +45,7 @@ log = Logger()
 RaftItem = tuple[int, bytes]
 #: While a peer's socket buffer is full, Raft messages bigger than this are dropped, not queued.
 SHED_ABOVE = 64 * 1024
-#: Longest error text sent back in a FORWARD_FAILED / SUBSCRIBE_REJECTED answer.
+#: Longest error text sent back in a FORWARD_FAILED answer.
 _MAX_ERROR_TEXT = 2000
 
 
@@ -64,46 +63,11 @@ class PeerStats:
     forwards_sent: int = 0
     forwards_received: int = 0
     forwards_failed: int = 0
-    notifies_sent: int = 0
-    notifies_received: int = 0
     connects: int = 0
     handshake_failures: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-class Subscription:
-    """A live-read subscription held at a peer.  `callback()` means: re-read the stream.
-
-    `ready` fires (with None) once the peer has accepted the subscription, and errbacks with
-    `SubscribeRejected` if it refused.  After a reconnect the subscription is renewed
-    automatically and `callback` is called once, since a change may have been missed.
-    """
-
-    def __init__(self, transport: PeerTransport, sub_id: int, peer_id: int, group: int,
-                 key: bytes, callback: Callable[[], Any],
-                 on_error: Callable[[Any], Any] | None):
-        self._transport = transport
-        self.sub_id = sub_id
-        self.peer_id = peer_id
-        self.group = group
-        self.key = key
-        self.callback = callback
-        self.on_error = on_error
-        self.active = True
-        self.accepted = False
-        self.ready: defer.Deferred[None] = defer.Deferred()
-
-    def cancel(self) -> None:
-        """Stop notifications (idempotent).  An unfired `ready` never fires."""
-        if self.active:
-            self.active = False
-            self._transport._unsubscribe(self)
-
-    def __repr__(self) -> str:
-        return (f"<Subscription {self.sub_id} peer={self.peer_id} group={self.group} "
-                f"key={self.key!r} active={self.active}>")
 
 
 class _AcceptFactory(Factory):
@@ -127,6 +91,7 @@ class _DialFactory(Factory):
         return proto
 
 
+@implementer(IPeerTransport)
 class PeerTransport:
     """All peer connections of node `node_id`.
 
@@ -172,11 +137,8 @@ class PeerTransport:
         self._outbox: dict[int, list[RaftItem]] = {}
         self._flush_call = None
         self._waiters: dict[int, list[defer.Deferred]] = {}
-        self._subs: dict[int, Subscription] = {}
-        self._sub_ids = itertools.count(1)
         self._raft_handler: Callable[[int, list[RaftItem]], Any] | None = None
         self._forward_handler: Callable[[int, bytes], Any] | None = None
-        self._subscribe_handler: Callable[..., Any] | None = None
         self._stopped = False
 
     # -- handler registration ---------------------------------------------------------------
@@ -192,15 +154,6 @@ class PeerTransport:
         expected errors (not leader, bad request...) inside the answer payload instead.
         """
         self._forward_handler = callback
-
-    def on_subscribe(self, callback: Callable[[int, bytes, Callable[[], None]], Any]) -> None:
-        """`callback(group, key, notify) -> handle with cancel()` serves a subscription.
-
-        Call `notify()` (any number of times; one box per reactor turn) when the stream
-        changes.  `handle.cancel()` is called on Unsubscribe or when the connection is lost.
-        Raise `SubscribeRejected` to refuse.
-        """
-        self._subscribe_handler = callback
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -407,94 +360,6 @@ class PeerTransport:
         d.addErrback(failed)
         return d
 
-    # -- subscriptions, subscriber side -----------------------------------------------------
-
-    def subscribe(self, peer_id: int, group: int, key: bytes, callback: Callable[[], Any],
-                  on_error: Callable[[Any], Any] | None = None) -> Subscription:
-        """Ask `peer_id` to notify us when stream `key` of `group` changes.
-
-        Returns a `Subscription` (``cancel()``, ``ready``).  If the peer is not connected
-        the subscription is made when it connects.  `on_error(failure)` is called if a later
-        renewal is refused (the first refusal fails ``ready`` instead).
-        """
-        if peer_id not in self.peers:
-            raise ValueError(f"unknown peer {peer_id}")
-        sub = Subscription(self, next(self._sub_ids), peer_id, group, key, callback, on_error)
-        self._subs[sub.sub_id] = sub
-        proto = self._conns.get(peer_id)
-        if proto is not None:
-            self._send_subscribe(proto, sub)
-        return sub
-
-    def _send_subscribe(self, proto: PeerProtocol, sub: Subscription) -> None:
-        try:
-            d = proto.callRemote(Subscribe, group=sub.group, key=sub.key, sub_id=sub.sub_id)
-        except Exception:  # noqa: BLE001 - lost; renewed on reconnect
-            return
-
-        def accepted(_):
-            if not sub.active:
-                return
-            if not sub.accepted:
-                sub.accepted = True
-                sub.ready.callback(None)
-            else:
-                self._call_subscriber(sub)
-
-        def refused(failure):
-            if failure.check(ConnectionClosed) or not sub.active:
-                return None
-            sub.active = False
-            self._subs.pop(sub.sub_id, None)
-            if not sub.accepted and not sub.ready.called:
-                sub.ready.errback(failure)
-            elif sub.on_error is not None:
-                sub.on_error(failure)
-            else:
-                log.warn("wire: node {peer} refused to renew {sub}: {why}", peer=sub.peer_id,
-                         sub=sub, why=failure.getErrorMessage())
-
-        d.addCallbacks(accepted, refused)
-        d.addErrback(lambda f: log.failure("wire: subscription callback raised", failure=f))
-
-    def _unsubscribe(self, sub: Subscription) -> None:
-        self._subs.pop(sub.sub_id, None)
-        proto = self._conns.get(sub.peer_id)
-        if proto is not None and not proto.closed:
-            try:
-                proto.callRemote(Unsubscribe, sub_id=sub.sub_id)
-            except Exception:  # noqa: BLE001 - the peer drops it with the connection
-                pass
-
-    def _notify_received(self, peer_id: int, sub_id: int) -> None:
-        self.stats[peer_id].notifies_received += 1
-        sub = self._subs.get(sub_id)
-        if sub is None or not sub.active or sub.peer_id != peer_id:
-            return
-        self._call_subscriber(sub)
-
-    def _call_subscriber(self, sub: Subscription) -> None:
-        try:
-            sub.callback()
-        except Exception:  # noqa: BLE001
-            log.failure("wire: subscriber callback raised for {sub}", sub=sub)
-
-    # -- subscriptions, serving side --------------------------------------------------------
-
-    def _subscribe_received(self, group: int, key: bytes, notify: Callable[[], None]):
-        if self._subscribe_handler is None:
-            raise SubscribeRejected("no subscribe handler on this node")
-        try:
-            handle = self._subscribe_handler(group, key, notify)
-        except SubscribeRejected:
-            raise
-        except Exception as e:
-            log.failure("wire: subscribe handler raised (group {group})", group=group)
-            raise SubscribeRejected(f"{type(e).__name__}: {e}"[:_MAX_ERROR_TEXT]) from e
-        if handle is None or not callable(getattr(handle, "cancel", None)):
-            raise SubscribeRejected("subscribe handler returned no handle")
-        return handle
-
     # -- connection bookkeeping (called by PeerProtocol) ------------------------------------
 
     def _accepts(self, peer_id: int) -> bool:
@@ -519,9 +384,6 @@ class PeerTransport:
         self.stats[peer_id].connects += 1
         log.info("wire: node {me} connected to node {peer} ({role})", me=self.node_id,
                  peer=peer_id, role="dialed" if proto.dialer else "accepted")
-        for sub in list(self._subs.values()):
-            if sub.peer_id == peer_id and sub.active:
-                self._send_subscribe(proto, sub)
         for waiter in self._waiters.pop(peer_id, []):
             waiter.callback(None)
 
@@ -538,7 +400,7 @@ class PeerTransport:
 
 def _error_text(failure) -> str:
     value = failure.value
-    if isinstance(value, ForwardFailed | SubscribeRejected | amp.RemoteAmpError):
+    if isinstance(value, ForwardFailed | amp.RemoteAmpError):
         text = str(value)
     else:
         text = f"{type(value).__name__}: {value}"

@@ -1,0 +1,246 @@
+"""``Forwarder``: a command goes to its group's leader, wherever that is.
+
+On the group's leader the command is proposed here (the hot path: no request id, as before).
+Anywhere else it becomes a *forwarded request* with a request id
+(``"<node id>:<process nonce>:<counter>"``) that travels to the leader and into the proposal,
+so that the state machine applies it at most once (``StreamMachine.apply_request``). Because of
+that id the forwarder may send the same request again without fear of a double apply:
+
+* **re-routing**: when the group's known leader changes while a request is outstanding (at a
+  leader that froze, say: its socket open, no answer), the request is sent at once to the new
+  leader, or proposed here if this node now leads. The first answer wins; later answers (the
+  old leader waking up) are ignored. A frozen leader so costs about one election timeout;
+* **retries**: a lost connection, a forward timeout, a leader that answers "not the leader" or
+  that could not apply the request (it stepped down, its own wait timed out) all retry with
+  the same id after ``RETRY_DELAY_S``, while the request's leader-wait deadline allows;
+* **leader waits**: while the group has no known leader the request waits for one, up to its
+  deadline (``leader_wait_s`` after it arrived), then fails with ``Unavailable`` (HTTP 503 +
+  Retry-After). Every request fails with ``Unavailable`` after ``request_timeout_s`` at most.
+
+It also answers the requests other nodes forward here (``answer``).
+
+May import: Twisted, zope.interface, cbor2, ``ursula.raft``, ``ursula.stream``, ``ursula.wire``
+(its errors), ``ursula.core``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+
+import cbor2
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ursula.core.group import NotLeader, Retry
+from ursula.core.interfaces import IForwarder, Unavailable
+from ursula.raft import NONE
+from ursula.stream import decode_command, encode_command
+from ursula.stream.machine import outcome_from_wire, outcome_to_wire
+from ursula.wire import PeerError
+
+log = Logger()
+
+RETRY_DELAY_S = 0.05
+
+
+def with_timeout(reactor, d, seconds: float):
+    """``d``, failing with ``Unavailable`` after ``seconds``."""
+    def timed_out(failure):
+        failure.trap(defer.CancelledError, defer.TimeoutError)
+        raise Unavailable("the request timed out waiting for the cluster")
+    return d.addTimeout(seconds, reactor).addErrback(timed_out)
+
+
+def leader_known(reactor, group, deadline: float):
+    """Fires once ``group`` has a known leader; ``Unavailable`` at ``deadline``."""
+    remaining = deadline - reactor.seconds()
+    if remaining <= 0:
+        return defer.fail(Unavailable(f"group {group.group_id} has no leader; retry"))
+    d = group.wait_for_leader()
+
+    def no_leader(failure):
+        failure.trap(defer.CancelledError, defer.TimeoutError)
+        raise Unavailable(f"group {group.group_id} has no leader; retry")
+    return d.addTimeout(remaining, reactor).addErrback(no_leader)
+
+
+class _Request:
+    """One forwarded request, across its attempts."""
+
+    __slots__ = ("group", "command", "request_id", "payload", "deadline", "result", "timer",
+                 "target", "attempt", "waiting", "sends")
+
+    def __init__(self, group, command, request_id: str, deadline: float):
+        self.group = group
+        self.command = command
+        self.request_id = request_id
+        self.payload = cbor2.dumps(["submit", encode_command(command), request_id])
+        self.deadline = deadline
+        self.result = defer.Deferred()
+        self.timer = None
+        self.target = NONE
+        self.attempt = 0
+        self.waiting = None
+        self.sends = 0
+
+
+@implementer(IForwarder)
+class Forwarder:
+    def __init__(self, reactor, node_id: int, transport, settings):
+        self.reactor = reactor
+        self.node_id = node_id
+        self.transport = transport
+        self.settings = settings
+        self.stopped = False
+        self.reroutes = 0
+        self.retries = 0
+        self._nonce = uuid.uuid4().hex[:12]
+        self._ids = itertools.count(1)
+        self._requests: set[_Request] = set()
+        self._outstanding: dict[int, set[_Request]] = {}  # group -> sent to a remote leader
+
+    # -- the client side -----------------------------------------------------------------------
+
+    def submit(self, group, command, deadline: float):
+        if self.stopped:
+            return defer.fail(Unavailable("the node is shutting down"))
+        if group.is_leader:
+            return with_timeout(self.reactor, group.submit(command),
+                                self.settings.request_timeout_s)
+        request_id = f"{self.node_id}:{self._nonce}:{next(self._ids)}"
+        req = _Request(group, command, request_id, deadline)
+        req.timer = self.reactor.callLater(self.settings.request_timeout_s, self._finish, req,
+                                           Unavailable("the request timed out waiting for "
+                                                       "the cluster"))
+        self._requests.add(req)
+        self._route(req)
+        return req.result
+
+    def leader_changed(self, group) -> None:
+        leader = group.node.leader
+        if leader == NONE:
+            return  # nobody better to ask yet: keep waiting on the outstanding attempts
+        for req in list(self._outstanding.get(group.group_id, ())):
+            if req.target != leader or group.is_leader:
+                self.reroutes += 1
+                log.info("re-routing request {rid} of group {group} from node {old} to node "
+                         "{new}", rid=req.request_id, group=group.group_id, old=req.target,
+                         new=leader)
+                self._route(req)
+
+    def stop(self) -> None:
+        self.stopped = True
+        for req in list(self._requests):
+            self._finish(req, Unavailable("the node is shutting down"))
+
+    def _route(self, req: _Request) -> None:
+        if req.result.called:
+            return
+        if self.stopped:
+            self._finish(req, Unavailable("the node is shutting down"))
+            return
+        group = req.group
+        self._outstanding.get(group.group_id, set()).discard(req)
+        req.attempt += 1
+        attempt = req.attempt
+        if req.waiting is not None:
+            waiting, req.waiting = req.waiting, None
+            waiting.cancel()
+        if group.is_leader:
+            req.target = self.node_id
+            d = group.submit(req.command, req.request_id)
+            d.addCallbacks(lambda outcome: self._finish(req, outcome),
+                           lambda failure: self._failed(req, attempt, failure))
+            return
+        leader = group.node.leader
+        if leader == NONE or self.transport is None:
+            req.target = NONE
+            req.waiting = leader_known(self.reactor, group, req.deadline)
+            req.waiting.addCallbacks(lambda _: self._again(req, attempt),
+                                     lambda failure: self._no_leader(req, attempt, failure))
+            return
+        if not self.transport.connected(leader):
+            # nothing sent to it: wait for the connection (or a new leader) and retry
+            req.target = NONE
+            self._retry_later(req, attempt, f"the leader (node {leader}) is not connected")
+            return
+        req.target = leader
+        req.sends += 1
+        self._outstanding.setdefault(group.group_id, set()).add(req)
+        remaining = max(req.timer.getTime() - self.reactor.seconds(), 0.001)
+        d = self.transport.forward(leader, group.group_id, req.payload, timeout=remaining)
+        d.addCallbacks(lambda data: self._answered(req, attempt, data),
+                       lambda failure: self._failed(req, attempt, failure))
+
+    def _answered(self, req: _Request, attempt: int, data: bytes) -> None:
+        kind, value = cbor2.loads(data)
+        if kind == "ok":
+            self._finish(req, outcome_from_wire(value))  # any attempt's answer will do
+        elif attempt == req.attempt and not req.result.called:
+            if kind == "not_leader":
+                self._retry_later(req, attempt, "no leader could be reached; retry")
+            else:
+                self._retry_later(req, attempt,
+                                  f"the leader could not apply the request: {value}")
+
+    def _failed(self, req: _Request, attempt: int, failure) -> None:
+        if req.result.called or attempt != req.attempt:
+            return  # an attempt that was superseded: its failure does not matter
+        if failure.check(PeerError, NotLeader, Retry):
+            # Sent, maybe applied, maybe not: the request id makes a retry safe.
+            self._retry_later(req, attempt, f"forwarding to the leader failed: "
+                                            f"{failure.getErrorMessage()}")
+        else:
+            self._finish(req, failure)
+
+    def _no_leader(self, req: _Request, attempt: int, failure) -> None:
+        if attempt == req.attempt:
+            req.waiting = None
+            self._finish(req, failure)
+
+    def _retry_later(self, req: _Request, attempt: int, why: str) -> None:
+        if self.reactor.seconds() + RETRY_DELAY_S > req.deadline:
+            self._finish(req, Unavailable(why))
+            return
+        self.retries += 1
+        self.reactor.callLater(RETRY_DELAY_S, self._again, req, attempt)
+
+    def _again(self, req: _Request, attempt: int) -> None:
+        if attempt == req.attempt:
+            self._route(req)
+
+    def _finish(self, req: _Request, result) -> None:
+        if req.result.called:
+            return
+        self._requests.discard(req)
+        self._outstanding.get(req.group.group_id, set()).discard(req)
+        if req.timer is not None and req.timer.active():
+            req.timer.cancel()
+        req.attempt += 1  # every attempt still in flight is now stale
+        if req.waiting is not None:
+            waiting, req.waiting = req.waiting, None
+            waiting.cancel()
+        if isinstance(result, Exception | Failure):
+            req.result.errback(result)
+        else:
+            req.result.callback(result)
+
+    # -- the leader's side ---------------------------------------------------------------------
+
+    def answer(self, group, payload: bytes):
+        """A follower forwarded a command: propose it if we lead, else say who does."""
+        decoded = cbor2.loads(payload)
+        if group is None or decoded[0] != "submit":
+            return cbor2.dumps(["error", "unknown group or request"])
+        if not group.is_leader:
+            return cbor2.dumps(["not_leader", group.node.leader])
+        request_id = decoded[2] if len(decoded) > 2 else None
+        d = with_timeout(self.reactor, group.submit(decode_command(decoded[1]), request_id),
+                         self.settings.request_timeout_s)
+        d.addCallback(lambda outcome: cbor2.dumps(["ok", outcome_to_wire(outcome)]))
+        d.addErrback(lambda failure: cbor2.dumps(["unavailable",
+                                                  failure.getErrorMessage()[:200]]))
+        return d
