@@ -1,4 +1,7 @@
-"""PeerTransport over real TCP on 127.0.0.1: batches, forwarding, auth, reconnect."""
+"""PeerTransport over real TCP on 127.0.0.1: batches, forwarding, auth, reconnect.
+
+Logic that needs no socket (batching per turn, forward timeouts, pings) is tested on a Clock
+in test_protocol_iosim.py."""
 
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ from ursula.raft.messages import AppendEntries, Entry, Heartbeat, decode_message
 from ursula.wire import (
     RAFT_BATCH_CAP,
     ForwardFailed,
-    ForwardTimeout,
     HandshakeRejected,
     PeerTransport,
     PeerUnavailable,
@@ -83,18 +85,6 @@ async def test_three_nodes_one_connection_per_pair(clusters):
         assert sorted(peer for peer, _ in received) == sorted(set(c.nodes) - {i})
         for _, items in received:
             assert [g for g, _ in items] == list(range(100 * i, 100 * i + 50))
-
-
-@pytest_twisted.ensureDeferred
-async def test_one_turn_of_heartbeats_is_one_batch(clusters):
-    c = await clusters(2)
-    await c.all_connected()
-    for g in range(1000):  # one call per group, as Raft groups emit them
-        c.nodes[1].send_raft(2, _heartbeats(1, 2, range(g, g + 1)))
-    await eventually(lambda: c.received[2])
-    await sleep(0.05)
-    assert len(c.received[2]) == 1 and len(c.received[2][0][1]) == 1000
-    assert c.nodes[1].stats[2].raft_batches_sent == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -185,18 +175,6 @@ async def test_forward_to_dead_peer_fails_fast(clusters):
     with pytest.raises(PeerUnavailable):
         await c.nodes[1].forward(3, 1, b"x")
     assert reactor().seconds() - started < 0.1
-
-
-@pytest_twisted.ensureDeferred
-async def test_forward_times_out_when_nobody_answers(clusters):
-    c = await clusters(2)
-    await c.all_connected()
-    c.nodes[2].on_forward(lambda group, payload: defer.Deferred())  # never answers
-    started = reactor().seconds()
-    with pytest.raises(ForwardTimeout):
-        await c.nodes[1].forward(2, 1, b"x", timeout=0.3)
-    assert 0.29 <= reactor().seconds() - started < 1.5
-    assert c.nodes[1].connected(2)
 
 
 @pytest_twisted.ensureDeferred
@@ -344,14 +322,6 @@ async def test_reconnect_after_the_dialing_side_restarts(clusters):
     assert c.nodes[2].stats[1].connects == 2 and len(c.nodes[2]._all) == 1
     c.nodes[2].send_raft(1, _heartbeats(2, 1, range(3)))
     await eventually(lambda: c.received[1])
-
-
-@pytest_twisted.ensureDeferred
-async def test_idle_connection_stays_up_with_pings(clusters):
-    c = await clusters(2, ping_interval=0.05, idle_timeout=0.3)
-    await c.all_connected()
-    await sleep(0.8)
-    assert c.nodes[1].connected(2) and c.nodes[1].stats[2].connects == 1
 
 
 @pytest_twisted.ensureDeferred
