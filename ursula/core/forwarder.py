@@ -124,7 +124,7 @@ class Forwarder:
         if leader == NONE:
             return  # nobody better to ask yet: keep waiting on the outstanding attempts
         for req in list(self._outstanding.get(group.group_id, ())):
-            if req.target != leader or group.is_leader:
+            if req.target != leader:  # (a request sent here is never outstanding)
                 self.reroutes += 1
                 log.info("re-routing request {rid} of group {group} from node {old} to node "
                          "{new}", rid=req.request_id, group=group.group_id, old=req.target,
