@@ -63,6 +63,7 @@ def test_ack_must_match_the_write_and_writes_happen_once():
     c = Checker()
     c.on_write("p", 0, "s", 0, 3, 7)
     c.on_write("p", 0, "s", 0, 3, 7)  # same write seen by another replica
+    c.on_write("p", 0, "s", 0, 3, 8)  # a request id deduplicated at a later index
     c.on_ack("p", 0, "s", b"<a>", 0, 3, 1)
     with pytest.raises(Violation, match="exactly once"):
         c.on_write("p", 0, "s", 3, 6, 9)

@@ -92,6 +92,13 @@ class Config:
     # these outside tests.
     unsafe_commit_any_term: bool = False
     unsafe_vote_twice: bool = False
+    unsafe_skip_noop: bool = False  # a new leader appends no entry of its own term
+    unsafe_vote_stale_log: bool = False  # grant a vote without the up-to-date check (5.4.1)
+    unsafe_no_prev_check: bool = False  # accept AppendEntries without the prev-term check
+    unsafe_no_truncate: bool = False  # keep our entries that conflict with the leader's
+    unsafe_commit_past_last_new: bool = False  # follower commit not capped by last new entry
+    unsafe_count_self_early: bool = False  # leader counts itself before its own fsync
+    unsafe_read_no_quorum: bool = False  # answer ReadIndex without a quorum heartbeat round
 
     def validate(self) -> None:
         if self.id == NONE:
@@ -254,6 +261,9 @@ class RaftNode:
         if self._need_bcast:
             self._need_bcast = False
             if self.role == LEADER:
+                if self.config.unsafe_count_self_early:
+                    # BROKEN on purpose: the leader's unsynced entries count towards a quorum
+                    self.tracker.progress[self.id].maybe_update(self.log.last_index())
                 self._bcast_append()
 
     def has_ready(self) -> bool:
@@ -350,7 +360,8 @@ class RaftNode:
         self.tracker.progress[self.id].become_replicate()
         # A no-op entry of the new term: committing it commits everything before it (§5.4.2)
         # and lets ReadIndex know the commit index is current.
-        self.log.append([Entry(self.term, self.log.last_index() + 1, b"")])
+        if not self.config.unsafe_skip_noop:
+            self.log.append([Entry(self.term, self.log.last_index() + 1, b"")])
         self._need_bcast = True
 
     def _promotable(self) -> bool:
@@ -465,7 +476,10 @@ class RaftNode:
         )
         if self.config.unsafe_vote_twice and not m.pre and self.role == FOLLOWER:
             can_vote = True  # BROKEN on purpose: a second vote in the same term
-        if can_vote and self.log.is_up_to_date(m.last_index, m.last_term):
+        up_to_date = self.log.is_up_to_date(m.last_index, m.last_term)
+        if self.config.unsafe_vote_stale_log:
+            up_to_date = True  # BROKEN on purpose: vote for a candidate missing entries
+        if can_vote and up_to_date:
             self._send(VoteResponse(m.term, self.id, m.src, True, m.pre))
             if not m.pre:
                 self.election_elapsed = 0
@@ -575,7 +589,8 @@ class RaftNode:
 
     def _leader_read(self, ctx: bytes, requester: int) -> None:
         index = self.log.committed
-        if len(self.tracker.voters) == 1:
+        if len(self.tracker.voters) == 1 or self.config.unsafe_read_no_quorum:
+            # (BROKEN on purpose if unsafe_read_no_quorum: a deposed leader may answer)
             self._answer_read(ctx, index, requester)
             return
         self.readonly.add_request(index, ctx, requester)
@@ -634,6 +649,10 @@ class RaftNode:
         if m.prev_index < log.committed:
             self._send(AppendResponse(self.term, self.id, m.src, log.committed))
             return
+        cfg = self.config
+        if cfg.unsafe_no_prev_check or cfg.unsafe_no_truncate or cfg.unsafe_commit_past_last_new:
+            if self._broken_append(m):
+                return
         last_new = log.maybe_append(m.prev_index, m.prev_term, m.commit, m.entries)
         if last_new is not None:
             self._send(AppendResponse(self.term, self.id, m.src, last_new))
@@ -643,6 +662,37 @@ class RaftNode:
         self._send(
             AppendResponse(self.term, self.id, m.src, m.prev_index, True, hint_index, hint_term)
         )
+
+    def _broken_append(self, m: AppendEntries) -> bool:
+        """The planted AppendEntries mistakes (tests only).  True if `m` was handled."""
+        log = self.log
+        cfg = self.config
+        last = log.last_index()
+        if cfg.unsafe_no_prev_check and log.first_index() - 1 <= m.prev_index <= last:
+            # BROKEN on purpose: take the leader's entries after prev_index whatever term we
+            # hold there
+            local = log.term(m.prev_index)
+            if local is not None and local != m.prev_term:
+                last_new = log.maybe_append(m.prev_index, local, m.commit, m.entries)
+                self._send(AppendResponse(self.term, self.id, m.src, last_new))
+                return True
+        if cfg.unsafe_no_truncate and m.entries and log.match_term(m.prev_index, m.prev_term):
+            ci = log.find_conflict(m.entries)
+            if ci and ci <= last:
+                # BROKEN on purpose: keep our conflicting entries, append only what is new
+                tail = tuple(e for e in m.entries if e.index > last)
+                last_new = m.prev_index + len(m.entries)
+                log.maybe_append(last, log.last_term(), min(m.commit, last_new), tail)
+                self._send(AppendResponse(self.term, self.id, m.src, last_new))
+                return True
+        if cfg.unsafe_commit_past_last_new:
+            last_new = log.maybe_append(m.prev_index, m.prev_term, m.commit, m.entries)
+            if last_new is not None:
+                # BROKEN on purpose: commit up to the leader's commit, past what it sent us
+                log.commit_to(min(m.commit, log.last_index()))
+                self._send(AppendResponse(self.term, self.id, m.src, last_new))
+                return True
+        return False
 
     def _handle_heartbeat(self, m: Heartbeat) -> None:
         self.log.commit_to(m.commit)

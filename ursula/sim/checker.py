@@ -112,7 +112,8 @@ class Checker:
         key = (producer, seq)
         rec = (stream, start, nxt, index)
         seen = self.written.setdefault(key, rec)
-        if seen != rec:
+        # a request id replayed by the machine's dedup reports the first write's offsets
+        if seen[:3] != rec[:3]:
             self.fail(
                 f"exactly once: append {key} written twice: at index {seen[3]} offsets "
                 f"{seen[1]}..{seen[2]} and at index {index} offsets {start}..{nxt}"

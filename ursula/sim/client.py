@@ -4,8 +4,15 @@ believe leads, retrying on timeout.
 What lives here: `Client`.  Each client owns one producer id (epoch 0) and appends bodies
 `<c{k}:{seq}>` (unique, so "exactly once" is a substring count) to one shared stream, one
 request at a time, always retrying the same seq until it is acknowledged.  Now and then it
-issues a linearizable read to a random node instead, and checks that the read shows every
-append acknowledged (by any client) before the read was sent.
+issues a linearizable read instead, and checks that the read shows every append
+acknowledged (by any client) before the read was sent.
+
+Every request carries a request id `c{k}:{seq}` (the state machine deduplicates by it); odd
+clients send their appends without producer headers, so for them the request id is the only
+thing that keeps a re-routed append from applying twice.  Re-routing: on a timeout the client
+sends the same request (same seq, same request id) to another node; on "not leader" to the
+leader named, if any.  Clients reach nodes over their own network (`sim.client_net`), so a
+node cut off from its peers may still be reachable by clients.
 
 May import: the standard library, ursula.stream and ursula.sim.
 """
@@ -58,12 +65,15 @@ class Client:
             self.op = ("read", len(sim.checker.acked.get(self.stream, [])))
         else:
             body = b"<c%d:%d>" % (self.k, self.seq)
+            producer = None
+            if self.k % 2 == 0:
+                producer = C.Producer(id=self.producer, epoch=0, seq=self.seq)
             cmd = C.Append(
                 bucket=sim.bucket,
                 stream=self.stream,
                 content_type=CONTENT_TYPE,
                 body=body,
-                producer=C.Producer(id=self.producer, epoch=0, seq=self.seq),
+                producer=producer,
             )
             self.op = ("append", encode_command(cmd), body)
         self._send()
@@ -85,13 +95,18 @@ class Client:
                 endpoint, target, lambda _: replica.submit_read(self.stream, reply), None
             )
         else:
-            sim.client_net.send(endpoint, target, lambda _: replica.submit(op[1], reply), None)
+            rid = f"c{self.k}:{self.seq if op[0] == 'append' else 'create'}"
+            sim.client_net.send(
+                endpoint, target, lambda _: replica.submit(op[1], rid, reply), None
+            )
         sim.world.after(sim.client_timeout(), self._timeout, req)
 
     def _timeout(self, req: int) -> None:
         if req != self.req or self.op is None:
             return
-        self.target = self.rng.choice(self.sim.ids)
+        # re-route: the same request, same request id, to another node
+        others = [i for i in self.sim.ids if i != self.target]
+        self.target = self.rng.choice(others)
         self._send()
 
     def _retry(self, target: int | None) -> None:

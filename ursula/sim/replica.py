@@ -1,18 +1,27 @@
-"""One simulated replica: a real RaftNode driving a real StreamMachine, with a crashable disk.
+"""One simulated replica: the node's own `GroupDriver` over a fake disk, a network and a clock.
 
-What lives here: `Replica`.  Its `storage` (a MemoryStorage) is the disk: it survives
-`crash()`; everything else (the RaftNode, the state machine, unpersisted entries, proposals
-being batched, reads waiting) is lost, as after a power cut.  `restart()` rebuilds the node
-from the disk and the state machine from the stored snapshot plus the committed log.
+What lives here: `Replica`.  All Raft and state-machine logic is in
+`ursula.replica.GroupDriver`, the class the node runtime runs; this module only supplies the
+I/O around it, as `ursula.core.group` does for a real node:
 
-The Ready loop runs after a simulated disk delay, in the documented order: persist snapshot,
-entries and hard state; then send messages; then apply committed entries; then `advance`.
+- the clock: `tick()` every `tick_interval` (skewed per node);
+- one turn of the event loop: after any input, a turn is scheduled after 0 delay (so every
+  request that arrives at one instant is batched): `flush(now)`, then `ready()`; the Work's
+  `send_now` messages go out at once (the leader's parallel write) and `persisted()` is called
+  after the simulated fsync delay; then `Output.messages` are sent, outcomes and reads are
+  answered (a read gets the machine's data at release time) and a requested snapshot is
+  saved (`snapshot_saved` after another disk delay);
+- the disk (`ursula.sim.disk.FakeDisk`): it survives `crash()`; the driver, the machine,
+  the Work being written and every waiting request are lost, as after a power cut.
+  `restart()` builds a new driver from the disk;
+- a frozen process (`freeze(until)`, like SIGSTOP): no ticks, no message handling, no disk
+  completions and no client requests until `until`; everything that arrives meanwhile is
+  queued and handled on resume, in an order shuffled from the seed (a woken reactor finds
+  all its sockets readable at once), with the old in-memory state;
+- a slow disk (`slow_disk(until, max_delay)`): fsyncs take up to `max_delay` until `until`.
 
-Entries carry cbor2 `[now_ms, [command bytes, ...]]`: the leader batches every command that
-arrived in one turn of the event loop into one entry and stamps its own simulated time, so
-every replica applies identically.
-
-May import: the standard library, cbor2, ursula.raft, ursula.stream and ursula.sim.
+May import: the standard library, cbor2, ursula.raft, ursula.stream, ursula.replica and
+ursula.sim.
 """
 
 from __future__ import annotations
@@ -23,11 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 import cbor2
 
-from ursula.raft import LEADER, Config, MemoryStorage, ProposalDropped, RaftNode
+from ursula.raft import LEADER, Config
 from ursula.raft.messages import from_wire
-from ursula.stream import StreamMachine
+from ursula.replica import GroupDriver, Rejection, SnapshotPolicy
+from ursula.sim.checker import Violation
+from ursula.sim.disk import FakeDisk
 from ursula.stream import commands as C
-from ursula.stream.entries import apply_entry, encode_entry
 from ursula.stream.machine import StreamError
 
 if TYPE_CHECKING:
@@ -40,227 +50,259 @@ class Replica:
     def __init__(self, sim: Simulation, nid: int, skew: float) -> None:
         self.sim = sim
         self.id = nid
-        self.storage = MemoryStorage(sim.ids)
+        self.disk = FakeDisk(sim.ids, sim.disk_mode)
         self.tick_interval = int(sim.tick_us * (1.0 + skew))
         self.incarnation = 0
         self.up = False
-        self.node: RaftNode | None = None
-        self.machine: StreamMachine | None = None
+        self.driver: GroupDriver | None = None
         self.restarts = 0
+        self.frozen_until = 0
+        self.frozen_queue: list[tuple] = []
+        self.slow_until = 0
+        self.slow_max = 0
         self.start()
+
+    @property
+    def storage(self):
+        return self.disk.storage
+
+    @property
+    def node(self):
+        return self.driver.node
+
+    @property
+    def machine(self):
+        return self.driver.machine
+
+    @property
+    def applied(self) -> int:
+        return self.driver.applied
+
+    @property
+    def frozen(self) -> bool:
+        return self.sim.world.now < self.frozen_until
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
         sim = self.sim
         self.incarnation += 1
-        snap = self.storage.snapshot()
-        self.machine = StreamMachine.restore(snap.data) if snap.meta.index else StreamMachine()
         cfg = Config(id=self.id, **sim.raft_config)
-        self.node = RaftNode(cfg, self.storage, random.Random(sim.rng.getrandbits(64)))
-        self.applied = self.node.applied
-        self.buffer: list[tuple[bytes, Reply]] = []
-        self.pending: dict[int, tuple[int, list[Reply]]] = {}
-        self.reads: dict[bytes, tuple[str, Reply]] = {}
-        self.waiting_reads: list[tuple[int, str, Reply]] = []
-        self.read_seq = 0
-        self.ready_scheduled = False
-        self.flush_scheduled = False
+        policy = SnapshotPolicy(every=sim.snapshot_every, keep=sim.compact_keep, log_bytes=1 << 40)
+        self.driver = GroupDriver(
+            0, self.storage, cfg, random.Random(sim.rng.getrandbits(64)), policy=policy,
+            record_applied=True, broken=sim.driver_rules,
+        )
+        self.last_applied = self.driver.applied
+        self.turn_scheduled = False
         self.led_term = -1
         self.up = True
         inc = self.incarnation
-        if sim.lazy_fsync:
-            st = self.storage
-            self.disk = (st.hard_state, st.snap, list(st.ents))
+        # recovery: what the disk holds must still match every other log (log matching)
+        st = self.storage
+        if len(st.ents) > 1:
+            sim.checker.on_persist(self.id, st.ents[1:], self.node.log)
+        if self.disk.mode == "lazy_fsync":
+            self.disk.background_sync()
             sim.world.after(sim.rng.randint(5, 60) * 1000, self._sync_disk, inc)
-        sim.world.after(sim.rng.randint(0, self.tick_interval), self._tick, inc)
+        sim.world.after(sim.rng.randint(0, self.tick_interval), self._event, inc, self._tick)
         self._after_event()
 
     def _sync_disk(self, inc: int) -> None:
-        """Broken mode "lazy_fsync" only: the disk catches up with the page cache."""
         if inc != self.incarnation:
             return
-        st = self.storage
-        self.disk = (st.hard_state, st.snap, list(st.ents))
+        self.disk.background_sync()
         self.sim.world.after(self.sim.rng.randint(5, 60) * 1000, self._sync_disk, inc)
 
     def crash(self) -> None:
-        if self.sim.lazy_fsync:
-            # what was "written" but never synced is lost
-            hs, snap, ents = self.disk
-            self.storage = MemoryStorage(self.sim.ids)
-            self.storage.hard_state, self.storage.snap, self.storage.ents = hs, snap, list(ents)
+        self.disk.crash()
         self.up = False
         self.incarnation += 1
-        self.node = None
-        self.machine = None
-        self.buffer = []
-        self.pending = {}
-        self.reads = {}
-        self.waiting_reads = []
+        self.driver = None
+        self.frozen_until = 0
+        self.frozen_queue = []
 
     def restart(self) -> None:
         self.restarts += 1
         self.start()
 
-    # -- events -----------------------------------------------------------------------------------
-    def _tick(self, inc: int) -> None:
+    # -- faults of the process and its disk ----------------------------------------------------
+    def freeze(self, until: int) -> None:
+        if not self.up or self.frozen:
+            return
+        self.frozen_until = until
+        self.sim.world.at(until, self._thaw, self.incarnation)
+
+    def _thaw(self, inc: int) -> None:
         if inc != self.incarnation:
             return
-        self.node.tick()
-        self._after_event()
-        self.sim.world.after(self.tick_interval, self._tick, inc)
+        self.frozen_until = 0
+        queue, self.frozen_queue = self.frozen_queue, []
+        self.sim.rng.shuffle(queue)
+        for args in queue:
+            self._event(*args)
 
-    def deliver(self, msg: Any) -> None:
-        if not self.up:
+    def slow_disk(self, until: int, max_delay: int) -> None:
+        self.slow_until = until
+        self.slow_max = max_delay
+
+    def disk_delay(self) -> int:
+        if self.sim.world.now < self.slow_until:
+            return self.sim.rng.randint(self.slow_max // 4, self.slow_max)
+        return self.sim.disk_delay()
+
+    # -- every input goes through here ----------------------------------------------------------
+    def _event(self, inc: int, fn: Callable[..., Any], *args: Any) -> None:
+        if inc != self.incarnation or not self.up:
+            return  # crashed meanwhile: lost
+        if self.frozen:
+            self.frozen_queue.append((inc, fn, *args))
             return
-        if self.sim.wire:
-            msg = from_wire(cbor2.loads(msg))
-        self.node.step(msg)
+        fn(*args)
         self._after_event()
 
     def _after_event(self) -> None:
-        node = self.node
+        node = self.driver.node
         if node.role == LEADER:
             chk = self.sim.checker
             chk.on_leader(self.id, node.term)
             if self.led_term != node.term:
                 self.led_term = node.term
                 chk.on_new_leader(self.id, node.term, node.log)
-        if not self.ready_scheduled and node.has_ready():
-            self.ready_scheduled = True
-            self.sim.world.after(self.sim.disk_delay(), self._on_ready, self.incarnation)
+        if not self.turn_scheduled and self.driver.has_work():
+            self.turn_scheduled = True
+            self.sim.world.after(0, self._event, self.incarnation, self._turn)
 
-    def _on_ready(self, inc: int) -> None:
-        if inc != self.incarnation:
-            return  # crashed before the disk write finished: all of it is lost
-        self.ready_scheduled = False
+    def _tick(self) -> None:
+        self.driver.tick()
+        self.sim.world.after(self.tick_interval, self._event, self.incarnation, self._tick)
+
+    def deliver(self, msg: Any) -> None:
+        if self.up:
+            self._event(self.incarnation, self._step, msg)
+
+    def _step(self, msg: Any) -> None:
+        if self.sim.wire:
+            msg = from_wire(cbor2.loads(msg))
+        self.driver.step(msg)
+
+    def _send(self, messages) -> None:
         sim = self.sim
-        node = self.node
-        st = self.storage
-        net = sim.net
-        while node.has_ready():
-            rd = node.ready()
-            if rd.snapshot is not None:
-                st.apply_snapshot(rd.snapshot)
-                self.machine = StreamMachine.restore(rd.snapshot.data)
-                self.applied = rd.snapshot.meta.index
-                sim.snapshots_installed += 1
-            if rd.entries:
-                sim.checker.on_persist(self.id, rd.entries, node.log)
-                st.append(rd.entries)
-            if rd.hard_state is not None:
-                st.set_hard_state(rd.hard_state)
-            for m in rd.messages:
-                dst = sim.replicas[m.dst]
-                payload = cbor2.dumps(m.to_wire()) if sim.wire else m
-                net.send(self.id, m.dst, dst.deliver, payload)
-            for e in rd.committed_entries:
-                self._apply(e)
-            for rs in rd.read_states:
-                r = self.reads.pop(rs.ctx, None)
-                if r is not None:
-                    self.waiting_reads.append((rs.index, r[0], r[1]))
-            node.advance(rd)
-        if self.waiting_reads:
-            self._serve_reads()
-        self._after_event()
+        for m in messages:
+            dst = sim.replicas[m.dst]
+            payload = cbor2.dumps(m.to_wire()) if sim.wire else m
+            sim.net.send(self.id, m.dst, dst.deliver, payload)
 
-    # -- applying -------------------------------------------------------------------------------
-    def _apply(self, e) -> None:
+    # -- one turn of the event loop -------------------------------------------------------------
+    def _turn(self) -> None:
+        self.turn_scheduled = False
+        driver = self.driver
+        for token, rejection in driver.flush(self.sim.world.now_ms):
+            self._answer(token, rejection)
+        work = driver.ready()
+        if work is None:
+            return
+        if work.send_now:
+            self._send(work.send_now)
+        self.disk.write_started(work)
+        self.sim.world.after(self.disk_delay(), self._event, self.incarnation,
+                             self._persisted, work)
+
+    def _persisted(self, work) -> None:
         sim = self.sim
         chk = sim.checker
-        if e.index != self.applied + 1:
-            chk.fail(f"node {self.id} applied index {e.index} after {self.applied}")
-        self.applied = e.index
+        driver = self.driver
+        if work.entries:
+            chk.on_persist(self.id, work.entries, driver.node.log)
+        previous = self.storage.snapshot()
+        try:
+            out = driver.persisted()
+        except (AssertionError, Violation):
+            raise
+        except Exception as err:  # e.g. a torn record that does not decode
+            chk.fail(f"node {self.id} could not apply its log: {type(err).__name__}: {err}")
+        self.disk.write_done()
+        if out.installed_snapshot:
+            sim.snapshots_installed += 1
+            self.last_applied = driver.applied
+        if out.messages:
+            self._send(out.messages)
+        for e in out.applied:
+            self._check_applied(e)
+        self.last_applied = max(self.last_applied, driver.applied)
+        for token, result in out.outcomes:
+            self._answer(token, result)
+        for token in out.reads:
+            stream, reply = token
+            try:
+                r = driver.machine.read(sim.bucket, stream, 0, 1 << 30, sim.world.now_ms)
+                reply(("read", r.data))
+            except StreamError as err:
+                reply(("read_error", err.code))
+        if out.snapshot is not None:
+            snap = out.snapshot
+            self.disk.snapshot_started(snap, previous)
+            sim.world.after(self.disk_delay(), self._event, self.incarnation,
+                            self._snapshot_saved, snap)
+
+    def _snapshot_saved(self, snap) -> None:
+        self.disk.snapshot_done()
+        self.driver.snapshot_saved(snap)
+
+    def _check_applied(self, e) -> None:
+        chk = self.sim.checker
+        if e.index != self.last_applied + 1:
+            chk.fail(f"node {self.id} applied index {e.index} after {self.last_applied}")
+        self.last_applied = e.index
+        rids = None
+        if e.data:
+            decoded = cbor2.loads(e.data)
+            rids = decoded[2] if len(decoded) > 2 else None
         outs = []
-        for cmd, out in apply_entry(self.machine, e.data):
+        for i, (cmd, out) in enumerate(e.results):
             outs.append(out)
-            if (
-                isinstance(cmd, C.Append)
-                and cmd.producer is not None
-                and out.error is None
-                and not out.duplicate
-            ):
-                p = cmd.producer
-                chk.on_write(p.id, p.seq, cmd.stream, out.start_offset, out.next_offset, e.index)
+            if isinstance(cmd, C.Append) and out.error is None and not out.duplicate:
+                if cmd.producer is not None:
+                    key = (cmd.producer.id, cmd.producer.seq)
+                elif rids is not None and rids[i]:
+                    who, _, seq = rids[i].rpartition(":")
+                    key = (who, int(seq))
+                else:
+                    continue
+                chk.on_write(key[0], key[1], cmd.stream, out.start_offset, out.next_offset,
+                             e.index)
         summary = tuple((o.error, o.duplicate, o.start_offset, o.next_offset) for o in outs)
         chk.on_apply(self.id, e.index, e.term, e.data, summary)
-        pend = self.pending.pop(e.index, None)
-        if pend is not None:
-            term, replies = pend
-            if term == e.term:
-                for reply, out in zip(replies, outs, strict=True):
-                    reply(("ok", out))
-            else:
-                for reply in replies:
-                    reply(("retry", None))
-        snap = self.storage.snapshot().meta.index
-        if self.applied - snap >= sim.snapshot_every:
-            self.storage.create_snapshot(self.applied, self.machine.snapshot())
-            upto = self.applied - sim.compact_keep
-            if upto > self.storage.first_index() - 1:
-                self.storage.compact(upto)
 
-    def _serve_reads(self) -> None:
-        keep = []
-        for index, stream, reply in self.waiting_reads:
-            if self.applied >= index:
-                try:
-                    r = self.machine.read(
-                        self.sim.bucket, stream, 0, 1 << 30, self.sim.world.now_ms
-                    )
-                    reply(("read", r.data))
-                except StreamError as err:
-                    reply(("read_error", err.code))
-            else:
-                keep.append((index, stream, reply))
-        self.waiting_reads = keep
-
-    # -- client requests --------------------------------------------------------------------------
-    def submit(self, cmd: bytes, reply: Reply) -> None:
-        if not self.up:
-            return
-        node = self.node
-        if node.role != LEADER:
-            reply(("not_leader", node.leader))
-            return
-        self.buffer.append((cmd, reply))
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.sim.world.after(0, self._flush, self.incarnation)
-
-    def _flush(self, inc: int) -> None:
-        if inc != self.incarnation:
-            return
-        self.flush_scheduled = False
-        buf, self.buffer = self.buffer, []
-        node = self.node
-        if node.role != LEADER:
-            for _, reply in buf:
-                reply(("not_leader", node.leader))
-            return
-        data = encode_entry(self.sim.world.now_ms, [c for c, _ in buf])
-        try:
-            index = node.propose(data)
-        except ProposalDropped:
-            for _, reply in buf:
+    def _answer(self, token, result) -> None:
+        reply = token[1] if isinstance(token, tuple) else token
+        if isinstance(result, Rejection):
+            if result.kind == "not_leader":
+                reply(("not_leader", result.leader))
+            elif result.kind == "retry":
                 reply(("retry", None))
             return
-        self.pending[index] = (node.term, [r for _, r in buf])
-        self._after_event()
+        reply(("ok", result))
+
+    # -- client requests (from the client network) ----------------------------------------------
+    def submit(self, cmd: bytes, request_id: str | None, reply: Reply) -> None:
+        if self.up:
+            self._event(self.incarnation, self._submit, cmd, request_id, reply)
+
+    def _submit(self, cmd: bytes, request_id: str | None, reply: Reply) -> None:
+        rejection = self.driver.propose(reply, cmd, request_id)
+        if rejection is not None:
+            self._answer(reply, rejection)
 
     def submit_read(self, stream: str, reply: Reply) -> None:
-        if not self.up:
-            return
-        self.read_seq += 1
-        ctx = b"%d:%d:%d" % (self.id, self.incarnation, self.read_seq)
-        if not self.node.read_index(ctx):
-            reply(("not_leader", self.node.leader))
-            return
-        self.reads[ctx] = (stream, reply)
-        self._after_event()
+        if self.up:
+            self._event(self.incarnation, self._submit_read, stream, reply)
+
+    def _submit_read(self, stream: str, reply: Reply) -> None:
+        token = (stream, reply)
+        rejection = self.driver.read(token)
+        if rejection is not None:
+            self._answer(token, rejection)
 
     def transfer_leadership(self, to: int) -> None:
-        if self.up and self.node.role == LEADER:
-            self.node.transfer_leadership(to)
-            self._after_event()
+        if self.up and not self.frozen and self.driver.is_leader:
+            self._event(self.incarnation, self.driver.transfer_leadership, to)

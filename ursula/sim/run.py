@@ -11,7 +11,8 @@ an append acknowledged within `heal_bound_ticks` ticks; (3) clients stop, every 
 catch up with the leader's commit index, and each replica's streams are checked against
 every acknowledgement.
 
-May import: the standard library, cbor2, ursula.raft, ursula.stream and ursula.sim.
+May import: the standard library, cbor2, ursula.raft, ursula.stream, ursula.replica and
+ursula.sim.
 """
 
 from __future__ import annotations
@@ -26,13 +27,30 @@ from ursula.sim.replica import Replica
 from ursula.sim.world import MS, NetParams, Network, World
 from ursula.stream.machine import StreamError
 
-#: Deliberately broken rules, to show the checker bites.  The first two switch on a testing
-#: flag of RaftNode; "lazy_fsync" breaks the ready contract in the simulated application: it
-#: sends messages (votes, acks) before its writes are durable, and a crash loses the writes.
-BROKEN_RULES = {
-    "vote_twice": {"unsafe_vote_twice": True},
-    "commit_any_term": {"unsafe_commit_any_term": True},
-    "lazy_fsync": {},
+#: Deliberately broken rules, to show the checker bites.  Each names what it switches on:
+#: ``raft`` flags of `ursula.raft.Config`, ``driver`` rules of `ursula.replica.GroupDriver`
+#: (its BROKEN_RULES), or a ``disk`` mode of `ursula.sim.disk.FakeDisk`.
+BROKEN_RULES: dict[str, dict] = {
+    # the Raft core
+    "vote_twice": {"raft": {"unsafe_vote_twice": True}},
+    "commit_any_term": {"raft": {"unsafe_commit_any_term": True, "unsafe_skip_noop": True}},
+    "vote_stale_log": {"raft": {"unsafe_vote_stale_log": True}},
+    "no_prev_check": {"raft": {"unsafe_no_prev_check": True}},
+    "no_truncate": {"raft": {"unsafe_no_truncate": True}},
+    "commit_past_last_new": {"raft": {"unsafe_commit_past_last_new": True}},
+    "count_self_early": {"raft": {"unsafe_count_self_early": True}},
+    "read_no_quorum": {"raft": {"unsafe_read_no_quorum": True}},
+    # the group driver
+    "read_without_index": {"driver": {"read_without_index"}},
+    "read_before_apply": {"driver": {"read_before_apply"}},
+    "ack_before_commit": {"driver": {"ack_before_commit"}},
+    "no_request_dedup": {"driver": {"no_request_dedup"}},
+    "send_before_persist": {"driver": {"send_before_persist"}},
+    "keep_pending_on_stepdown": {"driver": {"keep_pending_on_stepdown"}},
+    # storage (the fake disk)
+    "lazy_fsync": {"disk": "lazy_fsync"},
+    "unsynced_vote": {"disk": "unsynced_vote"},
+    "torn_tail_kept": {"disk": "torn_tail_kept"},
 }
 
 
@@ -114,13 +132,15 @@ class Simulation:
             snapshot_chunk_size=rng.choice([64, 512, 8192]),
         )
         self.broken = broken
-        self.lazy_fsync = broken == "lazy_fsync"
-        if broken:
-            self.raft_config.update(BROKEN_RULES[broken])
+        rule = BROKEN_RULES[broken] if broken else {}
+        self.raft_config.update(rule.get("raft", {}))
+        self.driver_rules = frozenset(rule.get("driver", ()))
+        self.disk_mode = rule.get("disk")
         skews = [rng.uniform(-0.25, 0.25) for _ in self.ids]
         self.replicas = {i: Replica(self, i, skews[i - 1]) for i in self.ids}
         self.clients = [Client(self, k, f"s{k % 2}") for k in range(clients)]
         self.crashes = 0
+        self.freezes = 0
         self.snapshots_installed = 0
 
     # -- knobs used by replicas and clients -------------------------------------------------------
@@ -142,19 +162,28 @@ class Simulation:
         ids = self.ids
         net = self.net
         kind = rng.choices(
-            ["heal", "split", "isolate", "oneway", "crash", "transfer", "lossy"],
-            weights=[3, 2, 2, 2, 2 * self.crash_weight, 1, 1],
+            ["heal", "split", "isolate", "oneway", "crash", "transfer", "lossy", "delay",
+             "slow_disk", "freeze"],
+            weights=[3, 2, 3, 2, 2 * self.crash_weight, 1, 1, 1, 1, 2],
         )[0]
+        now = self.world.now
         if kind == "heal":
             net.heal()
             net.params.loss = self.net_params.loss
+            net.params.spike = self.net_params.spike
+            net.params.spike_delay = self.net_params.spike_delay
         elif kind == "split":
             side = rng.sample(ids, rng.randint(1, len(ids) - 1))
             net.heal()
             net.split(side, [i for i in ids if i not in side])
         elif kind == "isolate":
+            # cut the leader off from its peers; clients still reach it (their network is
+            # separate), and some of them are pointed at it, as a stale route would
             victim = self._leader() or rng.choice(ids)
             net.split([victim], [i for i in ids if i != victim])
+            for c in self.clients:
+                if rng.random() < 0.5:
+                    c.target = victim
         elif kind == "oneway":
             a = rng.sample(ids, rng.randint(1, len(ids) - 1))
             net.block_one_way(a, [i for i in ids if i not in a])
@@ -171,6 +200,22 @@ class Simulation:
                 self.replicas[ldr].transfer_leadership(rng.choice([i for i in ids if i != ldr]))
         elif kind == "lossy":
             net.params.loss = rng.choice([0.2, 0.5])
+        elif kind == "delay":
+            # delays longer than an election timeout: elections overlap old messages
+            net.params.spike = rng.choice([0.1, 0.3, 0.6])
+            net.params.spike_delay = rng.randint(150, 800) * MS
+        elif kind == "slow_disk":
+            victim = self._leader() if rng.random() < 0.5 and self._leader() else rng.choice(ids)
+            self.replicas[victim].slow_disk(
+                now + rng.randint(200, 3000) * MS, rng.choice([20, 200, 1000, 2500]) * MS
+            )
+        elif kind == "freeze":
+            up = [i for i in ids if self.replicas[i].up]
+            if up:
+                ldr = self._leader()
+                victim = ldr if ldr and rng.random() < 0.6 else rng.choice(up)
+                self.replicas[victim].freeze(now + rng.randint(100, 3000) * MS)
+                self.freezes += 1
         self.log(f"fault {kind}: blocked={sorted(net.blocked)}")
         self.world.after(rng.randint(30, 400) * MS, self._fault)
 
@@ -183,7 +228,7 @@ class Simulation:
     def _leader(self) -> int | None:
         best = None
         for i, r in self.replicas.items():
-            if r.up and r.node.role == LEADER and (best is None or r.node.term > best[0]):
+            if r.up and not r.frozen and r.node.role == LEADER and (best is None or r.node.term > best[0]):
                 best = (r.node.term, i)
         return best[1] if best else None
 
@@ -193,6 +238,11 @@ class Simulation:
         self.net.params = NetParams(max_delay=self.net_params.max_delay)
         for i in self.ids:
             self._restart(i)
+            r = self.replicas[i]
+            r.slow_until = 0
+            if r.frozen:
+                r.frozen_until = self.world.now
+                self.world.after(0, r._thaw, r.incarnation)
         self.log("healed")
 
     # -- periodic whole-state check --------------------------------------------------------------
