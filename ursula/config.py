@@ -46,6 +46,8 @@ class LimitsSection:
     max_batch_frames: int = 512
     max_list_streams: int = 1000
     idle_timeout_s: int = 120
+    request_timeout_s: int = 60
+    max_pipelined_requests: int = 16
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,8 @@ _MINIMUM = {("node", "backlog"): 1, ("http", "long_poll_timeout_ms"): 1, ("http"
             ("limits", "max_headers"): 10, ("limits", "max_stream_name_bytes"): 1,
             ("limits", "max_live_readers"): 0, ("limits", "max_read_bytes"): 1024,
             ("limits", "max_batch_frames"): 1, ("limits", "max_list_streams"): 1,
-            ("limits", "idle_timeout_s"): 1, ("cluster", "node_id"): 1, ("cluster", "groups"): 1,
+            ("limits", "idle_timeout_s"): 1, ("limits", "request_timeout_s"): 1,
+            ("limits", "max_pipelined_requests"): 1, ("cluster", "node_id"): 1, ("cluster", "groups"): 1,
             ("cluster", "tick_ms"): 10, ("cluster", "election_ticks"): 3,
             ("cluster", "request_timeout_ms"): 100, ("cluster", "leader_wait_ms"): 0,
             ("cluster", "snapshot_entries"): 10, ("cluster", "log_keep_entries"): 0,

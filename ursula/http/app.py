@@ -1,39 +1,24 @@
 """The Klein application: routes of both URL layouts, buckets, metrics and health.
 
-``/v1/stream/{name...}`` addresses bucket ``_default``; ``/{bucket}/{stream}`` any bucket.
-Every handler runs under ``_guard``, which turns protocol and state-machine errors into a status
-with a one-line reason, and anything unexpected into a logged 500 without a traceback.
+``/v1/stream/{name...}`` addresses bucket ``_default``; ``/{bucket}/{stream}`` any bucket. The
+handlers and their guard are ``ursula.http.api.Api``, shared with the data plane
+(``ursula.http.dataplane``), which serves the public port; this app stays for the control plane.
 
-May import: Twisted, Klein (and werkzeug's exceptions, which Klein raises), ``ursula.protocol``,
-``ursula.stream`` (commands, errors) and ``ursula.http`` modules; the node only through
-``ICore`` (``ursula.core.interfaces``).
+May import: Twisted, Klein (and werkzeug's exceptions, which Klein raises), ``ursula.protocol``
+and ``ursula.http`` modules.
 """
 
 from __future__ import annotations
 
-import json
 import random
-from urllib.parse import unquote
 
 from klein import Klein
-from twisted.internet.defer import CancelledError, maybeDeferred
-from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from ursula.core.interfaces import TooManyReaders, Unavailable
-from ursula.http import render
-from ursula.http.common import error_body
-from ursula.http.live import LiveReads
+from ursula.http.api import BUCKET_METHODS, STREAM_METHODS, Api
 from ursula.http.metrics import Metrics
-from ursula.http.streams import StreamHandlers, header_getter, parse_offset_arg
-from ursula.protocol.errors import ProtocolError
-from ursula.protocol.names import DEFAULT_BUCKET, check_bucket, check_stream
-from ursula.stream import commands as C
-from ursula.stream.machine import StreamError
-
-log = Logger()
-
-STREAM_METHODS = ["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"]
+from ursula.http.streams import header_getter
+from ursula.protocol.names import DEFAULT_BUCKET
 
 
 class UrsulaApp:
@@ -41,177 +26,59 @@ class UrsulaApp:
 
     def __init__(self, core, config, clock, metrics: Metrics | None = None,
                  rng: random.Random | None = None):
+        self.api = Api(core, config, clock, metrics, rng)
         self.core = core
         self.config = config
-        self.metrics = metrics or Metrics(core)
-        self.streams = StreamHandlers(core, config, self.metrics)
-        self.live = LiveReads(core, config, self.metrics, clock, rng or random.Random(),
-                              self.streams)
-        self.max_name = config.limits.max_stream_name_bytes
+        self.metrics = self.api.metrics
+        self.streams = self.api.streams
+        self.live = self.api.live
 
     def resource(self):
         return self.app.resource()
 
-    # -- routes --------------------------------------------------------------------------
-
     @app.route("/v1/stream/<path:name>", methods=STREAM_METHODS, strict_slashes=False)
     def upstream_stream(self, request, name):
-        return self._stream(request, DEFAULT_BUCKET, name, allow_slash=True)
+        return self.api.stream(request, DEFAULT_BUCKET, name, allow_slash=True)
 
     @app.route("/_default/<path:name>", methods=STREAM_METHODS, strict_slashes=False)
     def default_bucket_stream(self, request, name):
-        return self._stream(request, DEFAULT_BUCKET, name, allow_slash=True)
+        return self.api.stream(request, DEFAULT_BUCKET, name, allow_slash=True)
 
     @app.route("/<bucket>/<stream>", methods=STREAM_METHODS, strict_slashes=False)
     def bucket_stream(self, request, bucket, stream):
-        return self._stream(request, bucket, stream, allow_slash=False)
+        return self.api.stream(request, bucket, stream, allow_slash=False)
 
     @app.route("/<bucket>/<stream>/append-batch", methods=["POST", "OPTIONS"])
     def append_batch(self, request, bucket, stream):
-        if request.method == b"OPTIONS":
-            return self._options(request)
-        return self._guard(request, self._named(self.streams.append_batch, bucket, stream, False))
+        return self.api.append_batch(request, bucket, stream)
 
-    @app.route("/<bucket>", methods=["GET", "PUT", "DELETE", "OPTIONS"], strict_slashes=False)
+    @app.route("/<bucket>", methods=BUCKET_METHODS, strict_slashes=False)
     def bucket(self, request, bucket):
-        if request.method == b"OPTIONS":
-            return self._options(request)
-        handler = {b"GET": self._list_bucket, b"PUT": self._put_bucket,
-                   b"DELETE": self._delete_bucket}[request.method]
-        return self._guard(request, lambda req: handler(req, check_bucket(unquote(bucket))))
+        return self.api.bucket(request, bucket)
 
     @app.route("/__ursula/metrics", methods=["GET"])
     def metrics_route(self, request):
-        body, content_type = self.metrics.render()
-        request.setHeader(b"content-type", content_type.encode())
-        request.setHeader(b"cache-control", b"no-store")
-        return render.finish_body(request, body)
+        return self.api.metrics_page(request)
 
     @app.route("/__ursula/health", methods=["GET"])
     def health(self, request):
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        return render.finish_body(request, b'{"status":"ok"}')
+        return self.api.health(request)
 
     @app.route("/__ursula/ready", methods=["GET"])
     def ready(self, request):
-        ready = self.core.is_ready()
-        request.setResponseCode(200 if ready else 503)
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        body = b'{"ready":true}' if ready else b'{"ready":false,"reason":"a group has no leader"}'
-        return render.finish_body(request, body)
+        return self.api.ready(request)
 
     @app.route("/", methods=["GET", "OPTIONS"])
     def root(self, request):
-        if request.method == b"OPTIONS":
-            return self._options(request)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return render.finish_body(request, b"ursula: Durable Streams server\n")
+        return self.api.root(request)
 
     @app.handle_errors(NotFound)
     def not_found(self, request, failure):
-        if request.method == b"OPTIONS":
-            return self._options(request)
-        return error_body(request, 404, "no such route")
+        return self.api.not_found(request)
 
     @app.handle_errors(MethodNotAllowed)
     def method_not_allowed(self, request, failure):
-        request.setHeader(b"allow", ", ".join(failure.value.valid_methods or []).encode())
-        return error_body(request, 405, "method not allowed on this route")
-
-    # -- dispatch ------------------------------------------------------------------------
-
-    def _stream(self, request, bucket: str, name: str, allow_slash: bool):
-        method = request.method
-        if method == b"OPTIONS":
-            return self._options(request)
-        streams = self.streams
-        if method == b"GET":
-            handler = self._get
-        else:
-            handler = {b"PUT": streams.put, b"POST": streams.post, b"DELETE": streams.delete,
-                       b"HEAD": streams.head}[method]
-        return self._guard(request, self._named(handler, bucket, name, allow_slash))
-
-    def _named(self, handler, bucket: str, name: str, allow_slash: bool):
-        def call(request):
-            return handler(request, check_bucket(unquote(bucket)),
-                           check_stream(unquote(name), self.max_name, allow_slash))
-        return call
-
-    def _get(self, request, bucket: str, name: str):
-        live = request.args.get(b"live")
-        offset = parse_offset_arg(request)
-        if live is None:
-            return self.streams.catch_up(request, bucket, name, offset)
-        if len(live) != 1 or live[0] not in (b"long-poll", b"sse"):
-            raise ProtocolError(400, "live must be long-poll or sse")
-        if b"offset" not in request.args:
-            raise ProtocolError(400, "live reads require an offset")
-        if live[0] == b"sse":
-            return self.live.sse(request, bucket, name, offset)
-        return self.live.long_poll(request, bucket, name, offset)
-
-    def _guard(self, request, call):
-        def failed(failure):
-            if failure.check(CancelledError):
-                return None
-            if failure.check(ProtocolError):
-                error = failure.value
-                return error_body(request, error.status, error.reason, error.headers)
-            if failure.check(StreamError):
-                return render.stream_error(request, failure.value.code)
-            if failure.check(Unavailable):
-                return error_body(request, 503, str(failure.value), {"Retry-After": "1"})
-            if failure.check(TooManyReaders):
-                limit = self.config.limits.max_live_readers
-                return error_body(request, 503, f"too many live readers (limits.max_live_readers"
-                                                f" = {limit})", {"Retry-After": "1"})
-            log.failure("unexpected error handling {method} {uri}", failure,
-                        method=request.method, uri=request.uri)
-            return error_body(request, 500, "internal server error")
-        return maybeDeferred(call, request).addErrback(failed)
-
-    def _options(self, request):
-        request.setResponseCode(204)
-        request.setHeader(b"access-control-max-age", b"86400")
-        return b""
-
-    # -- buckets -------------------------------------------------------------------------
-
-    def _put_bucket(self, request, bucket: str):
-        def done(outcome):
-            request.setResponseCode(201 if outcome.created else 200)
-            return render.finish_body(request, b"")
-        return self.core.submit(C.CreateBucket(bucket)).addCallback(done)
-
-    def _delete_bucket(self, request, bucket: str):
-        def done(outcome):
-            if outcome.error:
-                return render.outcome_error(request, outcome)
-            request.setResponseCode(204)
-            return render.finish_body(request, b"")
-        return self.core.submit(C.DeleteBucket(bucket)).addCallback(done)
-
-    def _list_bucket(self, request, bucket: str):
-        args = request.args
-        after = args.get(b"cursor", [b""])[0].decode("utf-8", "replace")
-        limit_text = args.get(b"limit", [b"100"])[0]
-        if not limit_text.isdigit() or int(limit_text) < 1:
-            raise ProtocolError(400, "limit must be a positive integer")
-        limit = min(int(limit_text), self.config.limits.max_list_streams)
-
-        def done(items):
-            streams = [{"name": name, "content_type": info.content_type,
-                        "next_offset": render.render_offset(info.tail), "closed": info.closed}
-                       for name, info in items]
-            page = {"bucket": bucket, "streams": streams,
-                    "next_cursor": streams[-1]["name"] if len(streams) == limit else None}
-            request.setHeader(b"content-type", b"application/json")
-            request.setHeader(b"cache-control", b"no-store")
-            return render.finish_body(request, json.dumps(page).encode())
-        return self.core.list_streams(bucket, after, limit).addCallback(done)
+        return self.api.method_not_allowed(request, failure.value.valid_methods or [])
 
 
 __all__ = ["UrsulaApp", "header_getter"]
