@@ -278,7 +278,7 @@ class HttpConnection(Protocol):
             producer, request.producer = request.producer, None
             if producer is not None:
                 producer.stopProducing()
-            if request.deferred is not None and not request.deferred.called:
+            if request.deferred is not None and not request.finished:
                 request.deferred.cancel()
 
     # -- parser callbacks (httptools) ----------------------------------------------------
