@@ -11,30 +11,31 @@ from ursula.sim import BROKEN_RULES, run_seed
 # (rule, nodes) -> first seed that finds it, and words one of which the violation names
 FIRST_SEED = {
     ("vote_twice", 3): 9,
-    ("vote_twice", 5): 7,
-    ("commit_any_term", 3): 25,
-    ("commit_any_term", 5): 168,
+    ("vote_twice", 5): 3,
     ("vote_stale_log", 3): 0,
-    ("vote_stale_log", 5): 0,
-    ("no_prev_check", 3): 66,
-    ("no_prev_check", 5): 14,
-    ("no_truncate", 3): 2,
+    ("vote_stale_log", 5): 1,
+    ("no_prev_check", 3): 13,
+    ("no_prev_check", 5): 23,
+    ("no_truncate", 3): 1,
     ("no_truncate", 5): 0,
-    ("read_without_index", 3): 92,
-    ("read_without_index", 5): 277,
-    ("read_before_apply", 3): 67,
-    ("read_before_apply", 5): 34,
+    ("commit_not_capped", 3): 3,
+    ("commit_not_capped", 5): 1,
+    ("read_no_quorum", 3): 66,
+    ("read_no_quorum", 5): 32,
+    ("read_without_index", 5): 34,
+    ("read_before_apply", 3): 26,
+    ("read_before_apply", 5): 0,
     ("ack_before_commit", 3): 0,
     ("ack_before_commit", 5): 0,
     ("no_request_dedup", 3): 0,
     ("no_request_dedup", 5): 0,
     ("send_before_persist", 3): 10,
-    ("send_before_persist", 5): 54,
+    ("send_before_persist", 5): 35,
     ("lazy_fsync", 3): 10,
     ("lazy_fsync", 5): 4,
-    ("unsynced_vote", 3): 108,
-    ("torn_tail_kept", 3): 14,
-    ("torn_tail_kept", 5): 0,
+    ("unsynced_vote", 3): 68,
+    ("torn_tail_kept", 3): 22,
+    ("torn_tail_kept", 5): 2,
 }
 
 
@@ -46,10 +47,8 @@ def first_violation(nodes: int, broken: str, limit: int = 300):
     return None
 
 
-# planted, but not yet found within 300 seeds (work in progress: a fault or check is missing)
-NOT_YET_FOUND = {
-    "commit_past_last_new", "count_self_early", "keep_pending_on_stepdown", "read_no_quorum",
-}
+# planted, but not yet found as a safety violation within 300 seeds (a fault or check is missing)
+NOT_YET_FOUND = {"commit_any_term"}
 
 
 def test_every_planted_rule_has_a_bite_test():

@@ -97,6 +97,7 @@ class Config:
     unsafe_no_prev_check: bool = False  # accept AppendEntries without the prev-term check
     unsafe_no_truncate: bool = False  # keep our entries that conflict with the leader's
     unsafe_commit_past_last_new: bool = False  # follower commit not capped by last new entry
+    unsafe_heartbeat_commit_uncapped: bool = False  # heartbeats carry the leader's commit as is
     unsafe_count_self_early: bool = False  # leader counts itself before its own fsync
     unsafe_read_no_quorum: bool = False  # answer ReadIndex without a quorum heartbeat round
 
@@ -695,7 +696,11 @@ class RaftNode:
         return False
 
     def _handle_heartbeat(self, m: Heartbeat) -> None:
-        self.log.commit_to(m.commit)
+        if self.config.unsafe_heartbeat_commit_uncapped:
+            # BROKEN on purpose: commit whatever we hold up to the leader's commit
+            self.log.commit_to(min(m.commit, self.log.last_index()))
+        else:
+            self.log.commit_to(m.commit)
         self._send(HeartbeatResponse(self.term, self.id, m.src, m.ctx))
 
     def _handle_snapshot_chunk(self, m: InstallSnapshot) -> None:
@@ -756,7 +761,10 @@ class RaftNode:
         for v in self.tracker.voters:
             if v != self.id:
                 pr = self.tracker.progress[v]
-                self._send(Heartbeat(self.term, self.id, v, min(pr.match, committed), ctx))
+                commit = min(pr.match, committed)
+                if self.config.unsafe_heartbeat_commit_uncapped:
+                    commit = committed  # BROKEN on purpose: not capped by what v holds
+                self._send(Heartbeat(self.term, self.id, v, commit, ctx))
 
     def _send_append(self, to: int, send_if_empty: bool = True) -> bool:
         pr = self.tracker.progress[to]

@@ -63,6 +63,9 @@ class Client:
             self.op = ("create", encode_command(cmd))
         elif self.rng.random() < sim.read_ratio:
             self.op = ("read", len(sim.checker.acked.get(self.stream, [])))
+            if self.rng.random() < 0.5:
+                # any node must serve a linearizable read (a follower asks the leader)
+                self.target = self.rng.choice(sim.ids)
         else:
             body = b"<c%d:%d>" % (self.k, self.seq)
             producer = None

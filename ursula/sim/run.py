@@ -37,8 +37,9 @@ BROKEN_RULES: dict[str, dict] = {
     "vote_stale_log": {"raft": {"unsafe_vote_stale_log": True}},
     "no_prev_check": {"raft": {"unsafe_no_prev_check": True}},
     "no_truncate": {"raft": {"unsafe_no_truncate": True}},
-    "commit_past_last_new": {"raft": {"unsafe_commit_past_last_new": True}},
-    "count_self_early": {"raft": {"unsafe_count_self_early": True}},
+    "commit_not_capped": {
+        "raft": {"unsafe_commit_past_last_new": True, "unsafe_heartbeat_commit_uncapped": True}
+    },
     "read_no_quorum": {"raft": {"unsafe_read_no_quorum": True}},
     # the group driver
     "read_without_index": {"driver": {"read_without_index"}},
@@ -46,7 +47,6 @@ BROKEN_RULES: dict[str, dict] = {
     "ack_before_commit": {"driver": {"ack_before_commit"}},
     "no_request_dedup": {"driver": {"no_request_dedup"}},
     "send_before_persist": {"driver": {"send_before_persist"}},
-    "keep_pending_on_stepdown": {"driver": {"keep_pending_on_stepdown"}},
     # storage (the fake disk)
     "lazy_fsync": {"disk": "lazy_fsync"},
     "unsynced_vote": {"disk": "unsynced_vote"},
