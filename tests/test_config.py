@@ -22,6 +22,8 @@ def test_defaults_are_the_embedded_single_node():
     ("[http]\naccess_log = maybe", "[http] access_log"),
     ("[limits]\nmax_body_bytes = -1", "[limits] max_body_bytes"),
     ("[limits]\nmax_bodee = 1", "[limits] max_bodee"),
+    ("[limits]\nrequest_timeout_s = 0", "[limits] request_timeout_s"),
+    ("[limits]\nmax_pipelined_requests = 0", "[limits] max_pipelined_requests"),
     ("[nodes]\nlisten = x", "[nodes]"),
     ("[node]\nlisten = bogus:1", "[node] listen"),
     ("[log]\nformat = xml", "[log] format"),
