@@ -52,6 +52,7 @@ REF_ENV = {"LONG_POLL_TIMEOUT_MS": "30000", "WEBHOOKS": "0"}
 
 NODE_INI = """[node]
 listen = tcp:{port}:interface=127.0.0.1
+admin_listen = none
 data_dir = {data_dir}
 """
 

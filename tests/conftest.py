@@ -29,14 +29,16 @@ def make_config(tmp_path, **sections) -> NodeConfig:
 
 
 class Node:
-    """A running in-process node: ``url``, ``core``, ``app``, and ``stop()``."""
+    """A running in-process node: ``url`` (the data plane), ``admin_url`` (the admin plane),
+    ``core``, ``metrics``, ``factory`` and ``stop()``."""
 
     def __init__(self, config, core_kind: str = "local"):
         from twisted.internet import reactor
 
+        from ursula.admin import admin_site
         from ursula.core import LocalCore
-        from ursula.http.app import UrsulaApp
-        from ursula.http.site import UrsulaSite
+        from ursula.http.dataplane import data_plane_factory
+        from ursula.http.metrics import Metrics
 
         self.config = config
         if core_kind == "raft":
@@ -48,15 +50,19 @@ class Node:
             self.core.start()
         else:
             self.core = LocalCore(reactor, max_live_readers=config.limits.max_live_readers)
-        self.app = UrsulaApp(self.core, config, reactor)
-        self.site = UrsulaSite(self.app.resource(), config, self.app.metrics)
-        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+        self.metrics = Metrics(self.core)
+        self.factory = data_plane_factory(self.core, config, reactor, self.metrics)
+        self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port.getHost().port}"
+        self.admin_port = reactor.listenTCP(0, admin_site(self.core, self.metrics),
+                                            interface="127.0.0.1")
+        self.admin_url = f"http://127.0.0.1:{self.admin_port.getHost().port}"
 
     def stop(self):
         if hasattr(self.core, "stop"):
             self.core.stop()
-        return defer.maybeDeferred(self.port.stopListening)
+        return defer.gatherResults([defer.maybeDeferred(self.port.stopListening),
+                                    defer.maybeDeferred(self.admin_port.stopListening)])
 
 
 @pytest.fixture(params=["local", "raft"])

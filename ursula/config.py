@@ -22,6 +22,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class NodeSection:
     listen: str = "tcp:4437:interface=127.0.0.1"
+    admin_listen: str = "tcp:4438:interface=127.0.0.1"  # "none": no admin listener
     data_dir: str = "./ursula-data"
     backlog: int = 1024
 
@@ -250,6 +251,8 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
         sections[name] = cls(**values)
     config = NodeConfig(**sections)
     _check_endpoint("[node] listen", config.node.listen)
+    if config.node.admin_listen != "none":
+        _check_endpoint("[node] admin_listen", config.node.admin_listen)
     _check_cluster(config)
     return config
 

@@ -1,7 +1,8 @@
 """The ``twistd ursula`` service maker: options, config loading, the node's services.
 
-``twistd -n ursula [--config node.ini]`` builds one node: the core, the Klein app and a listening
-endpoint. A bad config stops start-up with one line naming the key (no traceback).
+``twistd -n ursula [--config node.ini]`` builds one node: the core, the data plane on
+``[node] listen`` (``ursula.http.dataplane``) and the admin plane on ``[node] admin_listen``
+(``ursula.admin``, Klein). A bad config stops start-up with one line naming the key (no traceback).
 
 May import: everything in ``ursula``, Twisted.
 """
@@ -147,11 +148,11 @@ def build_node(config: NodeConfig, reactor=None) -> service.MultiService:
     """The services of one node: journal, Raft groups, peer transport, HTTP."""
     if reactor is None:
         from twisted.internet import reactor
+    from ursula.admin import admin_site
     from ursula.core.cluster import CoreSettings, RaftCore
     from ursula.core.persist import JournalPersister
-    from ursula.http.app import UrsulaApp
+    from ursula.http.dataplane import data_plane_factory
     from ursula.http.metrics import Metrics
-    from ursula.http.site import UrsulaSite
     from ursula.raft import MemoryStorage
     from ursula.storage.committer import GroupCommitter
     from ursula.storage.journal import Journal, JournalError, memory_storage
@@ -209,16 +210,22 @@ def build_node(config: NodeConfig, reactor=None) -> service.MultiService:
     core_holder.append(core)
     metrics = Metrics(core)
     metrics_holder.append(metrics)
-    app = UrsulaApp(core, config, reactor, metrics=metrics)
-    site = UrsulaSite(app.resource(), config, app.metrics, access_log=config.http.access_log)
+    factory = data_plane_factory(core, config, reactor, metrics)
     top = service.MultiService()
     LoggingService(config).setServiceParent(top)
     CoreService(core, transport, committer, journal, peer_listen).setServiceParent(top)
     endpoint = serverFromString(reactor, with_backlog(config.node.listen, config.node.backlog))
-    http_service = StreamServerEndpointService(endpoint, site)
+    http_service = StreamServerEndpointService(endpoint, factory)
     http_service._raiseSynchronously = True
     http_service.setServiceParent(top)
     log.info("ursula serving the Durable Streams API on {listen}", listen=config.node.listen)
+    if config.node.admin_listen != "none":
+        admin_endpoint = serverFromString(reactor, config.node.admin_listen)
+        admin_service = StreamServerEndpointService(admin_endpoint,
+                                                    admin_site(core, metrics))
+        admin_service._raiseSynchronously = True
+        admin_service.setServiceParent(top)
+        log.info("ursula serving the admin plane on {listen}", listen=config.node.admin_listen)
     return top
 
 

@@ -185,7 +185,7 @@ def test_append_batch_frame_limit(node_factory):
 def test_metrics_count_streams_bytes_and_statuses(node):
     yield call("PUT", node.url + "/v1/stream/m1", b"abc", {"Content-Type": "text/plain"})
     yield call("GET", node.url + "/v1/stream/nope?offset=-1")
-    response, body = yield call("GET", node.url + "/__ursula/metrics")
+    response, body = yield call("GET", node.admin_url + "/__ursula/metrics")
     assert response.code == 200
     text = body.decode()
     assert "ursula_streams 1.0" in text

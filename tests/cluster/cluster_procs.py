@@ -16,8 +16,10 @@ from procs import TWISTD, free_port, request  # noqa: E402
 
 
 class ClusterNode:
-    def __init__(self, node_id: int, directory: pathlib.Path, http_port: int, peer_port: int):
+    def __init__(self, node_id: int, directory: pathlib.Path, http_port: int, peer_port: int,
+                 admin_port: int):
         self.node_id = node_id
+        self.admin_url = f"http://127.0.0.1:{admin_port}"
         self.directory = directory
         self.http_port = http_port
         self.peer_port = peer_port
@@ -61,7 +63,7 @@ class ClusterNode:
         return self.process is not None and self.process.poll() is None
 
     def metrics(self) -> str:
-        return request("GET", self.url + "/__ursula/metrics", timeout=3)[2].decode()
+        return request("GET", self.admin_url + "/__ursula/metrics", timeout=3)[2].decode()
 
     def leads(self) -> set[int]:
         text = self.metrics()
@@ -73,19 +75,20 @@ class Cluster:
     def __init__(self, base: pathlib.Path, size: int = 3, groups: int = 4, fsync: str = "never",
                  extra: str = ""):
         self.nodes: list[ClusterNode] = []
-        ports = [(free_port(), free_port()) for _ in range(size)]
+        ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
         peers = "\n".join(f"    {i + 1} = 127.0.0.1:{peer} http://127.0.0.1:{http}"
-                          for i, (http, peer) in enumerate(ports))
-        for i, (http, peer) in enumerate(ports):
+                          for i, (http, peer, _) in enumerate(ports))
+        for i, (http, peer, admin) in enumerate(ports):
             directory = base / f"node{i + 1}"
             directory.mkdir(parents=True, exist_ok=True)
             (directory / "node.ini").write_text(
                 f"[node]\nlisten = tcp:{http}:interface=127.0.0.1\ndata_dir = {directory}/data\n"
+                f"admin_listen = tcp:{admin}:interface=127.0.0.1\n"
                 f"[http]\nlong_poll_timeout_ms = 500\n"
                 f"[cluster]\nnode_id = {i + 1}\ngroups = {groups}\n"
                 f"secret = test-secret-0123456789\n"
                 f"peers =\n{peers}\n[storage]\nfsync = {fsync}\n{extra}")
-            self.nodes.append(ClusterNode(i + 1, directory, http, peer))
+            self.nodes.append(ClusterNode(i + 1, directory, http, peer, admin))
 
     def start(self) -> None:
         for node in self.nodes:

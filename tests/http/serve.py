@@ -1,6 +1,6 @@
 """Serve the data plane on a loopback port, for the conformance suite and wrk probes.
 
-    python tests/http/serve.py [--port 4437] [--core local|raft] [--front dataplane|klein]
+    python tests/http/serve.py [--port 4437] [--core local|raft]
 
 prints ``listening on http://127.0.0.1:PORT`` once it answers (``--port 0``: a free port).
 """
@@ -16,7 +16,6 @@ def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--core", choices=["local", "raft"], default="local")
-    parser.add_argument("--front", choices=["dataplane", "klein"], default="dataplane")
     options = parser.parse_args(argv)
 
     from twisted.internet import reactor
@@ -37,14 +36,8 @@ def main(argv=None):
     else:
         core = LocalCore(reactor)
     metrics = Metrics(core)
-    if options.front == "klein":
-        from ursula.http.app import UrsulaApp
-        from ursula.http.site import UrsulaSite
-        app = UrsulaApp(core, config, reactor, metrics=metrics)
-        factory = UrsulaSite(app.resource(), config, metrics)
-    else:
-        from ursula.http.dataplane import data_plane_factory
-        factory = data_plane_factory(core, config, reactor, metrics)
+    from ursula.http.dataplane import data_plane_factory
+    factory = data_plane_factory(core, config, reactor, metrics)
     port = reactor.listenTCP(options.port, factory, interface="127.0.0.1", backlog=1024)
     print(f"listening on http://127.0.0.1:{port.getHost().port}", flush=True)
     reactor.run()

@@ -20,8 +20,7 @@ import pytest_twisted
 from twisted.internet import threads
 from twisted.logger import globalLogPublisher
 
-from tests.api.conftest import DataPlaneNode
-from tests.conftest import make_config
+from tests.conftest import Node, make_config
 from ursula.protocol.framing import encode_frames
 
 SEED = int(os.environ.get("FUZZ_SEED", "9"))
@@ -209,7 +208,7 @@ def good_requests(port: int) -> list[int]:
 
 @pytest_twisted.inlineCallbacks
 def test_mutated_requests_never_get_5xx_nor_log_a_traceback(tmp_path):
-    node = DataPlaneNode(make_config(tmp_path, http={"long_poll_timeout_ms": 100}), "local")
+    node = Node(make_config(tmp_path, http={"long_poll_timeout_ms": 100}), "local")
     port = node.port.getHost().port
     events = []
     globalLogPublisher.addObserver(events.append)

@@ -32,6 +32,7 @@ def port_is_free(port: int) -> bool:
 def write_config(directory: pathlib.Path, port: int, extra: str = "") -> pathlib.Path:
     path = directory / "node.ini"
     path.write_text(f"[node]\nlisten = tcp:{port}:interface=127.0.0.1\n"
+                    f"admin_listen = tcp:{free_port()}:interface=127.0.0.1\n"
                     f"data_dir = {directory / 'data'}\n{extra}")
     return path
 

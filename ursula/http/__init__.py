@@ -1,4 +1,5 @@
-"""The HTTP front end: the Klein application, live readers (long-poll, SSE), metrics, the site.
+"""The data plane: the lean HTTP/1.1 protocol on httptools (``dataplane``), the handlers it
+routes to (``api``, ``streams``, ``live``), rendering and the Prometheus metrics.
 
 May import: Twisted, Klein, prometheus_client, ``ursula.protocol``, ``ursula.stream`` (types
 and commands only) and ``ursula.core`` through ``ICore``.

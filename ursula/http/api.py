@@ -74,12 +74,6 @@ class Api:
                    b"DELETE": self._delete_bucket}[method]
         return self.guard(request, lambda req: handler(req, check_bucket(unquote(bucket))))
 
-    def metrics_page(self, request):
-        body, content_type = self.metrics.render()
-        request.setHeader(b"content-type", content_type.encode())
-        request.setHeader(b"cache-control", b"no-store")
-        return render.finish_body(request, body)
-
     def health(self, request):
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")

@@ -506,8 +506,9 @@ class DataPlaneFactory(Factory):
         self.max_pipelined = limits.max_pipelined_requests
         self.access_log = config.http.access_log
         self._date = (None, b"")
-        self.pages = {b"/__ursula/health": self.api.health, b"/__ursula/ready": self.api.ready,
-                      b"/__ursula/metrics": self.api.metrics_page}
+        # the control plane (metrics, admin API) is on the admin listener (ursula.admin); health
+        # and ready answer here too, for load balancers
+        self.pages = {b"/__ursula/health": self.api.health, b"/__ursula/ready": self.api.ready}
 
     def buildProtocol(self, addr):
         return HttpConnection(self)
@@ -530,6 +531,8 @@ class DataPlaneFactory(Factory):
             if method not in (b"GET", b"HEAD"):
                 return api.method_not_allowed(request, PAGE_METHODS)
             return page(request)
+        if path.startswith(b"/__ursula/"):
+            return api.not_found(request)  # the rest of the control plane: the admin listener
         # As twisted.web + Klein: each segment percent-decoded once, the path read as UTF-8
         # (handlers decode the names once more).
         try:
