@@ -47,12 +47,10 @@ def first_violation(nodes: int, broken: str, limit: int = 300):
     return None
 
 
-# planted, but not yet found as a safety violation within 300 seeds (a fault or check is missing)
-NOT_YET_FOUND = {"commit_any_term"}
 
 
 def test_every_planted_rule_has_a_bite_test():
-    assert {rule for rule, _ in FIRST_SEED} | NOT_YET_FOUND == set(BROKEN_RULES)
+    assert {rule for rule, _ in FIRST_SEED} == set(BROKEN_RULES)
 
 
 @pytest.mark.parametrize(("rule", "nodes"), sorted(FIRST_SEED))

@@ -232,6 +232,7 @@ class RaftNode:
             raise ValueError("ctx must be non-empty")
         if self.role == LEADER:
             if not self._committed_in_term():
+                self._late_noop()
                 self.pending_reads.append((ctx, self.id))
             else:
                 self._leader_read(ctx, self.id)
@@ -364,6 +365,13 @@ class RaftNode:
         if not self.config.unsafe_skip_noop:
             self.log.append([Entry(self.term, self.log.last_index() + 1, b"")])
         self._need_bcast = True
+
+    def _late_noop(self) -> None:
+        """unsafe_skip_noop only: the no-op is appended when a read first needs it (so that
+        reads alone do not stall), not on election."""
+        if self.config.unsafe_skip_noop and self.log.last_term() != self.term:
+            self.log.append([Entry(self.term, self.log.last_index() + 1, b"")])
+            self._need_bcast = True
 
     def _promotable(self) -> bool:
         return self.id in self.tracker.voters
@@ -523,6 +531,7 @@ class RaftNode:
             if m.src not in self.tracker.voters:
                 return
             if not self._committed_in_term():
+                self._late_noop()
                 self.pending_reads.append((m.ctx, m.src))
             else:
                 self._leader_read(m.ctx, m.src)

@@ -7,7 +7,10 @@ raised at the first broken rule (the run stops there and reports it):
 - log matching: two logs holding an entry with the same index and term hold the same data
   and agree on the term of the previous entry (checked for every persisted entry, which by
   induction gives the whole-prefix property);
-- leader completeness: a node that becomes leader holds every entry any replica has applied;
+- leader completeness: a node that becomes leader of term T holds every entry committed in a
+  term before T (an entry counts as committed before T if it was first applied while no
+  leader of term T or later had been seen: a node frozen as a candidate may win an old term
+  long after later terms committed more, and that is allowed);
 - state-machine safety: no two replicas apply different entries (or get different outcomes)
   at one index;
 - acknowledged appends: an acknowledged append was applied exactly once, at the offsets it
@@ -37,6 +40,10 @@ class Checker:
         # index -> (term, data hash, outcome summary) of what was applied there
         self.applied: dict[int, tuple[int, bytes, tuple]] = {}
         self.max_applied = 0
+        self.max_term = 0  # the highest term any leader has had
+        # index -> the highest leader term when it was first applied (it was committed in a
+        # term no higher than that)
+        self.commit_bound: dict[int, int] = {}
         # (producer, seq) -> (stream, start, next, index) of the one real (non-duplicate) write
         self.written: dict[tuple[str, int], tuple[str, int, int, int]] = {}
         # stream -> list of (body, start, next, ack time)
@@ -50,6 +57,8 @@ class Checker:
     # -- Raft ---------------------------------------------------------------------------------
     def on_leader(self, node_id: int, term: int) -> None:
         self.checks += 1
+        if term > self.max_term:
+            self.max_term = term
         other = self.leader_of_term.setdefault(term, node_id)
         if other != node_id:
             self.fail(f"election safety: nodes {other} and {node_id} both lead term {term}")
@@ -59,14 +68,17 @@ class Checker:
         self.checks += 1
         lo = log.first_index() - 1
         last = log.last_index()
-        if self.max_applied > last:
-            self.fail(
-                f"leader completeness: leader {node_id} of term {term} ends at {last}, "
-                f"index {self.max_applied} is committed"
-            )
+        bound = self.commit_bound
         for i in range(max(lo, 1), self.max_applied + 1):
             rec = self.applied.get(i)
-            if rec is not None and log.term(i) != rec[0]:
+            if rec is None or bound[i] >= term:
+                continue
+            if i > last:
+                self.fail(
+                    f"leader completeness: leader {node_id} of term {term} ends at {last}, "
+                    f"index {i} was committed before term {term}"
+                )
+            if log.term(i) != rec[0]:
                 self.fail(
                     f"leader completeness: leader {node_id} of term {term} has term "
                     f"{log.term(i)} at committed index {i} (term {rec[0]})"
@@ -97,6 +109,8 @@ class Checker:
         self.checks += 1
         rec = (term, _h(data), summary)
         seen = self.applied.setdefault(index, rec)
+        if seen is rec:
+            self.commit_bound[index] = self.max_term
         if seen != rec:
             what = "entry" if seen[:2] != rec[:2] else "outcome"
             self.fail(
