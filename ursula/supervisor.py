@@ -204,7 +204,8 @@ def build_node(config: NodeConfig, reactor=None) -> service.MultiService:
         journal, reactor, reactor.getThreadPool(),
         fsync_observer=lambda seconds: metrics_holder[0].fsync_seconds.observe(seconds),
         batch_observer=lambda size, records: (metrics_holder[0].journal_bytes.inc(size),
-                                              metrics_holder[0].journal_batches.inc()))
+                                              metrics_holder[0].journal_batches.inc(),
+                                              metrics_holder[0].journal_records.observe(records)))
     core = RaftCore(reactor, cluster.node_id, cluster.groups, storages,
                     JournalPersister(committer, on_failure=fatal), transport, settings)
     core_holder.append(core)

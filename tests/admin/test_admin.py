@@ -6,6 +6,7 @@ import json
 
 import pytest_twisted
 import treq
+from twisted.internet import defer
 
 
 @pytest_twisted.inlineCallbacks
@@ -57,3 +58,21 @@ def test_ready_is_503_without_a_leader(node):
     node.core.is_ready = lambda: False
     code, _, body = yield _get(node.admin_url + "/__ursula/ready")
     assert code == 503 and json.loads(body)["ready"] is False
+
+
+@pytest_twisted.inlineCallbacks
+def test_batch_sizes_are_measured(node_factory):
+    node = node_factory()
+    if not hasattr(node.core, "batches"):
+        return  # the in-memory core has no Raft log
+    url = node.url + "/v1/stream/batched"
+    yield treq.put(url, headers={"Content-Type": "text/plain"})
+    responses = yield defer.gatherResults(
+        [treq.post(url, data=b"x", headers={"Content-Type": "text/plain"}) for _ in range(8)])
+    assert all(r.code == 204 for r in responses)
+    _, _, body = yield _get(node.admin_url + "/__ursula/metrics")
+    text = body.decode()
+    assert "ursula_proposal_batch_commands_bucket" in text
+    count = float(text.split("ursula_proposal_batch_commands_count ")[1].split()[0])
+    total = float(text.split("ursula_proposal_batch_commands_sum ")[1].split()[0])
+    assert total == 9 and 1 <= count <= 9  # every command counted, in at most 9 entries

@@ -24,6 +24,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ursula.core.batches import BatchSizes
 from ursula.core.forks import ForkCoordinator
 from ursula.core.forwarder import RETRY_DELAY_S, Forwarder
 from ursula.core.group import GroupReplica
@@ -68,6 +69,7 @@ class RaftCore:
         self.transport = transport
         self.settings = settings or CoreSettings()
         self.watchers = WatcherRegistry(self.settings.max_live_readers)
+        self.batches = BatchSizes()
         raft_config = {"election_tick": self.settings.election_ticks,
                        "heartbeat_tick": self.settings.heartbeat_ticks}
         policy = SnapshotPolicy(self.settings.snapshot_entries, self.settings.snapshot_keep,

@@ -116,8 +116,12 @@ class GroupReplica:
         if seen != self._seen_leader:
             self._seen_leader = seen
             self.runtime.leader_changed(self)
-        for d, rejection in driver.flush(self.runtime.now_ms()):
+        queued = driver.queued
+        rejected = driver.flush(self.runtime.now_ms())
+        for d, rejection in rejected:
             _fire(d, rejection)
+        if queued and not rejected:
+            self.runtime.batches.observe(queued)
         work = driver.ready()
         if work is None:
             return

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 prometheus_client.disable_created_metrics()  # no *_created series: they only add noise here
@@ -35,8 +35,13 @@ class Metrics:
             "ursula_fsync_seconds", "Latency of one journal write + fsync",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
             registry=self.registry)
+        self.journal_records = Histogram(
+            "ursula_journal_batch_records", "Records (one per group with work) per journal write",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
         if hasattr(core, "group_stats"):
             self.registry.register(_GroupCollector(core))
+        if hasattr(core, "batches"):
+            self.registry.register(_BatchCollector(core.batches))
 
     def count_append(self, size: int) -> None:
         self.appended[0] += size
@@ -81,6 +86,20 @@ class _GroupCollector:
             is_leader.add_metric(label, 1 if stats["role"] == "leader" else 0)
         yield from families.values()
         yield is_leader
+
+
+class _BatchCollector:
+    """``ursula_proposal_batch_commands``: commands per Raft entry proposed by this node (every
+    command that reached a group's leader in one reactor turn shares one entry)."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def collect(self):
+        b = self.batches
+        yield HistogramMetricFamily("ursula_proposal_batch_commands",
+                                    "Commands per proposed Raft entry (one entry per group per "
+                                    "reactor turn)", buckets=b.cumulative(), sum_value=b.total)
 
 
 class _RequestCollector:

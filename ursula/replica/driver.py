@@ -168,6 +168,11 @@ class GroupDriver:
     def voters(self) -> tuple[int, ...]:
         return self.node.voters
 
+    @property
+    def queued(self) -> int:
+        """Proposals waiting for the next ``flush`` (they become one entry)."""
+        return len(self._buffer)
+
     def has_work(self) -> bool:
         """Whether ``ready`` would return a Work now."""
         return bool(self._buffer) or (not self.busy and self.node.has_ready())
