@@ -224,7 +224,7 @@ def test_body_over_the_limit_is_413_one_line_and_closes(chunked):
     assert [a.status for a in answers] == [201, 413]
     assert answers[1].body.count(b"\n") == 1 and b"max_body_bytes" in answers[1].body
     assert conn.closed
-    assert core.read_local("_default", "big", 0, 10_000).data == b""
+    assert core.machine.read("_default", "big", 0, 10_000, 0).data == b""
 
 
 @pytest.mark.parametrize("raw", [

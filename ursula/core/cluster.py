@@ -6,7 +6,7 @@ and the parts that run them, each with one job (and an interface in ``ursula.cor
 * ``Forwarder`` (``ursula.core.forwarder``): a command to its group's leader (propose here,
   forward with a request id, wait for a leader, retry, re-route when the leader changes);
 * ``ForkCoordinator`` (``ursula.core.forks``): the cross-group fork saga and release delivery;
-* ``ReadPath`` (``ursula.core.reads``): the ReadIndex barrier, head, read_local, list_streams;
+* ``ReadPath`` (``ursula.core.reads``): the ReadIndex barrier, head, read_applied, list_streams;
 * an ``IPersister`` (``ursula.core.persist``) and an ``IPeerTransport`` (``ursula.wire``).
 
 ``RaftCore`` itself is the facade that wires them: lifecycle (start, hand-over, stop, fatal),
@@ -221,8 +221,8 @@ class RaftCore:
     def head(self, bucket, stream):
         return self.reads.head(bucket, stream)
 
-    def read_local(self, bucket, stream, offset, max_bytes):
-        return self.reads.read_local(bucket, stream, offset, max_bytes)
+    def read_applied(self, bucket, stream, offset, max_bytes):
+        return self.reads.read_applied(bucket, stream, offset, max_bytes)
 
     def list_streams(self, bucket, after, limit):
         return self.reads.list_streams(bucket, after, limit)

@@ -105,9 +105,12 @@ class FakeReadPath:
         except StreamError as error:
             return defer.fail(error)
 
-    def read_local(self, bucket, stream, offset, max_bytes):
-        return self.group_for(bucket, stream).machine.read(bucket, stream, offset, max_bytes,
-                                                           self.now_ms())
+    def read_applied(self, bucket, stream, offset, max_bytes):
+        try:
+            return defer.succeed(self.group_for(bucket, stream).machine.read(
+                bucket, stream, offset, max_bytes, self.now_ms()))
+        except StreamError as error:
+            return defer.fail(error)
 
     def list_streams(self, bucket, after, limit):
         raise NotImplementedError("the fake read path lists nothing")

@@ -35,11 +35,13 @@ class ICore(Interface):
     def head(bucket: str, stream: str) -> object:
         """A Deferred firing with ``StreamInfo``, or failing with ``StreamError``."""
 
-    def read_local(bucket: str, stream: str, offset: int, max_bytes: int) -> object:
-        """``ReadResult`` from this node's applied state, synchronously (no read barrier).
+    def read_applied(bucket: str, stream: str, offset: int, max_bytes: int) -> object:
+        """A Deferred firing with the ``ReadResult`` of the owning replica's applied state (no
+        new read barrier), or failing with ``StreamError``.
 
-        For live readers after a linearizable first read: they are woken by local applies.
-        Raises ``StreamError``.
+        For a read after ``head`` (the linearizable barrier) and for live readers, which are
+        woken by applies. Fires at once (synchronously) when this process holds the group; a
+        group of another core process answers over the local link.
         """
 
     def list_streams(bucket: str, after: str, limit: int) -> object:
@@ -123,8 +125,8 @@ class IReadPath(Interface):
     def head(bucket: str, stream: str) -> object:
         """A Deferred firing with ``StreamInfo``."""
 
-    def read_local(bucket: str, stream: str, offset: int, max_bytes: int) -> object:
-        """``ReadResult`` from this node's applied state, synchronously."""
+    def read_applied(bucket: str, stream: str, offset: int, max_bytes: int) -> object:
+        """A Deferred of the ``ReadResult`` of this node's applied state (already fired)."""
 
     def list_streams(bucket: str, after: str, limit: int) -> object:
         """A Deferred firing with ``[(name, StreamInfo)]`` sorted by name."""

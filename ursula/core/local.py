@@ -48,8 +48,11 @@ class LocalCore:
         except StreamError as error:
             return fail(error)
 
-    def read_local(self, bucket, stream, offset, max_bytes):
-        return self.machine.read(bucket, stream, offset, max_bytes, self.now_ms())
+    def read_applied(self, bucket, stream, offset, max_bytes):
+        try:
+            return succeed(self.machine.read(bucket, stream, offset, max_bytes, self.now_ms()))
+        except StreamError as error:
+            return fail(error)
 
     def list_streams(self, bucket, after, limit):
         try:

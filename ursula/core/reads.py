@@ -1,7 +1,7 @@
 """``ReadPath``: linearizable reads of a node — a ReadIndex barrier (confirmed by a heartbeat
 quorum through the group's leader), then the local replica's applied state.
 
-``read_local`` skips the barrier: live readers use it after a linearizable first read, since
+``read_applied`` skips the barrier: live readers use it after a linearizable first read, since
 they are woken by local applies. Without a leader a barrier waits up to ``leader_wait_s``,
 then fails with ``Unavailable``.
 
@@ -45,9 +45,12 @@ class ReadPath:
         return self.barrier(group).addCallback(
             lambda _: group.machine.head(bucket, stream, self.now_ms()))
 
-    def read_local(self, bucket, stream, offset, max_bytes):
+    def read_applied(self, bucket, stream, offset, max_bytes):
         machine = self.group_for(bucket, stream).machine
-        return machine.read(bucket, stream, offset, max_bytes, self.now_ms())
+        try:
+            return defer.succeed(machine.read(bucket, stream, offset, max_bytes, self.now_ms()))
+        except StreamError as error:
+            return defer.fail(error)
 
     def list_streams(self, bucket, after, limit):
         groups = list(self.groups.values())

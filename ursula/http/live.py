@@ -115,17 +115,13 @@ class LongPoll:
     def run(self) -> Deferred:
         # The head() of LiveReads._start was the linearizable read barrier: from here on the
         # local replica is at least that fresh.
-        self._read_local()
+        self._read()
         return self.done
 
-    def _read_local(self):
-        try:
-            result = self.live.core.read_local(self.bucket, self.name, self.position,
-                                               self.live.max_read)
-        except StreamError:
-            self._failed(Failure())
-            return
-        self._got(result)
+    def _read(self):
+        d = self.live.core.read_applied(self.bucket, self.name, self.position,
+                                        self.live.max_read)
+        d.addCallbacks(self._got, self._failed)
 
     def _got(self, result):
         if self.done.called:
@@ -162,7 +158,7 @@ class LongPoll:
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
-        self._read_local()
+        self._read()
 
     def _timeout(self, result):
         self.timer = None
@@ -207,6 +203,7 @@ class SseSession:
         self.done = Deferred(self._cancel)
         self.paused = False
         self.pumping = False
+        self.reading = False
         self.subscription = None
         self.sent_control = False
         self.base64 = False
@@ -215,15 +212,13 @@ class SseSession:
         self.opened = False
 
     def run(self) -> Deferred:
-        try:
-            result = self.live.core.read_local(self.bucket, self.name, self.position, 0)
-        except StreamError:
-            self._failed(Failure())
-        else:
-            self._opened(result)
+        d = self.live.core.read_applied(self.bucket, self.name, self.position, 0)
+        d.addCallbacks(self._opened, self._failed)
         return self.done
 
     def _opened(self, result):
+        if self.done.called:
+            return  # the client went away while the first read was on its way
         request = self.request
         self.base64 = not is_text_type(result.info.content_type)
         request.setResponseCode(200)
@@ -240,34 +235,56 @@ class SseSession:
         self._pump()
 
     def _pump(self):
-        """Send everything from ``position`` on, then wait for the stream to change."""
-        if self.pumping or self.done.called:
+        """Send everything from ``position`` on, then wait for the stream to change.
+
+        Reads of a group held by this process fire at once and are handled in this loop; a read
+        answered later (a group of another core) resumes the loop when it arrives."""
+        if self.pumping or self.reading or self.done.called:
             return
         self.pumping = True
         try:
             while not self.paused and not self.done.called:
-                try:
-                    result = self.live.core.read_local(self.bucket, self.name, self.position,
-                                                       self.live.max_read)
-                except StreamError:
-                    self._failed(Failure())
+                box: list = []
+                d = self.live.core.read_applied(self.bucket, self.name, self.position,
+                                                self.live.max_read)
+                d.addBoth(box.append)
+                if not box:
+                    self.reading = True
+                    d.addCallback(lambda _, box=box: self._arrived(box[0]))
                     return
-                has_data = result.next_offset > result.start
-                if has_data or not self.sent_control or result.closed:
-                    self._send(result, has_data)
-                if result.closed:
-                    self._end()
-                    return
-                self.position = result.next_offset
-                if result.up_to_date:
-                    try:
-                        self.subscription = self.live.core.subscribe(self.bucket, self.name,
-                                                                     self._woken)
-                    except TooManyReaders:
-                        self._end()  # over the limit mid-session: the client reconnects
+                if not self._step(box[0]):
                     return
         finally:
             self.pumping = False
+
+    def _arrived(self, item):
+        self.reading = False
+        if self._step(item):
+            self._pump()
+
+    def _step(self, item) -> bool:
+        """Handle one read (a ReadResult or a Failure); True to read on."""
+        if self.done.called:
+            return False
+        if isinstance(item, Failure):
+            self._failed(item)
+            return False
+        result = item
+        has_data = result.next_offset > result.start
+        if has_data or not self.sent_control or result.closed:
+            self._send(result, has_data)
+        if result.closed:
+            self._end()
+            return False
+        self.position = result.next_offset
+        if result.up_to_date:
+            try:
+                self.subscription = self.live.core.subscribe(self.bucket, self.name,
+                                                             self._woken)
+            except TooManyReaders:
+                self._end()  # over the limit mid-session: the client reconnects
+            return False
+        return not self.paused
 
     def _send(self, result, has_data: bool):
         parts = []

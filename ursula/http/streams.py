@@ -197,13 +197,14 @@ class StreamHandlers:
         return info
 
     def catch_up(self, request, bucket: str, name: str, offset):
-        # head() is the linearizable read barrier; the data then comes from the local replica,
-        # which is at least as fresh.
+        # head() is the linearizable read barrier; the data then comes from the owning
+        # replica's applied state, which is at least as fresh.
         def resolve(info):
+            read = self.core.read_applied
             if offset == NOW:
-                return now_answer(self.core.read_local(bucket, name, info.tail, 0))
+                return read(bucket, name, info.tail, 0).addCallback(now_answer)
             start = 0 if offset == START else offset
-            return answer(self.core.read_local(bucket, name, start, self.max_read))
+            return read(bucket, name, start, self.max_read).addCallback(answer)
 
         def now_answer(result):
             render.set_read_headers(request, result)
