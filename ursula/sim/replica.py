@@ -223,7 +223,8 @@ class Replica:
         self.disk.write_done()
         if out.installed_snapshot:
             sim.snapshots_installed += 1
-            self.last_applied = driver.applied
+            # entries applied after the installed snapshot come in out.applied
+            self.last_applied = out.applied[0].index - 1 if out.applied else driver.applied
         if out.messages:
             self._send(out.messages)
         for e in out.applied:
