@@ -12,6 +12,8 @@ from ursula.sim import BROKEN_RULES, run_seed
 FIRST_SEED = {
     ("vote_twice", 3): 9,
     ("vote_twice", 5): 3,
+    ("commit_any_term", 3): 4,
+    ("commit_any_term", 5): 13,
     ("vote_stale_log", 3): 0,
     ("vote_stale_log", 5): 1,
     ("no_prev_check", 3): 13,
@@ -45,8 +47,6 @@ def first_violation(nodes: int, broken: str, limit: int = 300):
         if not r.ok:
             return r
     return None
-
-
 
 
 def test_every_planted_rule_has_a_bite_test():

@@ -85,3 +85,12 @@ def test_stream_data_check():
         c.check_stream_data("r", "s", b"<a><b><a>")
     with pytest.raises(Violation, match="ends at"):
         c.check_stream_data("linearizable read", "s", b"<a>", upto=2)
+
+
+def test_commitment_rule_a_leader_commits_only_entries_of_its_own_term():
+    c = Checker()
+    c.on_leader_commit(1, 4, 10, 3)  # elected with commit 10 (set by an earlier leader): fine
+    c.on_leader_commit(1, 4, 12, 4)  # its own term's entry: fine
+    c.on_leader_commit(2, 5, 12, 4)
+    with pytest.raises(Violation, match="commitment rule"):
+        c.on_leader_commit(2, 5, 13, 4)  # moved to a term-4 entry while leading term 5

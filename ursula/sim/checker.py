@@ -36,6 +36,8 @@ def _h(data: bytes) -> bytes:
 class Checker:
     def __init__(self) -> None:
         self.leader_of_term: dict[int, int] = {}
+        # (leader, term) -> the highest commit index seen while it led that term
+        self.leader_commits: dict[tuple[int, int], int] = {}
         self.entry_at: dict[tuple[int, int], tuple[bytes, int | None]] = {}
         # index -> (term, data hash, outcome summary) of what was applied there
         self.applied: dict[int, tuple[int, bytes, tuple]] = {}
@@ -62,6 +64,20 @@ class Checker:
         other = self.leader_of_term.setdefault(term, node_id)
         if other != node_id:
             self.fail(f"election safety: nodes {other} and {node_id} both lead term {term}")
+
+    def on_leader_commit(self, node_id: int, term: int, commit: int, commit_term) -> None:
+        """The commitment rule (Raft Figure 2, section 5.4.2): a leader only ever moves its
+        commit index to an entry of its own term (earlier entries are committed with it, never
+        by counting their replicas)."""
+        self.checks += 1
+        key = (node_id, term)
+        seen = self.leader_commits.setdefault(key, commit)
+        if commit > seen:
+            self.leader_commits[key] = commit
+            if commit_term != term:
+                self.fail(f"commitment rule: leader {node_id} of term {term} advanced its commit "
+                          f"index to {commit}, an entry of term {commit_term} (counted replicas "
+                          f"of a previous term's entry)")
 
     def on_new_leader(self, node_id: int, term: int, log) -> None:
         """Leader completeness, checked when `node_id` has just become leader of `term`."""

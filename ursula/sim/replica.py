@@ -168,6 +168,8 @@ class Replica:
             if self.led_term != node.term:
                 self.led_term = node.term
                 chk.on_new_leader(self.id, node.term, node.log)
+            chk.on_leader_commit(self.id, node.term, node.committed,
+                                 node.log.term(node.committed))
         if not self.turn_scheduled and self.driver.has_work():
             self.turn_scheduled = True
             self.sim.world.after(0, self._event, self.incarnation, self._turn)

@@ -33,8 +33,7 @@ from ursula.stream.machine import StreamError
 BROKEN_RULES: dict[str, dict] = {
     # the Raft core
     "vote_twice": {"raft": {"unsafe_vote_twice": True}},
-    # (commit_any_term: Config(unsafe_commit_any_term, unsafe_skip_noop) is not listed: not
-    # found within 300 seeds; see docs/raft.md)
+    "commit_any_term": {"raft": {"unsafe_commit_any_term": True}},
     "vote_stale_log": {"raft": {"unsafe_vote_stale_log": True}},
     "no_prev_check": {"raft": {"unsafe_no_prev_check": True}},
     "no_truncate": {"raft": {"unsafe_no_truncate": True}},
