@@ -92,13 +92,11 @@ class Config:
     # these outside tests.
     unsafe_commit_any_term: bool = False
     unsafe_vote_twice: bool = False
-    unsafe_skip_noop: bool = False  # a new leader appends no entry of its own term
     unsafe_vote_stale_log: bool = False  # grant a vote without the up-to-date check (5.4.1)
     unsafe_no_prev_check: bool = False  # accept AppendEntries without the prev-term check
     unsafe_no_truncate: bool = False  # keep our entries that conflict with the leader's
     unsafe_commit_past_last_new: bool = False  # follower commit not capped by last new entry
     unsafe_heartbeat_commit_uncapped: bool = False  # heartbeats carry the leader's commit as is
-    unsafe_count_self_early: bool = False  # leader counts itself before its own fsync
     unsafe_read_no_quorum: bool = False  # answer ReadIndex without a quorum heartbeat round
 
     def validate(self) -> None:
@@ -212,18 +210,6 @@ class RaftNode:
         self._need_bcast = True
         return index
 
-    def propose_many(self, items: list[bytes]) -> int:
-        """Append several entries at once; returns the index of the last."""
-        if self.role != LEADER:
-            raise NotLeader(self.lead)
-        if self.lead_transferee != NONE:
-            raise ProposalDropped("leadership transfer in progress")
-        first = self.log.last_index() + 1
-        ents = [Entry(self.term, first + i, d) for i, d in enumerate(items)]
-        last = self.log.append(ents)
-        self._need_bcast = True
-        return last
-
     def read_index(self, ctx: bytes) -> bool:
         """Ask for a linearizable read point.  The answer arrives as a ReadState with this ctx
         in a later Ready (ctx must be unique per request).  Returns False if the request was
@@ -232,7 +218,6 @@ class RaftNode:
             raise ValueError("ctx must be non-empty")
         if self.role == LEADER:
             if not self._committed_in_term():
-                self._late_noop()
                 self.pending_reads.append((ctx, self.id))
             else:
                 self._leader_read(ctx, self.id)
@@ -263,9 +248,6 @@ class RaftNode:
         if self._need_bcast:
             self._need_bcast = False
             if self.role == LEADER:
-                if self.config.unsafe_count_self_early:
-                    # BROKEN on purpose: the leader's unsynced entries count towards a quorum
-                    self.tracker.progress[self.id].maybe_update(self.log.last_index())
                 self._bcast_append()
 
     def has_ready(self) -> bool:
@@ -362,16 +344,8 @@ class RaftNode:
         self.tracker.progress[self.id].become_replicate()
         # A no-op entry of the new term: committing it commits everything before it (§5.4.2)
         # and lets ReadIndex know the commit index is current.
-        if not self.config.unsafe_skip_noop:
-            self.log.append([Entry(self.term, self.log.last_index() + 1, b"")])
+        self.log.append([Entry(self.term, self.log.last_index() + 1, b"")])
         self._need_bcast = True
-
-    def _late_noop(self) -> None:
-        """unsafe_skip_noop only: the no-op is appended when a read first needs it (so that
-        reads alone do not stall), not on election."""
-        if self.config.unsafe_skip_noop and self.log.last_term() != self.term:
-            self.log.append([Entry(self.term, self.log.last_index() + 1, b"")])
-            self._need_bcast = True
 
     def _promotable(self) -> bool:
         return self.id in self.tracker.voters
@@ -531,7 +505,6 @@ class RaftNode:
             if m.src not in self.tracker.voters:
                 return
             if not self._committed_in_term():
-                self._late_noop()
                 self.pending_reads.append((m.ctx, m.src))
             else:
                 self._leader_read(m.ctx, m.src)
