@@ -48,7 +48,6 @@ BROKEN_RULES = frozenset({
     "ack_before_commit",       # answer a proposal as soon as it is in the leader's log
     "no_request_dedup",        # ignore request ids: a re-routed request may apply twice
     "send_before_persist",     # a follower acks entries (and votes) before they are durable
-    "keep_pending_on_stepdown",  # a deposed leader keeps its proposals waiting for "its" index
 })
 
 _STREAM_COMMANDS = (C.CreateStream, C.Append, C.AppendBatch, C.DeleteStream)
@@ -336,11 +335,10 @@ class GroupDriver:
         out.leadership = (rd.role, rd.leader)
         if rd.role != LEADER:
             # proposals of this node may never commit now; their clients retry
-            if "keep_pending_on_stepdown" not in self.broken:
-                rejection = Rejection("retry", "leadership changed; retry")
-                for _term, tokens in self._pending.values():
-                    out.outcomes.extend((token, rejection) for token in tokens)
-                self._pending.clear()
+            rejection = Rejection("retry", "leadership changed; retry")
+            for _term, tokens in self._pending.values():
+                out.outcomes.extend((token, rejection) for token in tokens)
+            self._pending.clear()
             rejection = Rejection("not_leader", "leadership changed", rd.leader)
             out.outcomes.extend((token, rejection) for token in self._reads.values())
             self._reads.clear()
