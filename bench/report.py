@@ -28,7 +28,9 @@ PARAM = {"append": "streams", "producer": "streams", "sse": "subscribers",
          "catchup": "MiB"}
 # (key, column header, format, lower is better); rows show every figure the workload has
 COLUMNS = {
-    "append": [("appends_s", "appends/s", "{:.0f}"), ("p50_ms", "p50 ms", "{:.2f}"),
+    "append": [("appends_s", "appends/s", "{:.0f}"),
+               ("appends_cpu_s", "appends per server CPU-s", "{:.0f}"),
+               ("p50_ms", "p50 ms", "{:.2f}"),
                ("p99_ms", "p99 ms", "{:.2f}"), ("errors", "errors", "{:.0f}")],
     "sse": [("p50_ms", "p50 ms", "{:.1f}"), ("p99_ms", "p99 ms", "{:.1f}"),
             ("max_ms", "max ms", "{:.1f}"), ("delivered_ratio", "delivered/expected", "{:.4f}"),
@@ -56,6 +58,9 @@ def medians(result):
             vals = [r["figures"][k] for r in runs if isinstance(r["figures"].get(k), int | float)]
             if vals:
                 med[k] = statistics.median(vals)
+        if med.get("appends_s") and med.get("server_cpu"):
+            # work per unit of CPU: independent of how many cores the server could use
+            med["appends_cpu_s"] = med["appends_s"] / (med["server_cpu"] / 100)
         head = [r["figures"][HEADLINE[wl]] for r in runs]
         med["rounds"] = len(runs)
         med["spread"] = ((max(head) - min(head)) / med[HEADLINE[wl]] * 100
