@@ -1,0 +1,76 @@
+"""``LocalColdStore``: an ``IColdStore`` in a local directory (the embedded default,
+``<data_dir>/cold``). Writes are atomic (a temporary file, fsync, rename, fsync of the
+directory); all file I/O runs in the reactor's thread pool.
+
+May import: Twisted, zope.interface.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet.threads import deferToThreadPool
+from zope.interface import implementer
+
+from ursula.cold.interfaces import ChunkMissing, ColdError, IColdStore
+
+
+@implementer(IColdStore)
+class LocalColdStore:
+    def __init__(self, reactor, root: str, pool=None):
+        self.reactor = reactor
+        self.root = os.path.abspath(root)
+        self.pool = pool
+        os.makedirs(self.root, exist_ok=True)
+
+    def _run(self, fn, *args):
+        pool = self.pool or self.reactor.getThreadPool()
+        return deferToThreadPool(self.reactor, pool, fn, *args)
+
+    def path(self, key: str) -> str:
+        parts = key.split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            raise ColdError(f"cold key {key!r}: not a relative name")
+        return os.path.join(self.root, *parts)
+
+    def put(self, key, data):
+        return self._run(self._put, key, bytes(data))
+
+    def get(self, key, start=0, end=None):
+        return self._run(self._get, key, start, end)
+
+    def delete(self, key):
+        return self._run(self._delete, key)
+
+    # -- in the thread pool -------------------------------------------------------------------
+
+    def _put(self, key: str, data: bytes) -> None:
+        path = self.path(key)
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _get(self, key: str, start: int, end: int | None) -> bytes:
+        try:
+            with open(self.path(key), "rb") as handle:
+                if start:
+                    handle.seek(start)
+                return handle.read() if end is None else handle.read(end - start)
+        except FileNotFoundError:
+            raise ChunkMissing(f"cold chunk {key}: no such object") from None
+
+    def _delete(self, key: str) -> None:
+        try:
+            os.unlink(self.path(key))
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,75 @@
+"""``S3ColdStore``: an ``IColdStore`` in an S3 bucket (boto3 in the reactor's thread pool,
+Deferreds out). Credentials come from the usual AWS chain (environment, config files,
+instance roles); ``endpoint_url`` points it at any S3-compatible service.
+
+May import: Twisted, zope.interface, boto3, botocore.
+"""
+
+from __future__ import annotations
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from twisted.internet.threads import deferToThreadPool
+from zope.interface import implementer
+
+from ursula.cold.interfaces import ChunkMissing, ColdError, IColdStore
+
+
+@implementer(IColdStore)
+class S3ColdStore:
+    def __init__(self, reactor, bucket: str, prefix: str = "", endpoint_url: str | None = None,
+                 region: str | None = None, pool=None, client=None):
+        if not bucket:
+            raise ValueError("[cold] bucket: required with backend = s3")
+        self.reactor = reactor
+        self.bucket = bucket
+        self.prefix = prefix
+        self.pool = pool
+        self.client = client or boto3.session.Session().client(
+            "s3", endpoint_url=endpoint_url, region_name=region,
+            config=Config(retries={"max_attempts": 3, "mode": "standard"},
+                          connect_timeout=5, read_timeout=30))
+
+    def _run(self, fn, *args):
+        pool = self.pool or self.reactor.getThreadPool()
+        return deferToThreadPool(self.reactor, pool, fn, *args)
+
+    def put(self, key, data):
+        return self._run(self._put, key, bytes(data))
+
+    def get(self, key, start=0, end=None):
+        return self._run(self._get, key, start, end)
+
+    def delete(self, key):
+        return self._run(self._delete, key)
+
+    # -- in the thread pool -------------------------------------------------------------------
+
+    def _put(self, key: str, data: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
+        except (BotoCoreError, ClientError) as error:
+            raise ColdError(f"s3 put {self.prefix}{key}: {error}") from None
+
+    def _get(self, key: str, start: int, end: int | None) -> bytes:
+        kwargs = {}
+        if start or end is not None:
+            last = "" if end is None else str(end - 1)
+            kwargs["Range"] = f"bytes={start}-{last}"
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key, **kwargs)
+            return answer["Body"].read()
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404"):
+                raise ChunkMissing(f"cold chunk {self.prefix}{key}: no such object") from None
+            raise ColdError(f"s3 get {self.prefix}{key}: {error}") from None
+        except BotoCoreError as error:
+            raise ColdError(f"s3 get {self.prefix}{key}: {error}") from None
+
+    def _delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+        except (BotoCoreError, ClientError) as error:
+            raise ColdError(f"s3 delete {self.prefix}{key}: {error}") from None
