@@ -14,6 +14,8 @@ from ursula.stream.commands import (
     AcquireFork,
     Append,
     AppendBatch,
+    ColdCollected,
+    ColdFlushed,
     CreateBucket,
     CreateStream,
     DeleteBucket,
@@ -200,6 +202,8 @@ ALL_COMMANDS = [
     ReleaseFork("b", "s", "n-1"),
     AckReleases(("n-1", "n-2")),
     AckReleases(()),
+    ColdFlushed("b", "s", 3, 0, 4096, "g0/s3-abc/0-1000.chunk", 0xFFFFFFFF),
+    ColdCollected(("g0/s3-abc/0-1000.chunk",)),
 ]
 
 
@@ -261,6 +265,9 @@ COMMANDS = st.one_of(
     st.builds(AcquireFork, TEXT, TEXT, TEXT, st.none() | TEXT, OPT_INT, st.integers(0, 99)),
     st.builds(ReleaseFork, TEXT, TEXT, TEXT),
     st.builds(AckReleases, st.lists(TEXT, max_size=4).map(tuple)),
+    st.builds(ColdFlushed, TEXT, TEXT, st.integers(0, 2**53 - 1), st.integers(0, 2**53 - 1),
+              st.integers(0, 2**53 - 1), TEXT, st.integers(0, 2**32 - 1)),
+    st.builds(ColdCollected, st.lists(TEXT, max_size=4).map(tuple)),
 )
 
 

@@ -105,6 +105,28 @@ class AckReleases:
 
 
 @dataclass(frozen=True, slots=True)
+class ColdFlushed:
+    """The leader uploaded the bytes ``[start, end)`` of the stream ``uid`` as the cold chunk
+    ``key`` (payload checksum ``checksum``): every replica drops them from memory and records
+    the reference. A range already cold is a no-op; the stream's hot start must be ``start``."""
+
+    bucket: str
+    stream: str
+    uid: int
+    start: int
+    end: int
+    key: str
+    checksum: int
+
+
+@dataclass(frozen=True, slots=True)
+class ColdCollected:
+    """The runtime deleted these cold chunks of dropped streams from the cold store."""
+
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CreateBucket:
     bucket: str
 
@@ -115,16 +137,16 @@ class DeleteBucket:
 
 
 _TYPES = [CreateStream, Append, AppendBatch, DeleteStream, Touch, CreateBucket, DeleteBucket,
-          AcquireFork, ReleaseFork, AckReleases]
+          AcquireFork, ReleaseFork, AckReleases, ColdFlushed, ColdCollected]
 _TAG = {cls: index for index, cls in enumerate(_TYPES)}
 
 Command = (CreateStream | Append | AppendBatch | DeleteStream | Touch | CreateBucket | DeleteBucket
-           | AcquireFork | ReleaseFork | AckReleases)
+           | AcquireFork | ReleaseFork | AckReleases | ColdFlushed | ColdCollected)
 
 
 # Field names per command type, computed once (dataclasses.fields is slow on a hot path).
 _FIELDS = {cls: tuple(field.name for field in fields(cls)) for cls in _TYPES}
-_TUPLE_FIELDS = ("frames", "fork_ids")
+_TUPLE_FIELDS = ("frames", "fork_ids", "keys")
 
 
 def _to_plain(command) -> list:

@@ -24,6 +24,8 @@ from ursula.stream.commands import (
     AcquireFork,
     Append,
     AppendBatch,
+    ColdCollected,
+    ColdFlushed,
     CreateBucket,
     CreateStream,
     DeleteBucket,
@@ -34,7 +36,7 @@ from ursula.stream.commands import (
 from ursula.stream.model import APPENDS, ForkPrefix, ProducerState, Stream
 
 SWEEP_PER_COMMAND = 16
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: cold chunk references (version 1 images still load)
 #: How many recent request ids (and their outcomes) a group remembers for deduplication.
 REQUEST_MEMORY = 20_000
 
@@ -96,6 +98,15 @@ class ReadResult:
     start: int
     next_offset: int
     data: bytes  # stored bytes: raw for byte streams, ``m1,m2,`` records for JSON streams
+    # The cold part, when ``start`` is below the hot start: ``Stream.cold_spans`` of
+    # ``[start, next_offset)``, and ``data`` holds only the hot bytes after them. The runtime
+    # fetches the spans and answers a ReadResult whose ``cold`` is empty.
+    cold: tuple = ()
+
+    @property
+    def hot_from(self) -> int:
+        """Where ``data`` starts."""
+        return self.cold[-1][1] if self.cold else self.start
 
     @property
     def up_to_date(self) -> bool:
@@ -121,7 +132,9 @@ class StreamMachine:
         self.streams: dict[tuple[str, str], Stream] = {}
         self.buckets: dict[str, set[str]] = {DEFAULT_BUCKET: set()}
         self.next_uid = 1
-        self.total_bytes = 0
+        self.total_bytes = 0  # hot bytes (in memory)
+        self.cold_bytes = 0  # bytes in the cold chunks of this machine's streams
+        self.cold_garbage: list[str] = []  # chunks of dropped streams, to delete (ColdCollected)
         self._deadlines: list[tuple[int, int, str, str]] = []
         self.applied = 0
         # request id -> outcome of its first application, oldest first (bounded)
@@ -408,6 +421,24 @@ class StreamMachine:
         self._touch(stream, now_ms)
         return Outcome(next_offset=stream.tail, closed=stream.closed)
 
+    def _cold_flushed(self, cmd: ColdFlushed, now_ms: int) -> Outcome:
+        stream = self.streams.get((cmd.bucket, cmd.stream))
+        if stream is None or stream.uid != cmd.uid:
+            return Outcome(error="not_found")
+        if cmd.end <= stream.base:
+            return Outcome(duplicate=True, next_offset=stream.base)
+        if cmd.start != stream.base or cmd.end > stream.tail:
+            return Outcome(error="bad_request", next_offset=stream.base)
+        dropped = stream.flush(cmd.start, cmd.end, cmd.key, cmd.checksum)
+        self.total_bytes -= dropped
+        self.cold_bytes += dropped
+        return Outcome(next_offset=stream.base)
+
+    def _cold_collected(self, cmd: ColdCollected, now_ms: int) -> Outcome:
+        done = set(cmd.keys)
+        self.cold_garbage = [k for k in self.cold_garbage if k not in done]
+        return Outcome()
+
     # == lifetime ==========================================================================
 
     def _writable(self, bucket: str, name: str, now_ms: int) -> tuple[Stream | None, str | None]:
@@ -440,6 +471,10 @@ class StreamMachine:
             del self.streams[key]
             self.buckets.get(stream.bucket, set()).discard(stream.name)
             self.total_bytes -= len(stream.data)
+            own = stream.own_chunks()
+            if own:
+                self.cold_bytes -= stream.cold_bytes
+                self.cold_garbage.extend(c[2] for c in own)
         if stream.fork_source is not None:
             source, stream.fork_source = stream.fork_source, None
             self._release_source(*source)
@@ -491,6 +526,10 @@ class StreamMachine:
             end = stream.boundary_at_or_before(offset + max_bytes)
             if end <= offset:
                 end = stream.boundary_after(offset)
+        if offset < stream.base:
+            return ReadResult(_info(stream), offset, end,
+                              stream.slice(max(offset, stream.base), end),
+                              stream.cold_spans(offset, end))
         return ReadResult(_info(stream), offset, end, stream.slice(offset, end))
 
     def list_streams(self, bucket: str, after: str, limit: int, now_ms: int) -> list[StreamInfo]:
@@ -522,17 +561,19 @@ class StreamMachine:
             "streams": [_dump_stream(s) for s in streams],
             "pending_releases": [list(r) for r in self.pending_releases],
             "requests": [[rid, outcome_to_wire(o)] for rid, o in self.requests.items()],
+            "cold_garbage": list(self.cold_garbage),
         })
 
     @classmethod
     def restore(cls, blob: bytes, owns=None) -> StreamMachine:
         state = cbor2.loads(blob)
-        if state.get("version") != SNAPSHOT_VERSION:
+        if state.get("version") not in (1, SNAPSHOT_VERSION):
             raise ValueError(f"unsupported snapshot version {state.get('version')!r}")
         machine = cls(owns)
         machine.next_uid = state["next_uid"]
         machine.pending_releases = [tuple(r) for r in state["pending_releases"]]
         machine.requests = {rid: outcome_from_wire(o) for rid, o in state.get("requests", [])}
+        machine.cold_garbage = list(state.get("cold_garbage", []))
         for bucket in state["buckets"]:
             machine.buckets.setdefault(bucket, set())
         for item in state["streams"]:
@@ -540,6 +581,7 @@ class StreamMachine:
             machine.streams[(stream.bucket, stream.name)] = stream
             machine.buckets.setdefault(stream.bucket, set()).add(stream.name)
             machine.total_bytes += len(stream.data)
+            machine.cold_bytes += stream.cold_bytes
             machine._track_deadline(stream)
         return machine
 
@@ -561,6 +603,7 @@ def _dump_stream(s: Stream) -> dict:
         "fork_ids": sorted(s.fork_ids), "deleted": s.deleted,
         "fork_spec": list(s.fork_spec) if s.fork_spec else None,
         "fork_source": list(s.fork_source) if s.fork_source else None,
+        "base": s.base, "chunks": [list(c) for c in s.chunks], "inherited": s.inherited,
     }
 
 
@@ -579,6 +622,9 @@ def _load_stream(d: dict) -> Stream:
     s.fork_ids, s.deleted = set(d["fork_ids"]), d["deleted"]
     s.fork_spec = tuple(d["fork_spec"]) if d["fork_spec"] else None
     s.fork_source = tuple(d["fork_source"]) if d["fork_source"] else None
+    s.base = d.get("base", 0)
+    s.chunks = [tuple(c) for c in d.get("chunks", ())]
+    s.inherited = d.get("inherited", 0)
     return s
 
 
@@ -593,6 +639,8 @@ _HANDLERS = {
     AcquireFork: StreamMachine._acquire_fork,
     ReleaseFork: StreamMachine._release_fork,
     AckReleases: StreamMachine._ack_releases,
+    ColdFlushed: StreamMachine._cold_flushed,
+    ColdCollected: StreamMachine._cold_collected,
 }
 
 

@@ -7,6 +7,14 @@ source's prefix (data and boundaries), so it shares the source's offset space bu
 to it: the source and the fork may live in different Raft groups. The source only keeps the ids
 of its live forks (``fork_ids``), which makes its deletion a soft delete while forks remain.
 
+The cold tier: ``data`` holds only the hot bytes ``[base, tail)``; the bytes below ``base`` are
+in cold chunks, ``chunks`` lists their references ``(start, end, key, checksum)`` in offset
+order (an object holds the stream bytes ``[start, end)``; a reference counts up to the next
+one's start, or ``base``, whichever is lower: a fork may inherit a chunk that goes past its fork
+point). The first ``inherited`` references came with a fork's prefix and belong to its source;
+the rest were flushed by this stream, whose deletion collects them. Offsets and record
+boundaries (``ends``) never change when bytes go cold.
+
 May import: the standard library only.
 """
 
@@ -38,14 +46,21 @@ class ForkPrefix:
     ttl_seconds: int | None
     expires_at_ms: int | None
     expires_at_text: str | None
+    chunks: tuple = ()  # cold references below ``hot_start`` (``data`` is [hot_start, base))
+    hot_start: int = 0
 
     def to_wire(self) -> list:
-        return [self.data, list(self.ends), list(self.append_ends), self.content_type,
+        wire = [self.data, list(self.ends), list(self.append_ends), self.content_type,
                 self.ttl_seconds, self.expires_at_ms, self.expires_at_text]
+        if self.chunks or self.hot_start:
+            wire += [[list(c) for c in self.chunks], self.hot_start]
+        return wire
 
     @classmethod
     def from_wire(cls, data: list) -> ForkPrefix:
-        return cls(data[0], tuple(data[1]), tuple(data[2]), *data[3:])
+        chunks = tuple(tuple(c) for c in data[7]) if len(data) > 7 else ()
+        hot_start = data[8] if len(data) > 8 else 0
+        return cls(data[0], tuple(data[1]), tuple(data[2]), *data[3:7], chunks, hot_start)
 
 
 class Stream:
@@ -53,6 +68,7 @@ class Stream:
         "uid", "bucket", "name", "content_type", "json", "ttl_seconds", "expires_at_ms",
         "expires_at_text", "touched_ms", "closed", "data", "ends", "append_ends", "last_seq",
         "producers", "fork_ids", "deleted", "fork_spec", "fork_source", "requested_lifetime",
+        "base", "chunks", "inherited",
     )
 
     def __init__(self, uid: int, bucket: str, name: str, content_type: str, json: bool):
@@ -68,6 +84,9 @@ class Stream:
         self.touched_ms = 0
         self.closed = False
         self.data = bytearray()
+        self.base = 0  # the hot start: bytes below it are cold
+        self.chunks: list[tuple[int, int, str, int]] = []
+        self.inherited = 0
         self.ends: list[int] = []
         self.append_ends: list[int] = [] if json else self.ends
         self.last_seq: str | None = None
@@ -79,7 +98,7 @@ class Stream:
 
     @property
     def tail(self) -> int:
-        return len(self.data)
+        return self.base + len(self.data)
 
     @property
     def forks(self) -> int:
@@ -102,15 +121,19 @@ class Stream:
     def write_records(self, records: list[bytes]) -> int:
         """Append records as one append; returns the start offset."""
         start = self.tail
+        base = self.base
         for record in records:
             self.data += record
-            self.ends.append(len(self.data))
+            self.ends.append(base + len(self.data))
         if self.json and records:
             self.append_ends.append(self.tail)
         return start
 
     def inherit(self, prefix: ForkPrefix) -> None:
         self.data = bytearray(prefix.data)
+        self.base = prefix.hot_start
+        self.chunks = [tuple(c) for c in prefix.chunks]
+        self.inherited = len(self.chunks)
         self.ends = list(prefix.ends)
         self.append_ends = list(prefix.append_ends) if self.json else self.ends
 
@@ -125,9 +148,11 @@ class Stream:
                 append_ends.append(base)
         else:
             append_ends = ends
-        return ForkPrefix(bytes(self.data[:base]), tuple(ends), tuple(append_ends),
+        hot_start = min(base, self.base)
+        chunks = tuple(c for c in self.chunks if c[0] < hot_start)
+        return ForkPrefix(self.slice(hot_start, base), tuple(ends), tuple(append_ends),
                           self.content_type, self.ttl_seconds, self.expires_at_ms,
-                          self.expires_at_text)
+                          self.expires_at_text, chunks, hot_start)
 
     # -- boundaries ------------------------------------------------------------------------
 
@@ -147,7 +172,43 @@ class Stream:
         return ends[index - 1] if index else 0
 
     def slice(self, start: int, end: int) -> bytes:
-        """The stored bytes of ``[start, end)``."""
+        """The stored hot bytes of ``[start, end)`` (``start >= base``)."""
         if start >= end:
             return b""
-        return bytes(self.data[start:end])
+        base = self.base
+        return bytes(self.data[start - base:end - base])
+
+    # -- the cold tier -----------------------------------------------------------------------
+
+    def cold_spans(self, start: int, end: int) -> tuple:
+        """Where the cold bytes of ``[start, min(end, base))`` are: ``(from, to, key, checksum,
+        chunk start, chunk end)`` per chunk, in order."""
+        end = min(end, self.base)
+        chunks = self.chunks
+        out = []
+        index = max(0, bisect_right(chunks, (start, float("inf"))) - 1)
+        while index < len(chunks) and start < end:
+            c_start, c_end, key, checksum = chunks[index]
+            index += 1
+            limit = min(c_end, chunks[index][0] if index < len(chunks) else self.base, end)
+            if limit <= start:
+                continue
+            out.append((start, limit, key, checksum, c_start, c_end))
+            start = limit
+        return tuple(out)
+
+    def flush(self, start: int, end: int, key: str, checksum: int) -> int:
+        """Bytes ``[start, end)`` (``start == base``) are now in the cold chunk ``key``: drop
+        them from memory. Returns how many bytes were dropped."""
+        del self.data[:end - start]
+        self.base = end
+        self.chunks.append((start, end, key, checksum))
+        return end - start
+
+    def own_chunks(self) -> list[tuple[int, int, str, int]]:
+        """The chunks this stream flushed (its deletion collects them)."""
+        return self.chunks[self.inherited:]
+
+    @property
+    def cold_bytes(self) -> int:
+        return sum(c[1] - c[0] for c in self.own_chunks())
