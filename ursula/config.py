@@ -25,6 +25,7 @@ class NodeSection:
     admin_listen: str = "tcp:4438:interface=127.0.0.1"  # "none": no admin listener
     data_dir: str = "./ursula-data"
     backlog: int = 1024
+    cores: int = 0  # 0: the machine's CPU count (at most [cluster] groups); 1: one process
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,13 @@ class NodeConfig:
         """Every voter of the cluster by id (a cluster of one when ``peers`` is empty)."""
         return parse_peers(self.cluster.peers) or {self.cluster.node_id: Peer(
             self.cluster.node_id, "127.0.0.1", 0)}
+
+    @property
+    def cores(self) -> int:
+        """Core processes of the node: ``[node] cores``, or the CPU count (at most groups)."""
+        if self.node.cores:
+            return self.node.cores
+        return max(1, min(os.cpu_count() or 1, self.cluster.groups))
 
     @property
     def cluster_secret(self) -> bytes:
@@ -254,6 +262,12 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     if config.node.admin_listen != "none":
         _check_endpoint("[node] admin_listen", config.node.admin_listen)
     _check_cluster(config)
+    if config.node.cores > config.cluster.groups:
+        raise ConfigError(f"[node] cores: {config.node.cores} cores need at least as many groups "
+                          f"([cluster] groups = {config.cluster.groups})")
+    if config.cores > 1 and not config.node.listen.startswith("tcp:"):
+        raise ConfigError(f"[node] listen: with cores > 1 it must be a tcp: endpoint, got "
+                          f"{config.node.listen!r}")
     return config
 
 

@@ -102,12 +102,18 @@ class CoreService(service.Service):
 def _check_cluster_identity(config: NodeConfig) -> None:
     """Groups and node id are fixed at cluster creation: refuse to start with others."""
     path = os.path.join(config.node.data_dir, "cluster.json")
-    identity = {"node_id": config.cluster.node_id, "groups": config.cluster.groups}
+    identity = {"node_id": config.cluster.node_id, "groups": config.cluster.groups,
+                "cores": config.cores}
     if os.path.exists(path):
         with open(path, encoding="utf-8") as handle:
             stored = json.load(handle)
+        stored.setdefault("cores", 1)  # written before [node] cores existed: one process
         for key, value in identity.items():
             if stored.get(key) != value:
+                if key == "cores":
+                    raise ConfigError(f"[node] cores: the data in {config.node.data_dir} was "
+                                      f"created with cores = {stored['cores']}, not {value} "
+                                      f"(each core keeps its own groups' journal)")
                 raise ConfigError(f"[cluster] {key}: the data in {config.node.data_dir} was "
                                   f"created with {key} = {stored.get(key)}, not {value}")
         return
@@ -144,12 +150,31 @@ def peer_tls_options(config: NodeConfig):
     return own.options(authority)
 
 
-def build_node(config: NodeConfig, reactor=None) -> service.MultiService:
-    """The services of one node: journal, Raft groups, peer transport, HTTP."""
+def core_settings(config: NodeConfig):
+    from ursula.core.cluster import CoreSettings
+    cluster = config.cluster
+    return CoreSettings(
+        tick_ms=cluster.tick_ms, election_ticks=cluster.election_ticks,
+        request_timeout_s=cluster.request_timeout_ms / 1000,
+        leader_wait_s=cluster.leader_wait_ms / 1000,
+        snapshot_entries=cluster.snapshot_entries,
+        snapshot_keep=cluster.log_keep_entries,
+        snapshot_log_bytes=cluster.snapshot_log_bytes,
+        max_live_readers=config.limits.max_live_readers)
+
+
+def build_node(config: NodeConfig, reactor=None, config_path: str | None = None
+               ) -> service.MultiService:
+    """The services of one node: journal, Raft groups, peer transport, HTTP (with
+    ``cores`` > 1: the supervisor of the core processes, ``ursula.nodesup``)."""
     if reactor is None:
         from twisted.internet import reactor
+    if config.cores > 1:
+        _check_cluster_identity(config)
+        from ursula.nodesup import build_supervisor
+        return build_supervisor(config, config_path, reactor)
     from ursula.admin import admin_site
-    from ursula.core.cluster import CoreSettings, RaftCore
+    from ursula.core.cluster import RaftCore
     from ursula.core.persist import JournalPersister
     from ursula.http.dataplane import data_plane_factory
     from ursula.http.metrics import Metrics
@@ -175,14 +200,7 @@ def build_node(config: NodeConfig, reactor=None) -> service.MultiService:
                           f"groups = {cluster.groups}")
     storages = {g: memory_storage(recovered[g], voters) if g in recovered
                 else MemoryStorage(voters) for g in range(cluster.groups)}
-    settings = CoreSettings(
-        tick_ms=cluster.tick_ms, election_ticks=cluster.election_ticks,
-        request_timeout_s=cluster.request_timeout_ms / 1000,
-        leader_wait_s=cluster.leader_wait_ms / 1000,
-        snapshot_entries=cluster.snapshot_entries,
-        snapshot_keep=cluster.log_keep_entries,
-        snapshot_log_bytes=cluster.snapshot_log_bytes,
-        max_live_readers=config.limits.max_live_readers)
+    settings = core_settings(config)
     transport = None
     peer_listen = None
     if len(peers) > 1:
@@ -233,7 +251,7 @@ def build_node(config: NodeConfig, reactor=None) -> service.MultiService:
 def make_service(options) -> service.IService:
     try:
         config = load_config(options["config"])
-        return build_node(config)
+        return build_node(config, config_path=options["config"])
     except ConfigError as error:
         sys.stderr.write(f"ursula: config error: {error}\n")
         raise SystemExit(2) from None

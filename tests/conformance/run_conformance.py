@@ -5,8 +5,10 @@ Installs the pinned npm packages (package.json beside this file) into a cache di
 with vitest, stops the server, and prints ``conformance: N passed, M failed, K skipped``.
 Exits non-zero if any test failed or fewer than ``--expect`` tests passed.
 
-Usage: python tests/conformance/run_conformance.py [--expect 332] [--url URL]
-       (--url runs against an already running server instead of starting one)
+Usage: python tests/conformance/run_conformance.py [--expect 332] [--url URL] [--cores C]
+       (--url runs against an already running server instead of starting one; --cores sets
+       ``[node] cores``: with 2 the suite's connections are spread over both core processes
+       by SO_REUSEPORT, so many requests reach a core that does not own their stream)
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--expect", type=int, default=332, help="tests that must pass")
     parser.add_argument("--url", help="test an already running server")
+    parser.add_argument("--cores", type=int, default=1, help="[node] cores of the node started")
     parser.add_argument("--cache", default=os.environ.get(
         "URSULA_CONFORMANCE_CACHE", str(pathlib.Path.home() / ".cache" / "ursula-conformance")))
     args = parser.parse_args()
@@ -88,7 +91,8 @@ def main() -> int:
         url = args.url
         if url is None:
             port = free_port()
-            process = start_foreground(write_config(workdir, port), workdir)
+            process = start_foreground(
+                write_config(workdir, port, f"cores = {args.cores}\n"), workdir)
             url = f"http://127.0.0.1:{port}"
             wait_until_serving(url, process)
         raw = run_suite(suite, url)

@@ -230,9 +230,11 @@ def test_lost_link_wakes_readers_and_fails_calls(two):
     link.transport.loseConnection()
     two.settle()
     assert woken == [1]
+    d = two.cores[0].head(BUCKET, name)  # waits for the core to come back, up to the timeout
+    two.clock.advance(6)
     with pytest.raises(Unavailable):
-        two.result(two.cores[0].head(BUCKET, name))
-    assert not two.cores[0].is_ready() or True  # readiness follows the next poll
+        two.result(d)
+    assert not two.cores[0].is_ready()
 
 
 def test_submit_many_in_one_turn_is_one_batch(two):

@@ -3,7 +3,8 @@
 ``GET /__ursula/metrics`` (Prometheus text), ``/__ursula/health``, ``/__ursula/ready`` (also
 served on the public port, for load balancers), ``/__ursula/groups`` (each local group's term,
 leader, role, commit and applied index, snapshot) and ``/`` (an index). Anything else is a 404
-with a one-line reason; tracebacks are never shown.
+with a one-line reason; tracebacks are never shown. The core's answers may be Deferreds (the
+supervisor of a multi-core node asks its cores over the local link).
 
 May import: Twisted, Klein (and werkzeug, its router), ``ursula.http.metrics``, ``ursula.core``
 (interfaces).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 
 from klein import Klein
+from twisted.internet import defer
 from twisted.web import server
 
 INDEX = b"ursula admin: /__ursula/metrics /__ursula/health /__ursula/ready /__ursula/groups\n"
@@ -43,10 +45,12 @@ class AdminApp:
 
     @app.route("/__ursula/metrics", methods=["GET"])
     def metrics_page(self, request):
-        body, content_type = self.metrics.render()
-        request.setHeader(b"content-type", content_type.encode())
-        request.setHeader(b"cache-control", b"no-store")
-        return body
+        def rendered(answer):
+            body, content_type = answer
+            request.setHeader(b"content-type", content_type.encode())
+            request.setHeader(b"cache-control", b"no-store")
+            return body
+        return defer.maybeDeferred(self.metrics.render).addCallback(rendered)
 
     @app.route("/__ursula/health", methods=["GET"])
     def health(self, request):
@@ -54,14 +58,18 @@ class AdminApp:
 
     @app.route("/__ursula/ready", methods=["GET"])
     def ready(self, request):
-        if self.core.is_ready():
-            return self._json(request, 200, {"ready": True})
-        return self._json(request, 503, {"ready": False, "reason": "a group has no leader"})
+        def answer(ready):
+            if ready:
+                return self._json(request, 200, {"ready": True})
+            return self._json(request, 503, {"ready": False, "reason": "a group has no leader"})
+        return defer.maybeDeferred(self.core.is_ready).addCallback(answer)
 
     @app.route("/__ursula/groups", methods=["GET"])
     def groups(self, request):
-        stats = self.core.group_stats() if hasattr(self.core, "group_stats") else []
-        return self._json(request, 200, {"groups": stats})
+        if not hasattr(self.core, "group_stats"):
+            return self._json(request, 200, {"groups": []})
+        return defer.maybeDeferred(self.core.group_stats).addCallback(
+            lambda stats: self._json(request, 200, {"groups": stats}))
 
     @app.handle_errors
     def failed(self, request, failure):

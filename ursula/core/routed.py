@@ -203,16 +203,28 @@ class RemoteCoreProxy:
         self._interest: set[tuple[str, str]] = set()
         self._inflight: dict[tuple[str, str], int] = {}
         self._poller = None
+        self._connect_waiters: list = []
 
     def attach(self, client) -> None:
         self.client = client
 
     def _call(self, op, args, coalesce=None):
-        if self.client is None:
-            return defer.fail(Unavailable(f"core {self.index} is not connected"))
+        if self.client is None or not self.client.connected:
+            # the core is starting or restarting: wait for its link (up to the timeout)
+            waiter = defer.Deferred()
+            self._connect_waiters.append(waiter)
+            waiter.addTimeout(self.timeout_s, self.reactor)
+            waiter.addCallback(lambda _: self.client.call(op, args, coalesce))
+            return waiter.addErrback(_link_failed).addCallback(unwrap)
         d = self.client.call(op, args, coalesce)
         d.addTimeout(self.timeout_s, self.reactor)
         return d.addErrback(_link_failed).addCallback(unwrap)
+
+    def link_connected(self, link) -> None:
+        waiters, self._connect_waiters = self._connect_waiters, []
+        for waiter in waiters:
+            if not waiter.called:
+                waiter.callback(None)
 
     # -- calls ----------------------------------------------------------------------------
 

@@ -180,6 +180,8 @@ class LocalLink(amp.AMP):
 class LocalLinkFactory(Factory):
     """Serves `LocalLink` connections with one handler (the core's)."""
 
+    noisy = False
+
     def __init__(self, handler, reactor):
         self.handler = handler
         self.reactor = reactor

@@ -1,0 +1,235 @@
+"""One core process of a node that runs ``[node] cores`` = C > 1 (started by the supervisor):
+``python -m ursula.coreproc --config node.ini --core k``.
+
+Core k owns the groups ``g mod C == k``: its own reactor, its journal in
+``<data_dir>/core-<k>/journal``, its peer transport (listening on the node's peer port + k and
+dialing port + k of every peer: Raft traffic goes core k to core k), the local link
+(``<data_dir>/core-<k>.sock``, served here; the other cores' sockets dialed, see
+``ursula.core.routed``), and the public port, bound with SO_REUSEPORT so the kernel spreads
+connections over the cores. SIGTERM hands this core's groups' leadership over, then exits.
+``ps`` shows ``ursula node <id> core <k>/<C>``.
+
+May import: everything in ``ursula``, Twisted, setproctitle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import sys
+
+from twisted.logger import Logger
+
+log = Logger()
+
+
+def parse_tcp(listen: str) -> tuple[str, int]:
+    """(interface, port) of a ``tcp:`` endpoint string."""
+    host, port = "0.0.0.0", None
+    for i, part in enumerate(listen.split(":")[1:]):
+        key, sep, value = part.partition("=")
+        if not sep:
+            if i == 0:
+                port = int(key)
+            continue
+        if key == "port":
+            port = int(value)
+        elif key == "interface":
+            host = value
+    if port is None:
+        raise ValueError(f"no port in {listen!r}")
+    return host, port
+
+
+def shift_port(listen: str, k: int) -> str:
+    """A ``tcp:`` endpoint string with its port moved up by ``k``."""
+    def bump(match):
+        return f"{match.group(1)}{int(match.group(2)) + k}"
+    shifted, count = re.subn(r"^(tcp6?:(?:port=)?)(\d+)", bump, listen)
+    if not count:
+        shifted, count = re.subn(r"(:port=)(\d+)", bump, listen)
+    if not count:
+        raise ValueError(f"no port in {listen!r}")
+    return shifted
+
+
+def socket_path(data_dir: str, k: int) -> str:
+    return os.path.join(data_dir, f"core-{k}.sock")
+
+
+def reuseport_socket(host: str, port: int, backlog: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this core if the supervisor dies (kill -9 of the node)."""
+    try:
+        import ctypes
+        import signal
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def build_core(config, k: int, reactor):
+    """Start core ``k`` of ``config.cores`` on ``reactor``; returns the CoreService to stop."""
+    from ursula.core.cluster import RaftCore
+    from ursula.core.persist import JournalPersister
+    from ursula.core.routed import CoreServer, RemoteCoreProxy, RoutedCore, keep_groups
+    from ursula.http.dataplane import data_plane_factory
+    from ursula.http.metrics import Metrics
+    from ursula.raft import MemoryStorage
+    from ursula.storage.committer import GroupCommitter
+    from ursula.storage.journal import Journal, JournalError, memory_storage
+    from ursula.supervisor import CoreService, core_settings, peer_tls_options
+    from ursula.wire.local import LocalClient, LocalLinkFactory
+
+    cores = config.cores
+    cluster = config.cluster
+    peers = config.peers
+    voters = sorted(peers)
+    data_dir = config.node.data_dir
+    try:
+        journal = Journal(os.path.join(data_dir, f"core-{k}", "journal"),
+                          fsync=config.storage.fsync, segment_bytes=config.storage.segment_bytes)
+    except (JournalError, OSError) as error:
+        raise SystemExit(f"ursula core {k}: cannot open the journal ({error})") from None
+    for line in journal.recovery.report.describe():
+        log.warn("journal recovery: {line}", line=line)
+    recovered = journal.recovery.groups
+    foreign = sorted(g for g in recovered if g >= cluster.groups or g % cores != k)
+    if foreign:
+        raise SystemExit(f"ursula core {k}: the journal holds groups {foreign}, not of this "
+                         f"core ({cores} cores, {cluster.groups} groups)")
+    storages = {g: memory_storage(recovered[g], voters) if g in recovered
+                else MemoryStorage(voters) for g in range(cluster.groups)}
+    transport = None
+    peer_listen = None
+    if len(peers) > 1:
+        from ursula.wire.transport import PeerTransport
+        me = peers[cluster.node_id]
+        base = cluster.peer_listen or f"tcp:{me.port}:interface={me.host}"
+        peer_listen = shift_port(base, k)
+        transport = PeerTransport(cluster.node_id,
+                                  {pid: f"tcp:host={peer.host}:port={peer.port + k}"
+                                   for pid, peer in peers.items() if pid != cluster.node_id},
+                                  config.cluster_secret, reactor,
+                                  tls_options=peer_tls_options(config), backoff_max=1.0)
+    holder = {}
+
+    def fatal(failure, why):
+        holder["raft"].fatal(failure, why)
+
+    def fsync_seen(seconds):
+        holder["metrics"].fsync_seconds.observe(seconds)
+
+    def batch_seen(size, records):
+        metrics = holder["metrics"]
+        metrics.journal_bytes.inc(size)
+        metrics.journal_batches.inc()
+        metrics.journal_records.observe(records)
+
+    committer = GroupCommitter(journal, reactor, reactor.getThreadPool(),
+                               fsync_observer=fsync_seen, batch_observer=batch_seen)
+    raft = RaftCore(reactor, cluster.node_id, cluster.groups, storages,
+                    JournalPersister(committer, on_failure=fatal), transport,
+                    core_settings(config))
+    holder["raft"] = raft
+    keep_groups(raft, k, cores)
+    proxies = {j: RemoteCoreProxy(j, reactor, cluster.request_timeout_ms / 1000)
+               for j in range(cores) if j != k}
+    routed = RoutedCore(raft, k, cores, proxies)
+    metrics = Metrics(routed)
+    holder["metrics"] = metrics
+
+    path = socket_path(data_dir, k)
+    if os.path.exists(path):
+        os.unlink(path)
+    reactor.listenUNIX(path, LocalLinkFactory(CoreServer(routed, metrics), reactor), mode=0o600)
+    for j, proxy in proxies.items():
+        client = LocalClient(socket_path(data_dir, j), proxy, reactor)
+        proxy.attach(client)
+        client.start()
+        proxy.start_polling()
+
+    core_service = CoreService(raft, transport, committer, journal, peer_listen)
+    core_service.startService()
+    host, port = parse_tcp(config.node.listen)
+    sock = reuseport_socket(host, port, config.node.backlog)
+    factory = data_plane_factory(routed, config, reactor, metrics)
+    http_port = reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
+    sock.close()
+
+    def stop():
+        for proxy in proxies.values():
+            proxy.stop()
+        d = http_port.stopListening()
+        d.addBoth(lambda _: core_service.stopService())
+        return d
+    log.info("ursula core {k}/{cores} serving on {listen} (groups {groups})", k=k, cores=cores,
+             listen=config.node.listen, groups=sorted(raft.groups))
+    return stop
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="one core process of an ursula node")
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--core", type=int, required=True)
+    args = parser.parse_args(argv)
+    _die_with_parent()
+    from ursula.config import ConfigError, load_config
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        sys.stderr.write(f"ursula: config error: {error}\n")
+        return 2
+    try:
+        import setproctitle
+        setproctitle.setproctitle(
+            f"ursula node {config.cluster.node_id} core {args.core}/{config.cores}")
+    except ImportError:  # pragma: no cover - declared in install_requires
+        pass
+    from twisted.internet import reactor
+    from twisted.logger import (
+        FileLogObserver,
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        formatEvent,
+        globalLogBeginner,
+    )
+    level = LogLevel.levelWithName(config.log.level)
+    prefix = f"[core {args.core}] "
+
+    def line(event):
+        text = formatEvent(event)
+        if event.get("log_failure") is not None:
+            text += "\n" + event["log_failure"].getTraceback()
+        return prefix + text.replace("\n", "\n" + prefix) + "\n"
+    # plain lines on stdout: the supervisor relays them into its own log (with time stamps)
+    observers = [FilteringLogObserver(FileLogObserver(sys.stdout, line),
+                                      [LogLevelFilterPredicate(level)])]
+    if config.log.format == "json":
+        from twisted.logger import jsonFileLogObserver
+        handle = open(config.log.file or "ursula-log.json", "a", encoding="utf-8")  # noqa: SIM115
+        observers.append(FilteringLogObserver(jsonFileLogObserver(handle),
+                                              [LogLevelFilterPredicate(level)]))
+    globalLogBeginner.beginLoggingTo(observers, redirectStandardIO=False)
+    stop = build_core(config, args.core, reactor)
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
