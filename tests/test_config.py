@@ -76,3 +76,26 @@ def test_listen_backlog_is_added_only_where_missing():
         "tcp:4437:interface=127.0.0.1:backlog=1024"
     assert with_backlog("tcp:4437:backlog=5", 1024) == "tcp:4437:backlog=5"
     assert with_backlog("unix:/run/ursula.sock", 1024) == "unix:/run/ursula.sock"
+
+
+def test_cores_default_explicit_and_limits():
+    import os
+
+    from ursula.config import parse_config
+    default = parse_config("[cluster]\ngroups = 64\n")
+    assert default.node.cores == 0 and default.cores == (os.cpu_count() or 1)
+    assert parse_config("[cluster]\ngroups = 1\n").cores == 1  # at most groups
+    assert parse_config("[node]\ncores = 1\n").cores == 1
+    assert parse_config("[node]\ncores = 3\n[cluster]\ngroups = 3\n").cores == 3
+    with pytest.raises(ConfigError, match=r"\[node\] cores: 8 cores need at least as many"):
+        parse_config("[node]\ncores = 8\n[cluster]\ngroups = 4\n")
+    with pytest.raises(ConfigError, match=r"\[node\] listen: with cores > 1"):
+        parse_config("[node]\ncores = 2\nlisten = unix:/tmp/u.sock\n")
+
+
+def test_core_ports_shift():
+    from ursula.coreproc import parse_tcp, shift_port
+    assert parse_tcp("tcp:4437:interface=127.0.0.1") == ("127.0.0.1", 4437)
+    assert parse_tcp("tcp:port=80") == ("0.0.0.0", 80)
+    assert shift_port("tcp:7441:interface=10.0.0.1", 2) == "tcp:7443:interface=10.0.0.1"
+    assert shift_port("tcp:interface=10.0.0.1:port=7441", 1) == "tcp:interface=10.0.0.1:port=7442"
