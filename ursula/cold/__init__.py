@@ -24,7 +24,9 @@ __all__ = ["ChunkCache", "ChunkCorrupt", "ChunkMissing", "ColdError", "IColdStor
 
 
 def open_store(section, data_dir: str, reactor):
-    """The cold store of ``[cold]`` (``section``: a ``ColdSection``)."""
+    """The cold store of ``[cold]`` (``section``: a ``ColdSection``); None for ``none``."""
+    if section.backend == "none":
+        return None
     if section.backend == "memory":
         return MemoryColdStore()
     if section.backend == "s3":

@@ -7,6 +7,9 @@ and the parts that run them, each with one job (and an interface in ``ursula.cor
   forward with a request id, wait for a leader, retry, re-route when the leader changes);
 * ``ForkCoordinator`` (``ursula.core.forks``): the cross-group fork saga and release delivery;
 * ``ReadPath`` (``ursula.core.reads``): the ReadIndex barrier, head, read_applied, list_streams;
+* ``Flusher`` (``ursula.core.flusher``), when a cold store is given: carries old hot bytes to
+  the cold tier and refuses appends to a group at its hot cap; reads below the hot start are
+  stitched by the ``ReadPath`` through a ``ursula.cold.ChunkCache``;
 * an ``IPersister`` (``ursula.core.persist``) and an ``IPeerTransport`` (``ursula.wire``).
 
 ``RaftCore`` itself is the facade that wires them: lifecycle (start, hand-over, stop, fatal),
@@ -15,7 +18,7 @@ command to its group (placement is static: ``ursula.core.placement``; bucket com
 every group), the transport's callbacks, and stats.
 
 May import: Twisted, zope.interface, ``ursula.raft``, ``ursula.replica``, ``ursula.stream``,
-``ursula.core``.
+``ursula.cold``, ``ursula.core``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ursula.cold.cache import ChunkCache
 from ursula.core.batches import BatchSizes
+from ursula.core.flusher import Flusher
 from ursula.core.forks import ForkCoordinator
 from ursula.core.forwarder import RETRY_DELAY_S, Forwarder
 from ursula.core.group import GroupReplica
@@ -46,7 +51,9 @@ __all__ = ["RETRY_DELAY_S", "CoreSettings", "MemoryPersister", "RaftCore"]
 class CoreSettings:
     def __init__(self, tick_ms=100, election_ticks=10, heartbeat_ticks=1,
                  request_timeout_s=5.0, leader_wait_s=3.0, snapshot_entries=5000,
-                 snapshot_keep=1000, max_live_readers=10_000, snapshot_log_bytes=64 << 20):
+                 snapshot_keep=1000, max_live_readers=10_000, snapshot_log_bytes=64 << 20,
+                 hot_bytes=32 << 20, hot_max_bytes=0, chunk_bytes=4 << 20,
+                 cold_cache_bytes=64 << 20):
         self.tick_ms = tick_ms
         self.election_ticks = election_ticks
         self.heartbeat_ticks = heartbeat_ticks
@@ -56,12 +63,16 @@ class CoreSettings:
         self.snapshot_keep = snapshot_keep
         self.snapshot_log_bytes = snapshot_log_bytes
         self.max_live_readers = max_live_readers
+        self.hot_bytes = hot_bytes  # per group: flush above this
+        self.hot_max_bytes = hot_max_bytes or 4 * hot_bytes  # per group: refuse appends here
+        self.chunk_bytes = chunk_bytes
+        self.cold_cache_bytes = cold_cache_bytes
 
 
 @implementer(ICore)
 class RaftCore:
     def __init__(self, reactor, node_id: int, group_count: int, storages: dict, persister,
-                 transport=None, settings: CoreSettings | None = None):
+                 transport=None, settings: CoreSettings | None = None, cold_store=None):
         self.reactor = reactor
         self.node_id = node_id
         self.group_count = group_count
@@ -83,8 +94,16 @@ class RaftCore:
         self.forwarder = Forwarder(reactor, node_id, transport, self.settings)
         self.forks = ForkCoordinator(reactor, node_id, self.forwarder, self._group_for,
                                      self.settings.leader_wait_s)
+        self.cold_store = cold_store
+        self.cache = None
+        self.flusher = None
+        if cold_store is not None:
+            self.cache = ChunkCache(cold_store, self.settings.cold_cache_bytes)
+            self.flusher = Flusher(reactor, self.groups, cold_store, self.cache,
+                                   self.settings.hot_bytes, self.settings.hot_max_bytes,
+                                   self.settings.chunk_bytes)
         self.reads = ReadPath(reactor, self.groups, self._group_for, self.settings,
-                              self.now_ms)
+                              self.now_ms, self.cache)
         self.stopped = False
         if transport is not None:
             transport.on_raft(self._received)
@@ -97,6 +116,8 @@ class RaftCore:
             if len(group.node.voters) == 1:
                 group.node.campaign()  # a cluster of one elects itself at once
         self.scheduler.start(self.groups.values())
+        if self.flusher is not None:
+            self.flusher.start()
 
     def hand_over(self, timeout_s: float = 3.0):
         """Graceful shutdown: hand every group this node leads to a connected follower
@@ -124,6 +145,8 @@ class RaftCore:
     def stop(self) -> None:
         self.stopped = True
         self.scheduler.stop()
+        if self.flusher is not None:
+            self.flusher.stop()
         self.forwarder.stop()
         for group in self.groups.values():
             group.fail_all(Unavailable("the node is shutting down"))
@@ -168,6 +191,8 @@ class RaftCore:
 
     def after_apply(self, group: GroupReplica) -> None:
         self.forks.after_apply(group)
+        if self.flusher is not None:
+            self.flusher.kick(group)
 
     def leader_changed(self, group: GroupReplica) -> None:
         self.forwarder.leader_changed(group)
@@ -208,6 +233,11 @@ class RaftCore:
                 and command.inherited is None
                 and self._group_for(command.fork_bucket, command.fork_stream) is not group):
             return self.forks.create_fork(command)
+        if self.flusher is not None and isinstance(command, _WRITES) and (
+                not isinstance(command, C.CreateStream) or command.body):
+            full = self.flusher.admit(group)
+            if full is not None:
+                return defer.fail(Unavailable(full))
         return self.forwarder.submit(group, command,
                                      self.reactor.seconds() + self.settings.leader_wait_s)
 
@@ -237,6 +267,7 @@ class RaftCore:
         machines = [group.machine for group in self.groups.values()]
         return {"streams": sum(m.stream_count for m in machines),
                 "bytes": sum(m.total_bytes for m in machines),
+                "cold_bytes": sum(m.cold_bytes for m in machines),
                 "live_readers": self.watchers.count}
 
     def group_stats(self) -> list[dict]:
@@ -246,8 +277,15 @@ class RaftCore:
             out.append({"group": group.group_id, "term": node.term, "leader": node.leader,
                         "role": node.role, "commit": node.committed, "applied": group.applied,
                         "snapshot": group.storage.snapshot().meta.index,
-                        "snapshots_installed": group.snapshots_installed})
+                        "snapshots_installed": group.snapshots_installed,
+                        "hot_bytes": group.machine.total_bytes,
+                        "cold_bytes": group.machine.cold_bytes,
+                        "flush_lag_bytes": (self.flusher.lag_bytes(group)
+                                            if self.flusher is not None else 0)})
         return out
+
+
+_WRITES = (C.Append, C.AppendBatch, C.CreateStream)
 
 
 def _combine_bucket_outcomes(outcomes):

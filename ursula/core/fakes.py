@@ -4,6 +4,7 @@
 * ``FakeForwarder``: proposes on the local leader only; no forwarding, no waits.
 * ``FakeForkCoordinator``: records the forks asked for and answers them with a fixed outcome.
 * ``FakeReadPath``: reads the local replica with no barrier.
+* ``FakeFlusher``: flushes nothing; refuses writes to the groups in ``full``.
 
 ``MemoryPersister`` (``ursula.core.persist``) is the fake ``IPersister``, ``LocalCore`` the fake
 ``ICore``, and ``ursula.wire.fake.FakePeerTransport`` the fake ``IPeerTransport``.
@@ -17,6 +18,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from ursula.core.interfaces import (
+    IFlusher,
     IForkCoordinator,
     IForwarder,
     IReadPath,
@@ -114,3 +116,26 @@ class FakeReadPath:
 
     def list_streams(self, bucket, after, limit):
         raise NotImplementedError("the fake read path lists nothing")
+
+
+@implementer(IFlusher)
+class FakeFlusher:
+    def __init__(self):
+        self.full: set[int] = set()
+        self.kicked: list[int] = []
+        self.running = False
+
+    def start(self):
+        self.running = True
+
+    def stop(self):
+        self.running = False
+
+    def kick(self, group):
+        self.kicked.append(group.group_id)
+
+    def admit(self, group):
+        return f"group {group.group_id} is full" if group.group_id in self.full else None
+
+    def stats(self):
+        return {"uploads": 0, "uploaded_bytes": 0, "upload_errors": 0, "collected": 0}

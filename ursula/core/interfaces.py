@@ -130,3 +130,25 @@ class IReadPath(Interface):
 
     def list_streams(bucket: str, after: str, limit: int) -> object:
         """A Deferred firing with ``[(name, StreamInfo)]`` sorted by name."""
+
+
+class IFlusher(Interface):
+    """The cold tier's writer: on each group this node leads, carries the oldest hot bytes of
+    the largest streams to the cold store (upload, then ``ColdFlushed`` through Raft) while the
+    group holds more than its flush threshold, and deletes the chunks of dropped streams."""
+
+    def start() -> None:
+        """Begin polling the groups."""
+
+    def stop() -> None:
+        """No more uploads or deletes."""
+
+    def kick(group) -> None:
+        """``group`` applied entries: flush now if it is over the threshold."""
+
+    def admit(group) -> object:
+        """None if ``group`` may take more bytes, else a one-line reason (its hot bytes are at
+        the hot cap because the cold tier is behind): the write is refused as Unavailable."""
+
+    def stats() -> dict:
+        """Counters: uploads, uploaded_bytes, upload_errors, collected."""

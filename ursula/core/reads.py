@@ -5,6 +5,11 @@ quorum through the group's leader), then the local replica's applied state.
 they are woken by local applies. Without a leader a barrier waits up to ``leader_wait_s``,
 then fails with ``Unavailable``.
 
+A read that starts below a stream's hot start names cold spans (``ReadResult.cold``): they are
+fetched through the chunk cache (``cache``, a ``ursula.cold.ChunkCache``) and stitched to the hot
+bytes; the answer fires later. A read that is all hot keeps its already-fired Deferred. A cold
+fetch that fails (store down, chunk missing or corrupt) fails the read with ``Unavailable``.
+
 May import: Twisted, zope.interface, ``ursula.stream``, ``ursula.core``.
 """
 
@@ -15,14 +20,15 @@ from zope.interface import implementer
 
 from ursula.core.forwarder import leader_known, with_timeout
 from ursula.core.group import NotLeader
-from ursula.core.interfaces import IReadPath
-from ursula.stream.machine import StreamError
+from ursula.core.interfaces import IReadPath, Unavailable
+from ursula.stream.machine import ReadResult, StreamError
 
 
 @implementer(IReadPath)
 class ReadPath:
-    def __init__(self, reactor, groups: dict, group_for, settings, now_ms):
+    def __init__(self, reactor, groups: dict, group_for, settings, now_ms, cache=None):
         self.reactor = reactor
+        self.cache = cache
         self.groups = groups
         self.group_for = group_for
         self.settings = settings
@@ -48,9 +54,32 @@ class ReadPath:
     def read_applied(self, bucket, stream, offset, max_bytes):
         machine = self.group_for(bucket, stream).machine
         try:
-            return defer.succeed(machine.read(bucket, stream, offset, max_bytes, self.now_ms()))
+            result = machine.read(bucket, stream, offset, max_bytes, self.now_ms())
         except StreamError as error:
             return defer.fail(error)
+        if not result.cold:
+            return defer.succeed(result)
+        return self.stitch(result)
+
+    def stitch(self, result):
+        """The ReadResult with its cold spans fetched and joined to its hot bytes."""
+        if self.cache is None:
+            return defer.fail(Unavailable("cold bytes requested, but no cold store is set"))
+        parts = []
+        for start, end, key, checksum, c_start, c_end in result.cold:
+            d = self.cache.get(c_start, c_end, key, checksum)
+            d.addCallback(lambda payload, a=start - c_start, b=end - c_start: payload[a:b])
+            parts.append(d)
+        d = defer.gatherResults(parts, consumeErrors=True)
+
+        def joined(pieces):
+            pieces.append(result.data)
+            return ReadResult(result.info, result.start, result.next_offset, b"".join(pieces))
+
+        def failed(failure):
+            error = failure.value.subFailure.value
+            raise Unavailable(f"cold tier: {error}")
+        return d.addCallbacks(joined, failed)
 
     def list_streams(self, bucket, after, limit):
         groups = list(self.groups.values())

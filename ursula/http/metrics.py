@@ -42,6 +42,8 @@ class Metrics:
             self.registry.register(_GroupCollector(core))
         if hasattr(core, "batches"):
             self.registry.register(_BatchCollector(core.batches))
+        if getattr(core, "flusher", None) is not None:
+            self.registry.register(_ColdCollector(core))
 
     def count_append(self, size: int) -> None:
         self.appended[0] += size
@@ -77,6 +79,15 @@ class _GroupCollector:
                 "ursula_raft_snapshots_installed", "Snapshots received from a leader since start",
                 labels=["group"]),
         }
+        cold = {
+            "hot_bytes": GaugeMetricFamily("ursula_hot_bytes", "Stream bytes held in memory",
+                                           labels=["group"]),
+            "cold_bytes": GaugeMetricFamily("ursula_cold_bytes",
+                                            "Stream bytes in the cold tier", labels=["group"]),
+            "flush_lag_bytes": GaugeMetricFamily(
+                "ursula_flush_lag_bytes", "Hot bytes above the flush threshold (waiting for the "
+                "cold tier)", labels=["group"]),
+        }
         is_leader = GaugeMetricFamily("ursula_raft_is_leader", "1 if this node leads the group",
                                       labels=["group"])
         for stats in self.core.group_stats():
@@ -84,8 +95,37 @@ class _GroupCollector:
             for key, family in families.items():
                 family.add_metric(label, stats[key])
             is_leader.add_metric(label, 1 if stats["role"] == "leader" else 0)
+            for key, family in cold.items():
+                family.add_metric(label, stats.get(key, 0))
         yield from families.values()
+        yield from cold.values()
         yield is_leader
+
+
+class _ColdCollector:
+    """The cold tier's counters: uploads, upload errors, chunk cache hits and misses."""
+
+    def __init__(self, core):
+        self.core = core
+
+    def collect(self):
+        counts = self.core.flusher.stats()
+        cache = self.core.cache
+        for name, key, text in (
+                ("ursula_cold_uploads", "uploads", "Chunks uploaded to the cold tier"),
+                ("ursula_cold_uploaded_bytes", "uploaded_bytes", "Bytes uploaded to the cold tier"),
+                ("ursula_cold_upload_errors", "upload_errors",
+                 "Failed uploads and deletes of cold chunks (retried)"),
+                ("ursula_cold_collected", "collected", "Cold chunks of dropped streams deleted")):
+            yield CounterMetricFamily(name, text, value=counts[key])
+        yield CounterMetricFamily("ursula_cold_cache_hits", "Chunk cache hits", value=cache.hits)
+        yield CounterMetricFamily("ursula_cold_cache_misses", "Chunk cache misses",
+                                  value=cache.misses)
+        yield CounterMetricFamily("ursula_cold_corrupt_chunks",
+                                  "Cold chunks whose checksum failed (not served)",
+                                  value=cache.corrupt)
+        yield GaugeMetricFamily("ursula_cold_cache_bytes", "Bytes in the chunk cache",
+                                value=cache.bytes)
 
 
 class _BatchCollector:
