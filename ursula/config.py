@@ -76,6 +76,20 @@ class ClusterSection:
 class StorageSection:
     fsync: str = "always"
     segment_bytes: int = 64 * MiB
+    hot_bytes: int = 16 * MiB  # per group: older bytes go to the cold tier above this
+    hot_max_bytes: int = 0  # per group: appends answer 503 here (0: 4 x hot_bytes)
+
+
+@dataclass(frozen=True)
+class ColdSection:
+    backend: str = "local"  # local (<data_dir>/cold), s3, memory, none (everything stays hot)
+    directory: str = ""  # backend = local: the directory (default <data_dir>/cold)
+    bucket: str = ""
+    prefix: str = ""
+    endpoint_url: str = ""
+    region: str = ""
+    chunk_bytes: int = 4 * MiB
+    cache_bytes: int = 64 * MiB
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,7 @@ class NodeConfig:
     log: LogSection = field(default_factory=LogSection)
     cluster: ClusterSection = field(default_factory=ClusterSection)
     storage: StorageSection = field(default_factory=StorageSection)
+    cold: ColdSection = field(default_factory=ColdSection)
 
     @property
     def peers(self) -> dict[int, Peer]:
@@ -128,10 +143,11 @@ class NodeConfig:
 
 
 _SECTIONS = {"node": NodeSection, "http": HttpSection, "limits": LimitsSection, "log": LogSection,
-             "cluster": ClusterSection, "storage": StorageSection}
+             "cluster": ClusterSection, "storage": StorageSection, "cold": ColdSection}
 _CHOICES = {("log", "level"): ("debug", "info", "warn", "error"),
             ("log", "format"): ("text", "json"),
-            ("storage", "fsync"): ("always", "never")}
+            ("storage", "fsync"): ("always", "never"),
+            ("cold", "backend"): ("local", "s3", "memory", "none")}
 _MINIMUM = {("node", "backlog"): 1, ("http", "long_poll_timeout_ms"): 1, ("http", "sse_max_duration_ms"): 1000,
             ("http", "sse_heartbeat_ms"): 100, ("http", "cursor_interval_ms"): 1000,
             ("limits", "max_body_bytes"): 1, ("limits", "max_header_bytes"): 1024,
@@ -143,7 +159,9 @@ _MINIMUM = {("node", "backlog"): 1, ("http", "long_poll_timeout_ms"): 1, ("http"
             ("cluster", "tick_ms"): 10, ("cluster", "election_ticks"): 3,
             ("cluster", "request_timeout_ms"): 100, ("cluster", "leader_wait_ms"): 0,
             ("cluster", "snapshot_entries"): 10, ("cluster", "log_keep_entries"): 0,
-            ("cluster", "snapshot_log_bytes"): 4096, ("storage", "segment_bytes"): 4096}
+            ("cluster", "snapshot_log_bytes"): 4096, ("storage", "segment_bytes"): 4096,
+            ("storage", "hot_bytes"): 4096, ("cold", "chunk_bytes"): 1024,
+            ("cold", "cache_bytes"): 0}
 
 
 def _convert(section: str, key: str, raw: str, kind: type):
@@ -262,6 +280,8 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     if config.node.admin_listen != "none":
         _check_endpoint("[node] admin_listen", config.node.admin_listen)
     _check_cluster(config)
+    if config.cold.backend == "s3" and not config.cold.bucket:
+        raise ConfigError("[cold] bucket: required with backend = s3")
     if config.node.cores > config.cluster.groups:
         raise ConfigError(f"[node] cores: {config.node.cores} cores need at least as many groups "
                           f"([cluster] groups = {config.cluster.groups})")

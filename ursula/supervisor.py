@@ -160,7 +160,21 @@ def core_settings(config: NodeConfig):
         snapshot_entries=cluster.snapshot_entries,
         snapshot_keep=cluster.log_keep_entries,
         snapshot_log_bytes=cluster.snapshot_log_bytes,
-        max_live_readers=config.limits.max_live_readers)
+        max_live_readers=config.limits.max_live_readers,
+        hot_bytes=config.storage.hot_bytes, hot_max_bytes=config.storage.hot_max_bytes,
+        chunk_bytes=config.cold.chunk_bytes, cold_cache_bytes=config.cold.cache_bytes)
+
+
+def cold_store(config: NodeConfig, reactor):
+    """The ``IColdStore`` of ``[cold]``, or None (``backend = none``: everything stays hot)."""
+    if config.cold.backend == "none":
+        return None
+    from ursula.cold import open_store
+    try:
+        return open_store(config.cold, config.node.data_dir, reactor)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"[cold] backend: cannot open the {config.cold.backend} store "
+                          f"({error})") from None
 
 
 def build_node(config: NodeConfig, reactor=None, config_path: str | None = None
@@ -225,7 +239,8 @@ def build_node(config: NodeConfig, reactor=None, config_path: str | None = None
                                               metrics_holder[0].journal_batches.inc(),
                                               metrics_holder[0].journal_records.observe(records)))
     core = RaftCore(reactor, cluster.node_id, cluster.groups, storages,
-                    JournalPersister(committer, on_failure=fatal), transport, settings)
+                    JournalPersister(committer, on_failure=fatal), transport, settings,
+                    cold_store=cold_store(config, reactor))
     core_holder.append(core)
     metrics = Metrics(core)
     metrics_holder.append(metrics)
