@@ -160,7 +160,7 @@ _MINIMUM = {("node", "backlog"): 1, ("http", "long_poll_timeout_ms"): 1, ("http"
             ("cluster", "request_timeout_ms"): 100, ("cluster", "leader_wait_ms"): 0,
             ("cluster", "snapshot_entries"): 10, ("cluster", "log_keep_entries"): 0,
             ("cluster", "snapshot_log_bytes"): 4096, ("storage", "segment_bytes"): 4096,
-            ("storage", "hot_bytes"): 4096, ("cold", "chunk_bytes"): 1024,
+            ("storage", "hot_bytes"): 1024, ("cold", "chunk_bytes"): 1024,
             ("cold", "cache_bytes"): 0}
 
 

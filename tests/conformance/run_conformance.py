@@ -6,6 +6,7 @@ with vitest, stops the server, and prints ``conformance: N passed, M failed, K s
 Exits non-zero if any test failed or fewer than ``--expect`` tests passed.
 
 Usage: python tests/conformance/run_conformance.py [--expect 332] [--url URL] [--cores C]
+       [--hot-bytes N]
        (--url runs against an already running server instead of starting one; --cores sets
        ``[node] cores``: with 2 the suite's connections are spread over both core processes
        by SO_REUSEPORT, so many requests reach a core that does not own their stream)
@@ -76,11 +77,21 @@ def summarise(raw: dict) -> tuple[int, int, int, list[str]]:
     return passed, failed, skipped, failures
 
 
+def cold_config(args) -> str:
+    if not args.hot_bytes:
+        return ""
+    return (f"[storage]\nhot_bytes = {args.hot_bytes}\nhot_max_bytes = {64 << 20}\n"
+            f"[cold]\nchunk_bytes = 1024\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--expect", type=int, default=332, help="tests that must pass")
     parser.add_argument("--url", help="test an already running server")
     parser.add_argument("--cores", type=int, default=1, help="[node] cores of the node started")
+    parser.add_argument("--hot-bytes", type=int, default=0,
+                        help="[storage] hot_bytes per group (small: reads cross into the cold "
+                             "tier)")
     parser.add_argument("--cache", default=os.environ.get(
         "URSULA_CONFORMANCE_CACHE", str(pathlib.Path.home() / ".cache" / "ursula-conformance")))
     args = parser.parse_args()
@@ -92,7 +103,8 @@ def main() -> int:
         if url is None:
             port = free_port()
             process = start_foreground(
-                write_config(workdir, port, f"cores = {args.cores}\n"), workdir)
+                write_config(workdir, port, f"cores = {args.cores}\n" + cold_config(args)),
+                workdir)
             url = f"http://127.0.0.1:{port}"
             wait_until_serving(url, process)
         raw = run_suite(suite, url)
