@@ -237,7 +237,7 @@ def merge_metrics(texts: list, restarts: dict) -> bytes:
                 families[key] = (family.type, family.documentation, [])
                 order.append(key)
             for sample in family.samples:
-                labels = {"core": str(k), **sample.labels}
+                labels = {**sample.labels, "core": str(k)}
                 families[key][2].append((sample.name, labels, sample.value))
     lines = []
     for key in order:

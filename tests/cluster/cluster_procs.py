@@ -67,7 +67,7 @@ class ClusterNode:
 
     def leads(self) -> set[int]:
         text = self.metrics()
-        return {int(g) for g, v in re.findall(r'ursula_raft_is_leader\{group="(\d+)"\} (\S+)',
+        return {int(g) for g, v in re.findall(r'ursula_raft_is_leader\{group="(\d+)"[^}]*\} (\S+)',
                                               text) if float(v) == 1.0}
 
 
