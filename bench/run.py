@@ -74,7 +74,8 @@ def parse_args(argv):
     bad = set(a.workloads) - set(WORKLOADS)
     if bad:
         p.error(f"unknown workloads {sorted(bad)}")
-    wanted = names if a.servers == "all" else a.servers.split(",")
+    wanted = ([s["name"] for s in servers.SERVERS if s.get("default", True)]
+              if a.servers == "all" else a.servers.split(","))
     if set(wanted) - set(names):
         p.error(f"unknown servers {sorted(set(wanted) - set(names))}")
     a.servers = wanted

@@ -13,6 +13,8 @@ entry; an entry with a "pending" reason is listed in the results as missing and 
   ready    a path that must answer 200 on every node before a run (default: any answer to
            HEAD /v1/stream/__bench_probe on node 1)
   env      extra environment for the reference server (DATA_DIR is set by "file": True)
+  cores    [node] cores of each ursula node (default 1)
+  default  False: only run when named in --servers (not part of "all")
   pending  a reason: the entry is listed as not run
 """
 
@@ -38,9 +40,16 @@ SERVERS = [
      "kind": "ursula", "ini": "[storage]\nfsync = always\n", "compare": ["ref-file", "ref-mem"]},
     {"name": "ursula-nofsync", "label": "ursula 1 node, fsync=never", "role": "ursula",
      "kind": "ursula", "ini": "[storage]\nfsync = never\n", "compare": ["ref-mem"]},
+    {"name": "ursula-cores2", "label": "ursula 1 node, 2 cores, fsync=always", "role": "ursula",
+     "kind": "ursula", "cores": 2, "ini": "[storage]\nfsync = always\n",
+     "compare": ["ref-file", "ref-mem"]},
     {"name": "ursula-3node", "label": "ursula 3 nodes, fsync=always", "role": "ursula",
      "kind": "ursula", "nodes": 3, "ini": CLUSTER_INI + "[storage]\nfsync = always\n",
-     "ready": "/__ursula/ready", "compare": ["ref-file"]},
+     "ready": "/__ursula/ready", "compare": ["ref-file", "ref-mem"]},
+    {"name": "ursula-3node-serial", "label": "ursula 3 nodes, fsync=always, no parallel write",
+     "role": "ursula", "kind": "ursula", "nodes": 3,
+     "ini": CLUSTER_INI + "parallel_write = false\n[storage]\nfsync = always\n",
+     "ready": "/__ursula/ready", "compare": ["ref-file"], "default": False},
     {"name": "ref-mem", "label": "reference in-memory", "role": "reference", "kind": "ref"},
     {"name": "ref-file", "label": "reference file-backed", "role": "reference", "kind": "ref",
      "file": True},
@@ -53,6 +62,7 @@ REF_ENV = {"LONG_POLL_TIMEOUT_MS": "30000", "WEBHOOKS": "0"}
 NODE_INI = """[node]
 listen = tcp:{port}:interface=127.0.0.1
 admin_listen = none
+cores = {cores}
 data_dir = {data_dir}
 """
 
@@ -90,7 +100,8 @@ class Server:
             if self.spec["kind"] == "ursula":
                 ini = os.path.join(node_dir, "node.ini")
                 with open(ini, "w") as f:
-                    f.write(NODE_INI.format(port=port, data_dir=os.path.join(node_dir, "data")))
+                    f.write(NODE_INI.format(port=port, data_dir=os.path.join(node_dir, "data"),
+                                            cores=self.spec.get("cores", 1)))
                     f.write(self.spec.get("ini", "").format(node_id=i + 1, peers=peers))
                 cmd = [twistd_path(), "-n", "ursula", "--config", ini]
             else:

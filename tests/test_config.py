@@ -99,3 +99,17 @@ def test_core_ports_shift():
     assert parse_tcp("tcp:port=80") == ("0.0.0.0", 80)
     assert shift_port("tcp:7441:interface=10.0.0.1", 2) == "tcp:7443:interface=10.0.0.1"
     assert shift_port("tcp:interface=10.0.0.1:port=7441", 1) == "tcp:interface=10.0.0.1:port=7442"
+
+
+def test_parallel_write_reaches_every_group_driver():
+    from ursula.core.cluster import MemoryPersister, RaftCore
+    from ursula.raft import MemoryStorage
+    from ursula.supervisor import core_settings
+
+    assert parse_config("").cluster.parallel_write is True
+    config = parse_config("[cluster]\nparallel_write = false\n")
+    settings = core_settings(config)
+    assert settings.parallel_write is False
+    core = RaftCore(None, 1, 2, {g: MemoryStorage([1]) for g in range(2)}, MemoryPersister(),
+                    settings=settings)
+    assert [g.driver.parallel_write for g in core.groups.values()] == [False, False]

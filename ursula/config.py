@@ -70,6 +70,7 @@ class ClusterSection:
     snapshot_entries: int = 5000
     log_keep_entries: int = 1000
     snapshot_log_bytes: int = 64 * MiB
+    parallel_write: bool = True
 
 
 @dataclass(frozen=True)

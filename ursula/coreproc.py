@@ -91,7 +91,7 @@ def build_core(config, k: int, reactor):
     from ursula.raft import MemoryStorage
     from ursula.storage.committer import GroupCommitter
     from ursula.storage.journal import Journal, JournalError, memory_storage
-    from ursula.supervisor import CoreService, core_settings, peer_tls_options
+    from ursula.supervisor import CoreService, cold_store, core_settings, peer_tls_options
     from ursula.wire.local import LocalClient, LocalLinkFactory
 
     cores = config.cores
@@ -143,7 +143,7 @@ def build_core(config, k: int, reactor):
                                fsync_observer=fsync_seen, batch_observer=batch_seen)
     raft = RaftCore(reactor, cluster.node_id, cluster.groups, storages,
                     JournalPersister(committer, on_failure=fatal), transport,
-                    core_settings(config))
+                    core_settings(config), cold_store=cold_store(config, reactor))
     holder["raft"] = raft
     keep_groups(raft, k, cores)
     proxies = {j: RemoteCoreProxy(j, reactor, cluster.request_timeout_ms / 1000)

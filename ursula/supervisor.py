@@ -161,6 +161,7 @@ def core_settings(config: NodeConfig):
         snapshot_keep=cluster.log_keep_entries,
         snapshot_log_bytes=cluster.snapshot_log_bytes,
         max_live_readers=config.limits.max_live_readers,
+        parallel_write=cluster.parallel_write,
         hot_bytes=config.storage.hot_bytes, hot_max_bytes=config.storage.hot_max_bytes,
         chunk_bytes=config.cold.chunk_bytes, cold_cache_bytes=config.cold.cache_bytes)
 

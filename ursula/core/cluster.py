@@ -53,8 +53,9 @@ class CoreSettings:
                  request_timeout_s=5.0, leader_wait_s=3.0, snapshot_entries=5000,
                  snapshot_keep=1000, max_live_readers=10_000, snapshot_log_bytes=64 << 20,
                  hot_bytes=32 << 20, hot_max_bytes=0, chunk_bytes=4 << 20,
-                 cold_cache_bytes=64 << 20):
+                 cold_cache_bytes=64 << 20, parallel_write=True):
         self.tick_ms = tick_ms
+        self.parallel_write = parallel_write  # the leader's fsync beside replication
         self.election_ticks = election_ticks
         self.heartbeat_ticks = heartbeat_ticks
         self.request_timeout_s = request_timeout_s
@@ -87,7 +88,7 @@ class RaftCore:
                                 self.settings.snapshot_log_bytes)
         self.groups = {
             g: GroupReplica(self, g, node_id, storages[g], raft_config, seed=node_id * 7919 + g,
-                            policy=policy)
+                            policy=policy, parallel_write=self.settings.parallel_write)
             for g in range(group_count)
         }
         self.scheduler = Scheduler(reactor, self.settings.tick_ms / 1000.0)
