@@ -155,8 +155,15 @@ def test_kill_leader_under_load_then_catch_up(cluster):
         assert time.monotonic() - started < 30
         time.sleep(0.2)
     print(f"restarted node {victim.node_id} caught up in {time.monotonic() - started:.2f} s")
-    installed = re.findall(r'ursula_raft_snapshots_installed\{group="(\d+)"[^}]*\} (\S+)',
-                           victim.metrics())
+    # the supervisor merges its cores' metrics: a core that has just started may be missing
+    # from the first answers
+    deadline = time.monotonic() + 10
+    while True:
+        installed = re.findall(r'ursula_raft_snapshots_installed\{group="(\d+)"[^}]*\} (\S+)',
+                               victim.metrics())
+        if any(float(value) > 0 for _, value in installed) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     print(f"snapshots installed on the restarted node: {installed}")
     assert any(float(value) > 0 for _, value in installed), "caught up without a snapshot"
     log = victim.log.read_text()
