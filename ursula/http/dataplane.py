@@ -245,6 +245,12 @@ class HttpConnection(Protocol):
         self._idle_timer = self._request_timer = self._linger_timer = None
 
     def connectionMade(self):
+        setter = getattr(self.transport, "setTcpNoDelay", None)
+        if setter is not None:  # an answer is one write: never hold it for Nagle
+            try:
+                setter(True)
+            except OSError:
+                pass
         self.parser = httptools.HttpRequestParser(self)
         self.secure = ISSLTransport.providedBy(self.transport)
         self.transport.registerProducer(self, True)

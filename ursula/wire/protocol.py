@@ -41,6 +41,19 @@ log = Logger()
 PREAUTH_BYTE_LIMIT = 16 * 1024
 
 
+
+def no_delay(transport) -> None:
+    """TCP_NODELAY: a Raft batch or a forwarded answer is one small write that must leave at
+    once; Nagle's algorithm would hold it behind the peer's delayed ACK (up to 40 ms)."""
+    for candidate in (transport, getattr(transport, "transport", None)):
+        setter = getattr(candidate, "setTcpNoDelay", None)
+        if setter is not None:
+            try:
+                setter(True)
+            except OSError:  # not a TCP socket (a unix socket)
+                pass
+            return
+
 class PeerProtocol(amp.AMP):
     """An AMP connection to one peer.  `dialer` is True on the side that connected."""
 
@@ -108,6 +121,7 @@ class PeerProtocol(amp.AMP):
         self.write_paused = True
 
     def connectionMade(self) -> None:
+        no_delay(self.transport)
         self.transport.registerProducer(self, True)
         reactor = self.owner.reactor
         self._last_in = self._last_out = reactor.seconds()
