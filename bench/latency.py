@@ -66,15 +66,15 @@ def get(port: int, path: str):
 
 def start_cluster(workdir: str, parallel: bool):
     ports = [(free_port(), free_port(), free_port()) for _ in range(3)]
-    peers = "\n".join(f"    {i + 1} = 127.0.0.1:{peer} http://127.0.0.1:{http}"
-                      for i, (http, peer, _) in enumerate(ports))
+    peers = "\n".join(f"    {i + 1} = 127.0.0.1:{peer} http://127.0.0.1:{http_port}"
+                      for i, (http_port, peer, _) in enumerate(ports))
     procs = []
-    for i, (http, _, admin) in enumerate(ports):
+    for i, (http_port, _, admin) in enumerate(ports):
         node_dir = os.path.join(workdir, f"node{i + 1}")
         os.makedirs(node_dir)
         ini = os.path.join(node_dir, "node.ini")
         with open(ini, "w") as f:
-            f.write(INI.format(http=http, admin=admin, data=os.path.join(node_dir, "data"),
+            f.write(INI.format(http=http_port, admin=admin, data=os.path.join(node_dir, "data"),
                                node_id=i + 1, parallel=str(parallel).lower(), peers=peers))
         procs.append(subprocess.Popen([twistd_path(), "-n", "--logfile",
                                        os.path.join(node_dir, "twistd.log"), "ursula",
@@ -82,10 +82,10 @@ def start_cluster(workdir: str, parallel: bool):
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       start_new_session=True))
     deadline = time.monotonic() + 60
-    for http, _, _ in ports:
+    for http_port, _, _ in ports:
         while True:
             try:
-                if get(http, "/__ursula/ready")[0] == 200:
+                if get(http_port, "/__ursula/ready")[0] == 200:
                     break
             except OSError:
                 pass
