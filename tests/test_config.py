@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from ursula.config import ConfigError, NodeConfig, load_config, parse_config, parse_peers
@@ -10,7 +12,8 @@ from ursula.supervisor import with_backlog
 
 def test_defaults_are_the_embedded_single_node():
     config = parse_config("")
-    assert config == NodeConfig()
+    assert config.cold.backend == "local"  # auto: a node of its own keeps <data_dir>/cold
+    assert dataclasses.replace(config, cold=NodeConfig().cold) == NodeConfig()
     assert config.node.listen == "tcp:4437:interface=127.0.0.1"
     assert config.storage.fsync == "always"
     assert list(config.peers) == [1]  # a cluster of one
@@ -113,3 +116,20 @@ def test_parallel_write_reaches_every_group_driver():
     core = RaftCore(None, 1, 2, {g: MemoryStorage([1]) for g in range(2)}, MemoryPersister(),
                     settings=settings)
     assert [g.driver.parallel_write for g in core.groups.values()] == [False, False]
+
+
+PEERS3 = ("[cluster]\nnode_id = 1\nsecret = a-secret-of-16-bytes-or-more\npeers =\n"
+          "  1 = 127.0.0.1:7441\n  2 = 127.0.0.1:7451\n  3 = 127.0.0.1:7461\n")
+
+
+def test_a_cluster_needs_a_shared_cold_tier():
+    assert parse_config(PEERS3).cold.backend == "none"  # auto in a cluster
+    with pytest.raises(ConfigError, match=r"\[cold\] directory"):
+        parse_config(PEERS3 + "[cold]\nbackend = local\n")
+    with pytest.raises(ConfigError, match=r"\[cold\] backend"):
+        parse_config(PEERS3 + "[cold]\nbackend = memory\n")
+    shared = parse_config(PEERS3 + "[cold]\nbackend = local\ndirectory = /mnt/shared\n")
+    assert shared.cold.backend == "local"
+    assert parse_config(PEERS3 + "[cold]\nbackend = s3\nbucket = b\n").cold.backend == "s3"
+    from ursula.config import _resolve_cold
+    assert _resolve_cold(NodeConfig()).cold.backend == "local"  # the embedded default

@@ -9,6 +9,7 @@ May import: the standard library and Twisted's endpoint parser (to validate ``li
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import os
 from dataclasses import dataclass, field, fields
 
@@ -83,7 +84,9 @@ class StorageSection:
 
 @dataclass(frozen=True)
 class ColdSection:
-    backend: str = "local"  # local (<data_dir>/cold), s3, memory, none (everything stays hot)
+    # auto: local for a node of its own, none for a cluster (its nodes must share the tier);
+    # local (<data_dir>/cold), s3, memory, none (everything stays hot)
+    backend: str = "auto"
     directory: str = ""  # backend = local: the directory (default <data_dir>/cold)
     bucket: str = ""
     prefix: str = ""
@@ -148,7 +151,7 @@ _SECTIONS = {"node": NodeSection, "http": HttpSection, "limits": LimitsSection, 
 _CHOICES = {("log", "level"): ("debug", "info", "warn", "error"),
             ("log", "format"): ("text", "json"),
             ("storage", "fsync"): ("always", "never"),
-            ("cold", "backend"): ("local", "s3", "memory", "none")}
+            ("cold", "backend"): ("auto", "local", "s3", "memory", "none")}
 _MINIMUM = {("node", "backlog"): 1, ("http", "long_poll_timeout_ms"): 1, ("http", "sse_max_duration_ms"): 1000,
             ("http", "sse_heartbeat_ms"): 100, ("http", "cursor_interval_ms"): 1000,
             ("limits", "max_body_bytes"): 1, ("limits", "max_header_bytes"): 1024,
@@ -281,6 +284,7 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     if config.node.admin_listen != "none":
         _check_endpoint("[node] admin_listen", config.node.admin_listen)
     _check_cluster(config)
+    config = _resolve_cold(config)
     if config.cold.backend == "s3" and not config.cold.bucket:
         raise ConfigError("[cold] bucket: required with backend = s3")
     if config.node.cores > config.cluster.groups:
@@ -292,10 +296,29 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     return config
 
 
+def _resolve_cold(config: NodeConfig) -> NodeConfig:
+    """Every replica reads the chunks its group's leader uploaded, so a cluster's nodes must
+    share the cold tier: a directory of one node's own (or a process's memory) cannot be it."""
+    cold = config.cold
+    clustered = len(config.peers) > 1
+    backend = cold.backend
+    if backend == "auto":
+        backend = "none" if clustered else "local"
+    elif clustered and backend == "memory":
+        raise ConfigError("[cold] backend: memory is one process's own; the nodes of a cluster "
+                          "must share the cold tier (use s3, or none)")
+    elif clustered and backend == "local" and not cold.directory:
+        raise ConfigError("[cold] directory: the nodes of a cluster must share the cold tier; "
+                          "set it to a directory every node mounts, or use backend = s3")
+    if backend == cold.backend:
+        return config
+    return dataclasses.replace(config, cold=dataclasses.replace(cold, backend=backend))
+
+
 def load_config(path: str | None) -> NodeConfig:
     """Read ``path`` (or use the embedded defaults when None) and make the data directory."""
     if path is None:
-        config = NodeConfig()
+        config = _resolve_cold(NodeConfig())
     else:
         try:
             with open(path, encoding="utf-8") as handle:
