@@ -37,7 +37,7 @@ from ursula.core.cluster import _combine_bucket_outcomes
 from ursula.core.forks import ForkCoordinator
 from ursula.core.interfaces import ICore, TooManyReaders, Unavailable
 from ursula.core.placement import group_of
-from ursula.core.watchers import WatcherRegistry
+from ursula.core.watchers import Subscription, WatcherRegistry
 from ursula.stream import commands as C
 from ursula.stream import decode_command, encode_command
 from ursula.stream.machine import (
@@ -173,21 +173,6 @@ class CrossCoreForks(ForkCoordinator):
 
 # -- the proxy of another core ------------------------------------------------------------------
 
-class _RemoteSubscription:
-    __slots__ = ("proxy", "key", "callback", "active")
-
-    def __init__(self, proxy, key, callback):
-        self.proxy = proxy
-        self.key = key
-        self.callback = callback
-        self.active = True
-
-    def cancel(self) -> None:
-        if self.active:
-            self.active = False
-            self.proxy._remove(self)
-
-
 class RemoteCoreProxy:
     """Another core of this node, seen through its local link (a ``LocalClient`` or any object
     with ``call(op, args, coalesce)`` and ``connected``)."""
@@ -199,7 +184,7 @@ class RemoteCoreProxy:
         self.client = None
         self.ready = False
         self.count = 0
-        self._subscribers: dict[tuple[str, str], set[_RemoteSubscription]] = {}
+        self._subscribers: dict[tuple[str, str], set[Subscription]] = {}
         self._interest: set[tuple[str, str]] = set()
         self._inflight: dict[tuple[str, str], int] = {}
         self._poller = None
@@ -267,7 +252,7 @@ class RemoteCoreProxy:
             # once (a spurious wake-up: the reader reads again, which is then watched)
             self._interest.add(key)
             self._call("watch", [bucket, stream]).addErrback(lambda _: None)
-        subscription = _RemoteSubscription(self, key, callback)
+        subscription = Subscription(self, key, callback)  # cancel() calls our _remove
         self._subscribers.setdefault(key, set()).add(subscription)
         self.count += 1
         return subscription
