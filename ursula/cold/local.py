@@ -9,38 +9,25 @@ from __future__ import annotations
 
 import os
 
-from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
 
 from ursula.cold.interfaces import ChunkMissing, ColdError, IColdStore
+from ursula.cold.threaded import ThreadedStore
 
 
 @implementer(IColdStore)
-class LocalColdStore:
+class LocalColdStore(ThreadedStore):
     def __init__(self, reactor, root: str, pool=None):
         self.reactor = reactor
         self.root = os.path.abspath(root)
         self.pool = pool
         os.makedirs(self.root, exist_ok=True)
 
-    def _run(self, fn, *args):
-        pool = self.pool or self.reactor.getThreadPool()
-        return deferToThreadPool(self.reactor, pool, fn, *args)
-
     def path(self, key: str) -> str:
         parts = key.split("/")
         if any(p in ("", ".", "..") for p in parts):
             raise ColdError(f"cold key {key!r}: not a relative name")
         return os.path.join(self.root, *parts)
-
-    def put(self, key, data):
-        return self._run(self._put, key, bytes(data))
-
-    def get(self, key, start=0, end=None):
-        return self._run(self._get, key, start, end)
-
-    def delete(self, key):
-        return self._run(self._delete, key)
 
     # -- in the thread pool -------------------------------------------------------------------
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
 
 from ursula.cold.interfaces import ChunkMissing, ColdError, IColdStore
+from ursula.cold.threaded import ThreadedStore
 
 
 @implementer(IColdStore)
-class S3ColdStore:
+class S3ColdStore(ThreadedStore):
     def __init__(self, reactor, bucket: str, prefix: str = "", endpoint_url: str | None = None,
                  region: str | None = None, pool=None, client=None):
         if not bucket:
@@ -30,19 +30,6 @@ class S3ColdStore:
             "s3", endpoint_url=endpoint_url, region_name=region,
             config=Config(retries={"max_attempts": 3, "mode": "standard"},
                           connect_timeout=5, read_timeout=30))
-
-    def _run(self, fn, *args):
-        pool = self.pool or self.reactor.getThreadPool()
-        return deferToThreadPool(self.reactor, pool, fn, *args)
-
-    def put(self, key, data):
-        return self._run(self._put, key, bytes(data))
-
-    def get(self, key, start=0, end=None):
-        return self._run(self._get, key, start, end)
-
-    def delete(self, key):
-        return self._run(self._delete, key)
 
     # -- in the thread pool -------------------------------------------------------------------
 
