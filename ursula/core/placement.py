@@ -5,6 +5,8 @@ The same function as the original server, so group ids match. May import: the st
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 FNV_OFFSET = 0xCBF29CE484222325
 FNV_PRIME = 0x100000001B3
 MASK = 0xFFFFFFFFFFFFFFFF
@@ -17,5 +19,7 @@ def fnv1a64(data: bytes) -> int:
     return value
 
 
+@lru_cache(maxsize=1 << 16)
 def group_of(bucket: str, stream: str, groups: int) -> int:
+    """The group of a stream (cached: the pure-Python hash was 2% of the append path)."""
     return fnv1a64(f"{bucket}/{stream}".encode()) % groups
