@@ -40,17 +40,38 @@ class ClusterNode:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
 
+    def tree(self) -> list[int]:
+        """The node's pids: the twistd process and its core processes (and theirs)."""
+        pids, frontier = [self.process.pid], [self.process.pid]
+        while frontier:
+            parent = frontier.pop()
+            try:
+                children = pathlib.Path(f"/proc/{parent}/task/{parent}/children").read_text()
+            except OSError:
+                continue
+            for child in children.split():
+                pids.append(int(child))
+                frontier.append(int(child))
+        return pids
+
     def freeze(self) -> None:
-        """SIGSTOP: the process stops dead, its sockets stay open (a long GC, swap, a VM
-        pause)."""
-        self.process.send_signal(signal.SIGSTOP)
+        """SIGSTOP to every process of the node: it stops dead, its sockets stay open (a long
+        GC, swap, a VM pause)."""
+        self._frozen = self.tree()
+        for pid in self._frozen:
+            os.kill(pid, signal.SIGSTOP)
 
     def thaw(self) -> None:
-        self.process.send_signal(signal.SIGCONT)
+        for pid in getattr(self, "_frozen", [self.process.pid]):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self._frozen = []
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)  # a frozen process cannot exit
+            self.thaw()  # a frozen process cannot exit
             self.process.terminate()
             try:
                 self.process.wait(15)

@@ -177,8 +177,11 @@ def test_frozen_leader_costs_about_one_election_timeout(cluster):
     state machine never applies a request twice)."""
     names = [f"frozen-{i}" for i in range(12)]
     for name in names:
-        assert request("PUT", f"{cluster.nodes[0].url}/v1/stream/{name}", None,
-                       {"Content-Type": "text/plain"})[0] in (200, 201)
+        deadline = time.monotonic() + 15  # a cluster that just started may still elect
+        while request("PUT", f"{cluster.nodes[0].url}/v1/stream/{name}", None,
+                      {"Content-Type": "text/plain"})[0] not in (200, 201):
+            assert time.monotonic() < deadline, f"cannot create {name}"
+            time.sleep(0.2)
     victim = cluster.leader_of(group_of("_default", names[0], GROUPS))
     assert victim is not None
     led_by_victim = victim.leads()
