@@ -88,59 +88,32 @@ def build_core(config, k: int, reactor):
     from ursula.core.routed import CoreServer, RemoteCoreProxy, RoutedCore, keep_groups
     from ursula.http.dataplane import data_plane_factory
     from ursula.http.metrics import Metrics
-    from ursula.raft import MemoryStorage
-    from ursula.storage.committer import GroupCommitter
-    from ursula.storage.journal import Journal, JournalError, memory_storage
-    from ursula.supervisor import CoreService, cold_store, core_settings, peer_tls_options
+    from ursula.supervisor import (
+        CoreService,
+        cold_store,
+        core_settings,
+        journal_committer,
+        open_journal,
+        peer_transport,
+    )
     from ursula.wire.local import LocalClient, LocalLinkFactory
 
     cores = config.cores
     cluster = config.cluster
-    peers = config.peers
-    voters = sorted(peers)
     data_dir = config.node.data_dir
-    try:
-        journal = Journal(os.path.join(data_dir, f"core-{k}", "journal"),
-                          fsync=config.storage.fsync, segment_bytes=config.storage.segment_bytes)
-    except (JournalError, OSError) as error:
-        raise SystemExit(f"ursula core {k}: cannot open the journal ({error})") from None
-    for line in journal.recovery.report.describe():
-        log.warn("journal recovery: {line}", line=line)
-    recovered = journal.recovery.groups
-    foreign = sorted(g for g in recovered if g >= cluster.groups or g % cores != k)
-    if foreign:
-        raise SystemExit(f"ursula core {k}: the journal holds groups {foreign}, not of this "
-                         f"core ({cores} cores, {cluster.groups} groups)")
-    storages = {g: memory_storage(recovered[g], voters) if g in recovered
-                else MemoryStorage(voters) for g in range(cluster.groups)}
-    transport = None
-    peer_listen = None
-    if len(peers) > 1:
-        from ursula.wire.transport import PeerTransport
-        me = peers[cluster.node_id]
-        base = cluster.peer_listen or f"tcp:{me.port}:interface={me.host}"
-        peer_listen = shift_port(base, k)
-        transport = PeerTransport(cluster.node_id,
-                                  {pid: f"tcp:host={peer.host}:port={peer.port + k}"
-                                   for pid, peer in peers.items() if pid != cluster.node_id},
-                                  config.cluster_secret, reactor,
-                                  tls_options=peer_tls_options(config), backoff_max=1.0)
+
+    def fail(what):
+        raise SystemExit(f"ursula core {k}: {what}")
+
+    journal, storages = open_journal(config, os.path.join(data_dir, f"core-{k}", "journal"),
+                                     lambda g: g % cores == k, fail)
+    transport, peer_listen = peer_transport(config, reactor, core=k)
     holder = {}
 
     def fatal(failure, why):
         holder["raft"].fatal(failure, why)
 
-    def fsync_seen(seconds):
-        holder["metrics"].fsync_seconds.observe(seconds)
-
-    def batch_seen(size, records):
-        metrics = holder["metrics"]
-        metrics.journal_bytes.inc(size)
-        metrics.journal_batches.inc()
-        metrics.journal_records.observe(records)
-
-    committer = GroupCommitter(journal, reactor, reactor.getThreadPool(),
-                               fsync_observer=fsync_seen, batch_observer=batch_seen)
+    committer = journal_committer(journal, reactor, lambda: holder["metrics"])
     raft = RaftCore(reactor, cluster.node_id, cluster.groups, storages,
                     JournalPersister(committer, on_failure=fatal), transport,
                     core_settings(config), cold_store=cold_store(config, reactor))

@@ -178,6 +178,69 @@ def cold_store(config: NodeConfig, reactor):
                           f"({error})") from None
 
 
+def open_journal(config: NodeConfig, directory: str, owned, fail):
+    """The journal in ``directory`` and every group's ``MemoryStorage`` rebuilt from it.
+
+    ``owned(g)``: whether this process may hold group ``g`` (a journal holding any other group
+    is refused); ``fail(what)`` raises the caller's error with a one-line reason."""
+    from ursula.raft import MemoryStorage
+    from ursula.storage.journal import Journal, JournalError, memory_storage
+
+    cluster = config.cluster
+    voters = sorted(config.peers)
+    try:
+        journal = Journal(directory, fsync=config.storage.fsync,
+                          segment_bytes=config.storage.segment_bytes)
+    except (JournalError, OSError) as error:
+        fail(f"cannot open the journal ({error})")
+    for line in journal.recovery.report.describe():
+        log.warn("journal recovery: {line}", line=line)
+    recovered = journal.recovery.groups
+    foreign = sorted(g for g in recovered if g >= cluster.groups or not owned(g))
+    if foreign:
+        fail(f"the journal holds groups {foreign}, not of this process "
+             f"([cluster] groups = {cluster.groups}, [node] cores = {config.cores})")
+    storages = {g: memory_storage(recovered[g], voters) if g in recovered
+                else MemoryStorage(voters) for g in range(cluster.groups)}
+    return journal, storages
+
+
+def peer_transport(config: NodeConfig, reactor, core: int = 0):
+    """``(PeerTransport, listen endpoint)`` of core ``core`` (peer ports + ``core``: core k
+    talks to core k of every peer), or ``(None, None)`` for a node of its own."""
+    peers = config.peers
+    if len(peers) == 1:
+        return None, None
+    from ursula.coreproc import shift_port
+    from ursula.wire.transport import PeerTransport
+    cluster = config.cluster
+    me = peers[cluster.node_id]
+    listen = cluster.peer_listen or f"tcp:{me.port}:interface={me.host}"
+    transport = PeerTransport(cluster.node_id,
+                              {pid: f"tcp:host={peer.host}:port={peer.port + core}"
+                               for pid, peer in peers.items() if pid != cluster.node_id},
+                              config.cluster_secret, reactor,
+                              tls_options=peer_tls_options(config), backoff_max=1.0)
+    return transport, shift_port(listen, core) if core else listen
+
+
+def journal_committer(journal, reactor, metrics_of):
+    """The journal's ``GroupCommitter``, its fsync and batch figures fed to ``metrics_of()``
+    (the node's ``Metrics``, which exist only once the core does)."""
+    from ursula.storage.committer import GroupCommitter
+
+    def batch_seen(size, records):
+        metrics = metrics_of()
+        metrics.journal_bytes.inc(size)
+        metrics.journal_batches.inc()
+        metrics.journal_records.observe(records)
+
+    return GroupCommitter(journal, reactor, reactor.getThreadPool(),
+                          fsync_observer=lambda seconds: metrics_of().fsync_seconds.observe(
+                              seconds),
+                          batch_observer=batch_seen)
+
+
 def build_node(config: NodeConfig, reactor=None, config_path: str | None = None
                ) -> service.MultiService:
     """The services of one node: journal, Raft groups, peer transport, HTTP (with
@@ -193,52 +256,24 @@ def build_node(config: NodeConfig, reactor=None, config_path: str | None = None
     from ursula.core.persist import JournalPersister
     from ursula.http.dataplane import data_plane_factory
     from ursula.http.metrics import Metrics
-    from ursula.raft import MemoryStorage
-    from ursula.storage.committer import GroupCommitter
-    from ursula.storage.journal import Journal, JournalError, memory_storage
 
     _check_cluster_identity(config)
     cluster = config.cluster
-    peers = config.peers
-    voters = sorted(peers)
-    try:
-        journal = Journal(os.path.join(config.node.data_dir, "journal"),
-                          fsync=config.storage.fsync, segment_bytes=config.storage.segment_bytes)
-    except (JournalError, OSError) as error:
-        raise ConfigError(f"[node] data_dir: cannot open the journal ({error})") from None
-    for line in journal.recovery.report.describe():
-        log.warn("journal recovery: {line}", line=line)
-    recovered = journal.recovery.groups
-    unknown = sorted(g for g in recovered if g >= cluster.groups)
-    if unknown:
-        raise ConfigError(f"[cluster] groups: the journal holds groups {unknown}, beyond "
-                          f"groups = {cluster.groups}")
-    storages = {g: memory_storage(recovered[g], voters) if g in recovered
-                else MemoryStorage(voters) for g in range(cluster.groups)}
+
+    def fail(what):
+        raise ConfigError(f"[node] data_dir: {what}") from None
+
+    journal, storages = open_journal(config, os.path.join(config.node.data_dir, "journal"),
+                                     lambda g: True, fail)
     settings = core_settings(config)
-    transport = None
-    peer_listen = None
-    if len(peers) > 1:
-        from ursula.wire.transport import PeerTransport
-        me = peers[cluster.node_id]
-        peer_listen = cluster.peer_listen or f"tcp:{me.port}:interface={me.host}"
-        transport = PeerTransport(cluster.node_id,
-                                  {pid: peer.endpoint for pid, peer in peers.items()
-                                   if pid != cluster.node_id},
-                                  config.cluster_secret, reactor,
-                                  tls_options=peer_tls_options(config), backoff_max=1.0)
+    transport, peer_listen = peer_transport(config, reactor)
     core_holder = []
     metrics_holder = []
 
     def fatal(failure, why):
         core_holder[0].fatal(failure, why)
 
-    committer = GroupCommitter(
-        journal, reactor, reactor.getThreadPool(),
-        fsync_observer=lambda seconds: metrics_holder[0].fsync_seconds.observe(seconds),
-        batch_observer=lambda size, records: (metrics_holder[0].journal_bytes.inc(size),
-                                              metrics_holder[0].journal_batches.inc(),
-                                              metrics_holder[0].journal_records.observe(records)))
+    committer = journal_committer(journal, reactor, lambda: metrics_holder[0])
     core = RaftCore(reactor, cluster.node_id, cluster.groups, storages,
                     JournalPersister(committer, on_failure=fatal), transport, settings,
                     cold_store=cold_store(config, reactor))

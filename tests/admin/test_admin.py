@@ -8,6 +8,8 @@ import pytest_twisted
 import treq
 from twisted.internet import defer
 
+from tests.conftest import Node, make_config
+
 
 @pytest_twisted.inlineCallbacks
 def _get(url):
@@ -61,10 +63,9 @@ def test_ready_is_503_without_a_leader(node):
 
 
 @pytest_twisted.inlineCallbacks
-def test_batch_sizes_are_measured(node_factory):
-    node = node_factory()
-    if not hasattr(node.core, "batches"):
-        return  # the in-memory core has no Raft log
+def test_batch_sizes_are_measured(tmp_path):
+    """On a Raft node (the in-memory core has no log, so no batches to measure)."""
+    node = Node(make_config(tmp_path), "raft")
     url = node.url + "/v1/stream/batched"
     yield treq.put(url, headers={"Content-Type": "text/plain"})
     responses = yield defer.gatherResults(
@@ -76,3 +77,4 @@ def test_batch_sizes_are_measured(node_factory):
     count = float(text.split("ursula_proposal_batch_commands_count ")[1].split()[0])
     total = float(text.split("ursula_proposal_batch_commands_sum ")[1].split()[0])
     assert total == 9 and 1 <= count <= 9  # every command counted, in at most 9 entries
+    yield node.stop()
