@@ -44,17 +44,22 @@ class Drivers:
         if work is not None:
             self.inflight[i] = work
             self.net.extend(work.send_now)
+            if work.applied_now is not None:
+                self._carry_out(work.applied_now)
 
     def fsync(self, i: int) -> None:
         """Node i's write is durable."""
         del self.inflight[i]
         out = self.d[i].persisted()
         self.net.extend(out.messages)
+        self._carry_out(out)
+        if out.snapshot is not None:
+            self.d[i].snapshot_saved(out.snapshot)
+
+    def _carry_out(self, out) -> None:
         for token, result in out.outcomes:
             self.outcomes[token] = result
         self.reads.extend(out.reads)
-        if out.snapshot is not None:
-            self.d[i].snapshot_saved(out.snapshot)
 
     def deliver(self, keep=lambda m: False) -> None:
         pending, self.net = self.net, []

@@ -3,7 +3,8 @@ violation within the seeds CI runs (and without it, the same seeds pass: see tes
 
 FIRST_SEED records, for each planted rule and cluster size, the first seed that found it when
 the table was last made (runs are deterministic, also across processes; a change of the
-simulated traffic, such as a new snapshot encoding, moves them): the test asserts the rule is
+simulated traffic, such as a new snapshot encoding or answering
+committed entries before the next write, moves them): the test asserts the rule is
 found within those seeds, and that a replay is exact."""
 
 import pytest
@@ -12,34 +13,34 @@ from ursula.sim import BROKEN_RULES, run_seed
 
 # (rule, nodes) -> first seed that finds it, and words one of which the violation names
 FIRST_SEED = {
-    ("vote_twice", 3): 9,
+    ("vote_twice", 3): 13,
     ("vote_twice", 5): 3,
     ("commit_any_term", 3): 4,
-    ("commit_any_term", 5): 13,
-    ("vote_stale_log", 3): 0,
+    ("commit_any_term", 5): 0,
+    ("vote_stale_log", 3): 6,
     ("vote_stale_log", 5): 1,
-    ("no_prev_check", 3): 13,
-    ("no_prev_check", 5): 75,
+    ("no_prev_check", 3): 11,
+    ("no_prev_check", 5): 1,
     ("no_truncate", 3): 2,
-    ("no_truncate", 5): 0,
-    ("commit_not_capped", 3): 3,
+    ("no_truncate", 5): 1,
+    ("commit_not_capped", 3): 2,
     ("commit_not_capped", 5): 1,
-    ("read_no_quorum", 3): 66,
+    ("read_no_quorum", 3): 49,
     ("read_no_quorum", 5): 32,
-    ("read_without_index", 5): 34,
-    ("read_before_apply", 3): 1,
-    ("read_before_apply", 5): 0,
+    ("read_without_index", 5): 0,
+    ("read_before_apply", 3): 0,
+    ("read_before_apply", 5): 5,
     ("ack_before_commit", 3): 0,
     ("ack_before_commit", 5): 0,
-    ("no_request_dedup", 3): 0,
-    ("no_request_dedup", 5): 0,
-    ("send_before_persist", 3): 10,
-    ("send_before_persist", 5): 35,
-    ("lazy_fsync", 3): 10,
+    ("no_request_dedup", 3): 2,
+    ("no_request_dedup", 5): 1,
+    ("send_before_persist", 3): 23,
+    ("send_before_persist", 5): 13,
+    ("lazy_fsync", 3): 2,
     ("lazy_fsync", 5): 4,
-    ("unsynced_vote", 3): 68,
-    ("torn_tail_kept", 3): 22,
-    ("torn_tail_kept", 5): 2,
+    ("unsynced_vote", 3): 108,
+    ("torn_tail_kept", 3): 4,
+    ("torn_tail_kept", 5): 8,
 }
 
 
@@ -64,6 +65,6 @@ def test_planted_rule_is_found(rule, nodes):
 
 
 def test_the_replay_reproduces_a_violation_exactly():
-    r = run_seed(9, 3, "vote_twice")
+    r = run_seed(13, 3, "vote_twice")
     assert "election safety" in r.violation
-    assert run_seed(9, 3, "vote_twice").violation == r.violation
+    assert run_seed(13, 3, "vote_twice").violation == r.violation

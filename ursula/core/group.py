@@ -5,7 +5,9 @@ All Raft and state-machine logic lives in ``ursula.replica.GroupDriver``, which 
 runs too; this class only turns its effects into I/O: a Work goes to the runtime's persister
 (its ``send_now`` messages to the transport at once: the leader writes its journal in parallel
 with replicating), and the Output that follows the fsync is carried out in the documented order
-(send, resolve outcomes, serve reads, wake live readers, save a snapshot).
+(send, resolve outcomes, serve reads, wake live readers, save a snapshot); a Work's
+``applied_now`` (committed entries that were durable already) is carried out as soon as the
+Work is handed to the persister.
 
 The runtime (``ursula.core.cluster.RaftCore``, through its ``Scheduler``) calls ``process()``
 once per reactor turn for a group that has work; ``process`` first tells the runtime when the
@@ -130,22 +132,31 @@ class GroupReplica:
         d = self.runtime.persist(self.group_id, work)
         d.addCallback(self._persisted)
         d.addErrback(self.runtime.fatal, f"group {self.group_id}: persisting a Ready failed")
+        if work.applied_now is not None:
+            # entries that were durable already: answer them now, not after this write
+            self._carry_out(work.applied_now)
+            self.runtime.after_apply(self)
 
-    def _persisted(self, _) -> None:
-        out = self.driver.persisted()
-        runtime = self.runtime
-        if out.messages:
-            runtime.send(self.group_id, out.messages)
+    def _carry_out(self, out) -> None:
+        """Answer the outcomes and reads of an Output and wake the live readers it changed."""
         for d, result in out.outcomes:
             _fire(d, result)
         for d in out.reads:
             if not d.called:
                 d.callback(None)
         if out.installed_snapshot:
-            runtime.notify_all(self)
+            self.runtime.notify_all(self)
         else:
+            notify = self.runtime.notify
             for key in out.changed:
-                runtime.notify(key)
+                notify(key)
+
+    def _persisted(self, _) -> None:
+        out = self.driver.persisted()
+        runtime = self.runtime
+        if out.messages:
+            runtime.send(self.group_id, out.messages)
+        self._carry_out(out)
         leader = self.driver.known_leader
         if leader and self.leader_waiters:
             waiters, self.leader_waiters = self.leader_waiters, []

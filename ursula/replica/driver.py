@@ -78,13 +78,20 @@ class SnapshotPolicy:
 @dataclass(slots=True)
 class Work:
     """What to make durable (in this order): ``snapshot``, ``entries``, ``hard_state``; and the
-    messages that may go out while the write is in progress (``send_now``)."""
+    messages that may go out while the write is in progress (``send_now``).
+
+    ``applied_now``: the Output of the committed entries that were durable here before this
+    Work (a leader's entries commit only after its own fsync, so they reach the state machine
+    in the next Ready, beside new entries to write). They are applied by ``ready`` itself, and
+    their outcomes are carried out at once instead of after this Work's fsync: waiting for it
+    would make every answer wait for two fsyncs under load. ``None`` if there were none."""
 
     snapshot: Snapshot | None
     entries: list[Entry]
     hard_state: HardState | None
     send_now: list[Message]
     group_id: int = 0
+    applied_now: Output | None = None  # committed entries already durable here: applied now
 
     @property
     def must_sync(self) -> bool:
@@ -251,7 +258,28 @@ class GroupDriver:
             send_now, rd.messages = rd.messages, []
         if "ack_before_commit" in self.broken and rd.role == LEADER:
             self._ack_unstable(rd)
-        return Work(rd.snapshot, rd.entries, hs, send_now, self.group_id)
+        return Work(rd.snapshot, rd.entries, hs, send_now, self.group_id,
+                    self._apply_durable(rd))
+
+    def _apply_durable(self, rd) -> Output | None:
+        """Apply the committed entries of ``rd`` that are already in durable storage (and are
+        not rewritten by ``rd``'s own entries); ``persisted`` applies the rest."""
+        committed = rd.committed_entries
+        if not committed or rd.snapshot is not None:
+            return None
+        boundary = self.storage.last_index()
+        if rd.entries:
+            boundary = min(boundary, rd.entries[0].index - 1)
+        if committed[0].index > boundary:
+            return None
+        out = Output()
+        for entry in committed:
+            if entry.index > boundary:
+                break
+            self._apply(entry, out)
+        if self._waiting_reads:
+            self._release_reads(out)
+        return out
 
     def _ack_unstable(self, rd) -> None:
         """Broken rule ``ack_before_commit``: answer proposals from the leader's own log."""

@@ -200,7 +200,13 @@ class Replica:
         driver = self.driver
         for token, rejection in driver.flush(self.sim.world.now_ms):
             self._answer(token, rejection)
-        work = driver.ready()
+        try:
+            work = driver.ready()  # applies the committed entries that were durable already
+        except (AssertionError, Violation):
+            raise
+        except Exception as err:  # e.g. a torn record that does not decode
+            self.sim.checker.fail(f"node {self.id} could not apply its log: "
+                                  f"{type(err).__name__}: {err}")
         if work is None:
             return
         if work.send_now:
@@ -208,6 +214,8 @@ class Replica:
         self.disk.write_started(work)
         self.sim.world.after(self.disk_delay(), self._event, self.incarnation,
                              self._persisted, work)
+        if work.applied_now is not None:
+            self._carry_out(work.applied_now)
 
     def _persisted(self, work) -> None:
         sim = self.sim
@@ -229,6 +237,17 @@ class Replica:
             self.last_applied = out.applied[0].index - 1 if out.applied else driver.applied
         if out.messages:
             self._send(out.messages)
+        self._carry_out(out)
+        if out.snapshot is not None:
+            snap = out.snapshot
+            self.disk.snapshot_started(snap, previous)
+            sim.world.after(self.disk_delay(), self._event, self.incarnation,
+                            self._snapshot_saved, snap)
+
+    def _carry_out(self, out) -> None:
+        """Check the applied entries of an Output, answer its outcomes and reads."""
+        sim = self.sim
+        driver = self.driver
         for e in out.applied:
             self._check_applied(e)
         self.last_applied = max(self.last_applied, driver.applied)
@@ -241,11 +260,6 @@ class Replica:
                 reply(("read", r.data))
             except StreamError as err:
                 reply(("read_error", err.code))
-        if out.snapshot is not None:
-            snap = out.snapshot
-            self.disk.snapshot_started(snap, previous)
-            sim.world.after(self.disk_delay(), self._event, self.incarnation,
-                            self._snapshot_saved, snap)
 
     def _snapshot_saved(self, snap) -> None:
         self.disk.snapshot_done()
