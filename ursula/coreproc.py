@@ -22,6 +22,8 @@ import sys
 
 from twisted.logger import Logger
 
+from ursula.loop import lean_poll
+
 log = Logger()
 
 
@@ -198,6 +200,7 @@ def main(argv=None) -> int:
         observers.append(FilteringLogObserver(jsonFileLogObserver(handle),
                                               [LogLevelFilterPredicate(level)]))
     globalLogBeginner.beginLoggingTo(observers, redirectStandardIO=False)
+    lean_poll(reactor)  # no logging context per I/O event (ursula.loop.poll)
     stop = build_core(config, args.core, reactor)
     reactor.addSystemEventTrigger("before", "shutdown", stop)
     reactor.run()

@@ -28,6 +28,7 @@ from twisted.logger import (
 from twisted.python import usage
 
 from ursula.config import ConfigError, NodeConfig, load_config
+from ursula.loop import lean_poll
 
 log = Logger()
 
@@ -259,6 +260,7 @@ def build_node(config: NodeConfig, reactor=None, config_path: str | None = None
 
     _check_cluster_identity(config)
     cluster = config.cluster
+    lean_poll(reactor)  # this process runs the core: no logging context per I/O event
 
     def fail(what):
         raise ConfigError(f"[node] data_dir: {what}") from None

@@ -18,7 +18,7 @@ command to its group (placement is static: ``ursula.core.placement``; bucket com
 every group), the transport's callbacks, and stats.
 
 May import: Twisted, zope.interface, ``ursula.raft``, ``ursula.replica``, ``ursula.stream``,
-``ursula.cold``, ``ursula.core``.
+``ursula.cold``, ``ursula.loop``, ``ursula.core``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from ursula.core.placement import group_of
 from ursula.core.reads import ReadPath
 from ursula.core.scheduler import Scheduler
 from ursula.core.watchers import WatcherRegistry
+from ursula.loop import Timeouts
 from ursula.raft import NONE, decode_message, encode_message
 from ursula.replica import SnapshotPolicy
 from ursula.stream import commands as C
@@ -92,7 +93,8 @@ class RaftCore:
             for g in range(group_count)
         }
         self.scheduler = Scheduler(reactor, self.settings.tick_ms / 1000.0)
-        self.forwarder = Forwarder(reactor, node_id, transport, self.settings)
+        self.timeouts = Timeouts(reactor)  # request timeouts of the forwarder and read path
+        self.forwarder = Forwarder(reactor, node_id, transport, self.settings, self.timeouts)
         self.forks = ForkCoordinator(reactor, node_id, self.forwarder, self._group_for,
                                      self.settings.leader_wait_s)
         self.cold_store = cold_store
@@ -104,7 +106,7 @@ class RaftCore:
                                    self.settings.hot_bytes, self.settings.hot_max_bytes,
                                    self.settings.chunk_bytes)
         self.reads = ReadPath(reactor, self.groups, self._group_for, self.settings,
-                              self.now_ms, self.cache)
+                              self.now_ms, self.cache, self.timeouts)
         self.stopped = False
         if transport is not None:
             transport.on_raft(self._received)
@@ -151,6 +153,7 @@ class RaftCore:
         self.forwarder.stop()
         for group in self.groups.values():
             group.fail_all(Unavailable("the node is shutting down"))
+        self.timeouts.stop()
 
     def fatal(self, failure, why: str) -> None:
         log.failure("fatal: {why}; stopping the node", failure, why=why)

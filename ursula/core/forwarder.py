@@ -20,7 +20,7 @@ that id the forwarder may send the same request again without fear of a double a
 It also answers the requests other nodes forward here (``answer``).
 
 May import: Twisted, zope.interface, cbor2, ``ursula.raft``, ``ursula.stream``, ``ursula.wire``
-(its errors), ``ursula.core``.
+(its errors), ``ursula.loop``, ``ursula.core``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from zope.interface import implementer
 
 from ursula.core.group import NotLeader, Retry
 from ursula.core.interfaces import IForwarder, Unavailable
+from ursula.loop import Timeouts
 from ursula.raft import NONE
 from ursula.stream import decode_command, encode_command
 from ursula.stream.machine import outcome_from_wire, outcome_to_wire
@@ -46,12 +47,13 @@ log = Logger()
 RETRY_DELAY_S = 0.05
 
 
-def with_timeout(reactor, d, seconds: float):
-    """``d``, failing with ``Unavailable`` after ``seconds``."""
+def with_timeout(timeouts: Timeouts, d, seconds: float):
+    """``d``, failing with ``Unavailable`` after ``seconds`` (a coarse ``Timeouts`` bucket, not
+    a reactor DelayedCall per request)."""
     def timed_out(failure):
         failure.trap(defer.CancelledError, defer.TimeoutError)
         raise Unavailable("the request timed out waiting for the cluster")
-    return d.addTimeout(seconds, reactor).addErrback(timed_out)
+    return timeouts.deadline(d, seconds).addErrback(timed_out)
 
 
 def leader_known(reactor, group, deadline: float):
@@ -71,7 +73,7 @@ class _Request:
     """One forwarded request, across its attempts."""
 
     __slots__ = ("group", "command", "request_id", "payload", "deadline", "result", "timer",
-                 "target", "attempt", "waiting", "sends")
+                 "expires", "target", "attempt", "waiting", "sends")
 
     def __init__(self, group, command, request_id: str, deadline: float):
         self.group = group
@@ -81,6 +83,7 @@ class _Request:
         self.deadline = deadline
         self.result = defer.Deferred()
         self.timer = None
+        self.expires = 0.0
         self.target = NONE
         self.attempt = 0
         self.waiting = None
@@ -89,8 +92,10 @@ class _Request:
 
 @implementer(IForwarder)
 class Forwarder:
-    def __init__(self, reactor, node_id: int, transport, settings):
+    def __init__(self, reactor, node_id: int, transport, settings,
+                 timeouts: Timeouts | None = None):
         self.reactor = reactor
+        self.timeouts = timeouts or Timeouts(reactor)
         self.node_id = node_id
         self.transport = transport
         self.settings = settings
@@ -108,13 +113,14 @@ class Forwarder:
         if self.stopped:
             return defer.fail(Unavailable("the node is shutting down"))
         if group.is_leader:
-            return with_timeout(self.reactor, group.submit(command),
+            return with_timeout(self.timeouts, group.submit(command),
                                 self.settings.request_timeout_s)
         request_id = f"{self.node_id}:{self._nonce}:{next(self._ids)}"
         req = _Request(group, command, request_id, deadline)
-        req.timer = self.reactor.callLater(self.settings.request_timeout_s, self._finish, req,
-                                           Unavailable("the request timed out waiting for "
-                                                       "the cluster"))
+        req.expires = self.reactor.seconds() + self.settings.request_timeout_s
+        req.timer = self.timeouts.call_later(self.settings.request_timeout_s, self._finish, req,
+                                             Unavailable("the request timed out waiting for "
+                                                         "the cluster"))
         self._requests.add(req)
         self._route(req)
         return req.result
@@ -170,7 +176,7 @@ class Forwarder:
         req.target = leader
         req.sends += 1
         self._outstanding.setdefault(group.group_id, set()).add(req)
-        remaining = max(req.timer.getTime() - self.reactor.seconds(), 0.001)
+        remaining = max(req.expires - self.reactor.seconds(), 0.001)
         d = self.transport.forward(leader, group.group_id, req.payload, timeout=remaining)
         d.addCallbacks(lambda data: self._answered(req, attempt, data),
                        lambda failure: self._failed(req, attempt, failure))
@@ -238,7 +244,7 @@ class Forwarder:
         if not group.is_leader:
             return cbor2.dumps(["not_leader", group.node.leader])
         request_id = decoded[2] if len(decoded) > 2 else None
-        d = with_timeout(self.reactor, group.submit(decode_command(decoded[1]), request_id),
+        d = with_timeout(self.timeouts, group.submit(decode_command(decoded[1]), request_id),
                          self.settings.request_timeout_s)
         d.addCallback(lambda outcome: cbor2.dumps(["ok", outcome_to_wire(outcome)]))
         d.addErrback(lambda failure: cbor2.dumps(["unavailable",

@@ -10,7 +10,7 @@ fetched through the chunk cache (``cache``, a ``ursula.cold.ChunkCache``) and st
 bytes; the answer fires later. A read that is all hot keeps its already-fired Deferred. A cold
 fetch that fails (store down, chunk missing or corrupt) fails the read with ``Unavailable``.
 
-May import: Twisted, zope.interface, ``ursula.stream``, ``ursula.core``.
+May import: Twisted, zope.interface, ``ursula.stream``, ``ursula.loop``, ``ursula.core``.
 """
 
 from __future__ import annotations
@@ -21,13 +21,16 @@ from zope.interface import implementer
 from ursula.core.forwarder import leader_known, with_timeout
 from ursula.core.group import NotLeader
 from ursula.core.interfaces import IReadPath, Unavailable
+from ursula.loop import Timeouts
 from ursula.stream.machine import ReadResult, StreamError
 
 
 @implementer(IReadPath)
 class ReadPath:
-    def __init__(self, reactor, groups: dict, group_for, settings, now_ms, cache=None):
+    def __init__(self, reactor, groups: dict, group_for, settings, now_ms, cache=None,
+                 timeouts: Timeouts | None = None):
         self.reactor = reactor
+        self.timeouts = timeouts or Timeouts(reactor)
         self.cache = cache
         self.groups = groups
         self.group_for = group_for
@@ -43,7 +46,7 @@ class ReadPath:
             failure.trap(NotLeader)
             return leader_known(self.reactor, group, deadline).addCallback(
                 lambda _: self.barrier(group, deadline))
-        return with_timeout(self.reactor, d.addErrback(not_leader),
+        return with_timeout(self.timeouts, d.addErrback(not_leader),
                             self.settings.request_timeout_s)
 
     def head(self, bucket, stream):
