@@ -36,6 +36,8 @@ FIRST_SEED = {
     ("no_request_dedup", 5): 1,
     ("send_before_persist", 3): 23,
     ("send_before_persist", 5): 13,
+    ("reuse_stale_proposal", 3): 2,
+    ("reuse_stale_proposal", 5): 1,
     ("lazy_fsync", 3): 2,
     ("lazy_fsync", 5): 4,
     ("unsynced_vote", 3): 108,

@@ -28,8 +28,8 @@ class ManualPool:
     def callInThreadWithCallback(self, on_result, func, *args, **kwargs):
         self.calls.append((on_result, func, args, kwargs))
 
-    def run_one(self):
-        on_result, func, args, kwargs = self.calls.pop(0)
+    def run_one(self, at: int = 0):
+        on_result, func, args, kwargs = self.calls.pop(at)
         try:
             result = func(*args, **kwargs)
         except BaseException:
@@ -127,10 +127,10 @@ def test_empty_append_is_a_barrier(env):
     assert pool.calls == []
 
 
-def test_snapshot_and_release_are_ordered_with_batches(env, tmp_path):
+def test_installed_snapshot_and_release_are_ordered_with_batches(env, tmp_path):
     journal, reactor, pool, c, _, _ = env
     w = fired(c.append([er(1, 1, 5)]))
-    s = fired(c.save_snapshot(1, snap(5)))
+    s = fired(c.save_snapshot(1, snap(5), replace=True))
     w2 = fired(c.append([er(1, 6, 6)]))
     reactor.advance(0)
     pool.run_one()  # batch 1
@@ -144,6 +144,30 @@ def test_snapshot_and_release_are_ordered_with_batches(env, tmp_path):
     reactor.advance(0)
     pool.run_one()
     assert rel == [[]]  # only the active segment exists
+    assert journal.snapshot_ref(1).meta.index == 5
+
+
+def test_own_snapshot_is_written_beside_the_batches(env):
+    """A group's own snapshot (of durable entries) does not wait for the batch in flight, and
+    the batches behind it do not wait for it; close() waits for both."""
+    journal, reactor, pool, c, _, _ = env
+    first = fired(c.append([er(1, 1, 5)]))
+    reactor.advance(0)
+    pool.run_one()
+    assert first == [None]
+    w = fired(c.append([er(1, 6, 6)]))
+    reactor.advance(0)  # batch 2 in flight
+    s = fired(c.save_snapshot(1, snap(5)))  # queued in the pool at once, beside batch 2
+    assert len(pool.calls) == 2
+    w3 = fired(c.append([er(1, 7, 7)]))
+    closed = fired(c.close())
+    pool.run_one()  # batch 2
+    assert w == [None] and s == []
+    assert len(pool.calls) == 2  # the snapshot, then batch 3 (started at once)
+    pool.run_one(at=1)  # batch 3, before the snapshot is done
+    assert w3 == [None] and s == [] and closed == []
+    pool.run_one()  # the snapshot
+    assert s[0].meta.index == 5 and closed == [None]
     assert journal.snapshot_ref(1).meta.index == 5
 
 

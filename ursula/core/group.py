@@ -88,7 +88,7 @@ class GroupReplica:
     def submit(self, command, request_id: str | None = None) -> Deferred:
         """Propose a command (leader only); fires with its Outcome once applied here."""
         d = Deferred()
-        rejection = self.driver.propose(d, encode_command(command), request_id)
+        rejection = self.driver.propose(d, encode_command(command), request_id, command)
         if rejection is not None:
             return fail(as_exception(rejection))
         self.runtime.schedule(self)

@@ -16,8 +16,9 @@ import json
 import random
 from urllib.parse import unquote
 
-from twisted.internet.defer import CancelledError, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ursula.core.interfaces import TooManyReaders, Unavailable
 from ursula.http import render
@@ -46,6 +47,9 @@ class Api:
         self.live = LiveReads(core, config, self.metrics, clock, rng or random.Random(),
                               self.streams)
         self.max_name = config.limits.max_stream_name_bytes
+        streams = self.streams
+        self._handlers = {b"GET": self._get, b"PUT": streams.put, b"POST": streams.post,
+                          b"DELETE": streams.delete, b"HEAD": streams.head}
 
     # -- routes --------------------------------------------------------------------------
 
@@ -53,13 +57,8 @@ class Api:
         method = request.method
         if method == b"OPTIONS":
             return self.options(request)
-        streams = self.streams
-        if method == b"GET":
-            handler = self._get
-        else:
-            handler = {b"PUT": streams.put, b"POST": streams.post, b"DELETE": streams.delete,
-                       b"HEAD": streams.head}[method]
-        return self.guard(request, self._named(handler, bucket, name, allow_slash))
+        return self.guard(request, self._named(self._handlers[method], bucket, name,
+                                               allow_slash))
 
     def append_batch(self, request, bucket: str, stream: str):
         if request.method == b"OPTIONS":
@@ -146,7 +145,13 @@ class Api:
             log.failure("unexpected error handling {method} {uri}", failure,
                         method=request.method, uri=request.uri)
             return error_body(request, 500, "internal server error")
-        return maybeDeferred(call, request).addErrback(failed)
+        try:
+            result = call(request)
+        except Exception:
+            return failed(Failure())
+        if isinstance(result, Deferred):
+            return result.addErrback(failed)
+        return result
 
     # -- buckets -------------------------------------------------------------------------
 

@@ -88,7 +88,7 @@ class Timeouts:
         def disarm(result):
             handle.cancel()
             return result
-        return d.addBoth(disarm)
+        return d.addCallbacks(disarm, disarm)
 
     def stop(self) -> None:
         """Drop every armed timeout (shutdown)."""

@@ -38,7 +38,7 @@ from ursula.raft import LEADER, NONE, Config, ProposalDropped, RaftNode
 from ursula.raft.messages import Entry, HardState, Message, Snapshot
 from ursula.stream import StreamMachine
 from ursula.stream import commands as C
-from ursula.stream.entries import apply_entry, encode_entry
+from ursula.stream.entries import apply_commands, apply_entry, encode_entry
 from ursula.stream.machine import Outcome
 
 #: Planted broken rules of the driver (each must be found by the simulator's checker).
@@ -48,9 +48,11 @@ BROKEN_RULES = frozenset({
     "ack_before_commit",       # answer a proposal as soon as it is in the leader's log
     "no_request_dedup",        # ignore request ids: a re-routed request may apply twice
     "send_before_persist",     # a follower acks entries (and votes) before they are durable
+    "reuse_stale_proposal",    # apply a proposal's kept commands to whatever entry took its index
 })
 
 _STREAM_COMMANDS = (C.CreateStream, C.Append, C.AppendBatch, C.DeleteStream)
+_REUSABLE = frozenset({C.Append, C.AppendBatch})  # decode(encode(c)) == c, checked in tests
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +153,8 @@ class GroupDriver:
         self.busy = False
         self._work = None  # the Ready behind the Work in flight
         self._buffer: list[tuple[object, bytes, str | None]] = []
+        self._buffer_commands: list = []  # the decoded commands of _buffer (or None)
+        self._decoded: dict[int, tuple] = {}  # index -> (term, now_ms, commands, request ids)
         self._pending: dict[int, tuple[int, list[object]]] = {}  # index -> (term, tokens)
         self._reads: dict[bytes, object] = {}  # ctx -> token, waiting for a read index
         self._waiting_reads: list[tuple[int, object]] = []  # (read index, token)
@@ -185,12 +189,17 @@ class GroupDriver:
 
     # -- inputs --------------------------------------------------------------------------------
 
-    def propose(self, token, raw_command: bytes, request_id: str | None = None
-                ) -> Rejection | None:
-        """Queue a command (leader only); its outcome comes back in a later Output."""
+    def propose(self, token, raw_command: bytes, request_id: str | None = None,
+                command=None) -> Rejection | None:
+        """Queue a command (leader only); its outcome comes back in a later Output.
+
+        ``command``: the decoded form of ``raw_command``, if the caller has it (an ``Append``
+        or ``AppendBatch``, whose fields survive the encoding unchanged): this node then
+        applies its own entry without decoding it again."""
         if self.node.role != LEADER:
             return Rejection("not_leader", "not the leader", self.node.leader)
         self._buffer.append((token, raw_command, request_id))
+        self._buffer_commands.append(command if type(command) in _REUSABLE else None)
         return None
 
     def read(self, token) -> Rejection | None:
@@ -227,18 +236,22 @@ class GroupDriver:
         if not self._buffer:
             return []
         buffer, self._buffer = self._buffer, []
+        commands, self._buffer_commands = self._buffer_commands, []
         node = self.node
         if node.role != LEADER:
             rejection = Rejection("not_leader", "not the leader", node.leader)
             return [(token, rejection) for token, _, _ in buffer]
-        data = encode_entry(now_ms, [raw for _, raw, _ in buffer],
-                            [rid for _, _, rid in buffer])
+        request_ids = [rid for _, _, rid in buffer]
+        data = encode_entry(now_ms, [raw for _, raw, _ in buffer], request_ids)
         try:
             index = node.propose(data)
         except ProposalDropped:
             rejection = Rejection("retry", "the proposal was dropped (leadership changing)")
             return [(token, rejection) for token, _, _ in buffer]
         self._pending[index] = (node.term, [token for token, _, _ in buffer])
+        if None not in commands:
+            self._decoded[index] = (node.term, now_ms, commands,
+                                    request_ids if any(request_ids) else None)
         return []
 
     def ready(self) -> Work | None:
@@ -312,6 +325,8 @@ class GroupDriver:
                 _, tokens = self._pending.pop(index)
                 out.outcomes.extend((t, Rejection("retry", "superseded by a snapshot"))
                                     for t in tokens)
+            for index in [i for i in self._decoded if i <= self.applied]:
+                del self._decoded[index]
         if rd.entries:
             storage.append(rd.entries)
         if rd.hard_state is not None:
@@ -337,8 +352,14 @@ class GroupDriver:
             return
         self.applied = entry.index
         self.log_bytes += len(entry.data)
-        results = apply_entry(self.machine, entry.data,
-                              dedup="no_request_dedup" not in self.broken)
+        dedup = "no_request_dedup" not in self.broken
+        decoded = self._decoded.pop(entry.index, None) if self._decoded else None
+        if decoded is not None and (decoded[0] == entry.term
+                                    or "reuse_stale_proposal" in self.broken):
+            # our own proposal (same index and term: the same entry): no need to decode it
+            results = apply_commands(self.machine, decoded[1], decoded[2], decoded[3], dedup)
+        else:
+            results = apply_entry(self.machine, entry.data, dedup=dedup)
         changed = out.changed
         for command, outcome in results:
             if isinstance(command, _STREAM_COMMANDS) and outcome.error is None:
@@ -367,6 +388,8 @@ class GroupDriver:
             for _term, tokens in self._pending.values():
                 out.outcomes.extend((token, rejection) for token in tokens)
             self._pending.clear()
+            if "reuse_stale_proposal" not in self.broken:
+                self._decoded.clear()
             rejection = Rejection("not_leader", "leadership changed", rd.leader)
             out.outcomes.extend((token, rejection) for token in self._reads.values())
             self._reads.clear()
@@ -417,7 +440,9 @@ class GroupDriver:
         tokens.extend(token for _, token in self._waiting_reads)
         tokens.extend(token for token, _ in self._early)
         self._buffer = []
+        self._buffer_commands = []
         self._pending.clear()
+        self._decoded.clear()
         self._reads.clear()
         self._waiting_reads = []
         self._early = []

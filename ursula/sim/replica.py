@@ -38,6 +38,7 @@ from ursula.replica import GroupDriver, Rejection, SnapshotPolicy
 from ursula.sim.checker import Violation
 from ursula.sim.disk import FakeDisk
 from ursula.stream import commands as C
+from ursula.stream import decode_command
 from ursula.stream.machine import StreamError
 
 if TYPE_CHECKING:
@@ -306,7 +307,9 @@ class Replica:
             self._event(self.incarnation, self._submit, cmd, request_id, reply)
 
     def _submit(self, cmd: bytes, request_id: str | None, reply: Reply) -> None:
-        rejection = self.driver.propose(reply, cmd, request_id)
+        # with its decoded form, as the node runtime does: the leader applies its own entries
+        # without decoding them (the checker compares its outcomes with the followers')
+        rejection = self.driver.propose(reply, cmd, request_id, decode_command(cmd))
         if rejection is not None:
             self._answer(reply, rejection)
 

@@ -47,6 +47,7 @@ BROKEN_RULES: dict[str, dict] = {
     "ack_before_commit": {"driver": {"ack_before_commit"}},
     "no_request_dedup": {"driver": {"no_request_dedup"}},
     "send_before_persist": {"driver": {"send_before_persist"}},
+    "reuse_stale_proposal": {"driver": {"reuse_stale_proposal"}},
     # storage (the fake disk)
     "lazy_fsync": {"disk": "lazy_fsync"},
     "unsynced_vote": {"disk": "unsynced_vote"},

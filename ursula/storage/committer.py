@@ -2,8 +2,11 @@
 
 What lives here: `GroupCommitter`, which collects the records appended during one reactor turn
 into one `Journal.write_batch` (one write, one fsync) run in a thread pool, with at most one
-journal operation in flight; records that arrive meanwhile form the next batch.  Snapshot
-saves and segment releases go through the same queue, so they are ordered with the batches.
+journal operation in flight; records that arrive meanwhile form the next batch.  Installed
+snapshots (``replace=True``) and segment releases go through the same queue, so they are
+ordered with the batches.  A group's own snapshot (``replace=False``: the state at an index
+that is durable already) is written beside the queue, in another pool thread, so a large
+image never holds up the appends behind it.
 
 This is the only Twisted module of ``ursula.storage``.  May import: the standard library,
 Twisted, ursula.raft.messages and ursula.storage.
@@ -79,6 +82,7 @@ class GroupCommitter:
         self._scheduled: Any = None
         self._failure: Failure | None = None
         self._closed = False
+        self._beside = 0  # own snapshots being written beside the queue
         self._drained: list[defer.Deferred] = []
 
     # -- public API ------------------------------------------------------------------------------
@@ -103,9 +107,30 @@ class GroupCommitter:
 
     def save_snapshot(self, group: int, snapshot: Snapshot, *, replace: bool = False
                       ) -> defer.Deferred:
-        """`Journal.save_snapshot` in the thread pool, after everything appended before it.
-        Fires with the `SnapshotRef`."""
-        return self._call(self.journal.save_snapshot, group, snapshot, replace=replace)
+        """`Journal.save_snapshot` in the thread pool; fires with the `SnapshotRef`.
+
+        ``replace=True`` (installed from the leader) runs after everything appended before
+        it; ``replace=False`` (the group's own, of applied and so durable entries) runs at
+        once, beside the batches (the journal takes its lock only for the reference
+        record).  A failure of either fails only that call."""
+        if replace:
+            return self._call(self.journal.save_snapshot, group, snapshot, replace=True)
+        if self._failure is not None:
+            return defer.fail(self._failure)
+        if self._closed:
+            return defer.fail(CommitterClosed("committer is closed"))
+        self._beside += 1
+        d = deferToThreadPool(self.reactor, self.threadpool, self.journal.save_snapshot, group,
+                              snapshot, replace=False)
+
+        def done(result):
+            self._beside -= 1
+            if self.idle and self._drained:
+                drained, self._drained = self._drained, []
+                for waiter in drained:
+                    waiter.callback(None)
+            return result
+        return d.addBoth(done)
 
     def release_segments(self) -> defer.Deferred:
         """`Journal.release_segments` in the thread pool; fires with the deleted paths."""
@@ -118,7 +143,7 @@ class GroupCommitter:
     def close(self) -> defer.Deferred:
         """Refuse new work; fires when everything queued is done (the journal stays open)."""
         self._closed = True
-        if not self._queue and not self._inflight:
+        if self.idle:
             return defer.succeed(None)
         d: defer.Deferred = defer.Deferred()
         self._drained.append(d)
@@ -126,7 +151,7 @@ class GroupCommitter:
 
     @property
     def idle(self) -> bool:
-        return not self._queue and not self._inflight
+        return not self._queue and not self._inflight and not self._beside
 
     # -- machinery -------------------------------------------------------------------------------
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred:
@@ -211,7 +236,7 @@ class GroupCommitter:
     def _kick_or_drain(self) -> None:
         if self._queue:
             self._kick()
-        elif not self._inflight and self._drained:
+        elif self.idle and self._drained:
             drained, self._drained = self._drained, []
             for d in drained:
                 d.callback(None)

@@ -516,25 +516,33 @@ class Journal:
 
         ``replace=False`` for a snapshot the group made itself (`create_snapshot`: entries
         after it stay); ``replace=True`` for one installed from the leader (`apply_snapshot`:
-        the group's log is replaced).  The group's previous snapshot file is deleted."""
+        the group's log is replaced).  The group's previous snapshot file is deleted.
+
+        The image is encoded, written and fsynced without the journal's lock, so batches of
+        records (`write_batch`, from another thread) are not held up behind a large snapshot;
+        only the check and the reference record take it.  One snapshot per group at a time
+        (the group driver never asks for a second before the first is saved)."""
         index = snapshot.meta.index
         with self._lock:
-            g = self._groups.get(group)
-            current = 0 if g is None else g.snap_index
-            if index <= current:
-                raise ValueError(f"group {group}: snapshot {index} is not newer than {current}")
-            name = snapshot_name(group, index)
-            path = os.path.join(self._snapdir, name)
-            tmp = path + ".tmp"
-            data = encode_snapshot_file(group, snapshot)
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                if self._sync:
-                    os.fsync(f.fileno())
-            os.replace(tmp, path)
+            self._check_newer(group, index)
+        name = snapshot_name(group, index)
+        path = os.path.join(self._snapdir, name)
+        tmp = path + ".tmp"
+        data = encode_snapshot_file(group, snapshot)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
             if self._sync:
-                _fsync_dir(self._snapdir)
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+        if self._sync:
+            _fsync_dir(self._snapdir)
+        with self._lock:
+            try:
+                g = self._check_newer(group, index)
+            except ValueError:
+                os.unlink(path)
+                raise
             old = None if g is None or g.snap is None else g.snap.file
             ref = SnapshotRef(snapshot.meta, name)
             self._write_locked([SnapshotRecord(group, ref, replace)])
@@ -544,6 +552,13 @@ class Journal:
                 except FileNotFoundError:
                     pass
             return ref
+
+    def _check_newer(self, group: int, index: int):
+        g = self._groups.get(group)
+        current = 0 if g is None else g.snap_index
+        if index <= current:
+            raise ValueError(f"group {group}: snapshot {index} is not newer than {current}")
+        return g
 
     def compact(self, group: int, index: int) -> None:
         """The group's log no longer needs entries <= `index` (mirrors `MemoryStorage.compact`).

@@ -36,9 +36,16 @@ def apply_entry(machine, data: bytes, dedup: bool = True) -> list[tuple[object, 
     decoded = cbor2.loads(data)
     now_ms, raw_commands = decoded[0], decoded[1]
     request_ids = decoded[2] if len(decoded) > 2 else None
+    return apply_commands(machine, now_ms, [decode_command(raw) for raw in raw_commands],
+                          request_ids, dedup)
+
+
+def apply_commands(machine, now_ms: int, commands: list, request_ids: list | None,
+                   dedup: bool = True) -> list[tuple[object, object]]:
+    """``apply_entry`` of an entry whose commands are decoded already (the leader keeps the
+    commands it proposed, so that it does not decode its own entries again)."""
     applied = []
-    for i, raw in enumerate(raw_commands):
-        command = decode_command(raw)
+    for i, command in enumerate(commands):
         request_id = request_ids[i] if request_ids is not None and dedup else None
         applied.append((command, machine.apply_request(request_id, command, now_ms)))
     return applied
