@@ -42,6 +42,8 @@ def summarize(path, top):
     stacks = []
     for line in open(path):
         stack, _, n = line.rstrip("\n").rpartition(" ")
+        if not n.isdigit():
+            continue  # a frame name py-spy could not read (it may even hold a newline)
         frames = [f for f in stack.split(";") if f and not f.startswith("process ")]
         if frames:
             thread = frames[0] if frames[0].startswith("thread ") else "thread (?)"
