@@ -85,6 +85,40 @@ def test_forward_answers_and_remote_errors():
     assert p.two.stats[1].forwards_received == 2
 
 
+def test_a_turns_forwards_travel_in_one_box_and_their_answers_in_another():
+    p = Pair()
+    later = {}
+
+    def handler(group, payload):
+        if payload.startswith(b"slow"):
+            later[payload] = defer.Deferred()
+            return later[payload]
+        return b"%d:" % group + payload
+
+    p.two.on_forward(handler)
+    boxes = {"sent": 0, "answered": 0}
+    send, answer = p.client.callRemote, p.server.callRemote
+
+    def counting(real, key):
+        def call(command, **kw):
+            boxes[key] += 1
+            return real(command, **kw)
+        return call
+    p.client.callRemote = counting(send, "sent")
+    p.server.callRemote = counting(answer, "answered")
+    answers = {}
+    for i in range(50):
+        p.one.forward(2, i % 4, b"q%d" % i).addBoth(lambda r, i=i: answers.__setitem__(i, r))
+    p.one.forward(2, 9, b"slow").addBoth(lambda r: answers.__setitem__("slow", r))
+    p.settle()
+    assert boxes == {"sent": 1, "answered": 1}  # 51 requests, 50 answers: one box each way
+    assert answers == {i: b"%d:q%d" % (i % 4, i) for i in range(50)}
+    later[b"slow"].callback(b"done")
+    p.settle()
+    assert answers["slow"] == b"done" and boxes["answered"] == 2
+    assert p.two.stats[1].forwards_received == 51
+
+
 def test_forward_times_out_on_the_clock():
     p = Pair()
     p.two.on_forward(lambda group, payload: defer.Deferred())  # never answers

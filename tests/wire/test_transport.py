@@ -24,7 +24,7 @@ from ursula.wire import (
     PeerTransport,
     PeerUnavailable,
 )
-from ursula.wire.commands import Forward, Hello, Prove, RaftBatch
+from ursula.wire.commands import PROTOCOL_VERSION, ForwardBatch, Hello, Prove, RaftBatch
 
 
 def _heartbeats(src: int, dst: int, groups: range) -> list[tuple[int, bytes]]:
@@ -234,15 +234,14 @@ async def test_commands_before_the_handshake_are_not_delivered(clusters, wire_lo
     c.nodes[2].on_forward(lambda group, payload: forwarded.append(payload) or b"")
     raw = await _raw_client(c.ports[2])
     raw.callRemote(RaftBatch, node_id=1, items=[(1, b"evil")])
-    asked = raw.callRemote(Forward, group=1, payload=b"evil")
-    asked.addErrback(lambda f: None)
+    raw.callRemote(ForwardBatch, items=[(1, b"\x00\x00\x00\x01evil")])
     await eventually(lambda: raw.gone)
     # pipelined after a Hello and a wrong Prove, without waiting for answers
     raw = await _raw_client(c.ports[2])
-    for d in (raw.callRemote(Hello, version=1, node_id=1, nonce=os.urandom(32)),
-              raw.callRemote(Prove, proof=os.urandom(32)),
-              raw.callRemote(Forward, group=1, payload=b"evil")):
+    for d in (raw.callRemote(Hello, version=PROTOCOL_VERSION, node_id=1, nonce=os.urandom(32)),
+              raw.callRemote(Prove, proof=os.urandom(32))):
         d.addErrback(lambda f: None)
+    raw.callRemote(ForwardBatch, items=[(1, b"\x00\x00\x00\x01evil")])
     raw.callRemote(RaftBatch, node_id=1, items=[(1, b"evil")])
     await eventually(lambda: raw.gone)
     await sleep(0.05)
@@ -252,10 +251,11 @@ async def test_commands_before_the_handshake_are_not_delivered(clusters, wire_lo
 
 
 @pytest.mark.parametrize("node_id,version,why", [
-    (7, 1, "node 7 may not dial node 2"),   # not a member
-    (3, 1, "node 3 may not dial node 2"),   # a member, but the lower id dials
-    (2, 1, "node 2 may not dial node 2"),   # itself
+    (7, PROTOCOL_VERSION, "node 7 may not dial node 2"),   # not a member
+    (3, PROTOCOL_VERSION, "node 3 may not dial node 2"),   # a member, but the lower id dials
+    (2, PROTOCOL_VERSION, "node 2 may not dial node 2"),   # itself
     (1, 99, "protocol version 99"),
+    (1, 1, "speaks protocol version 1"),                   # before batched forwarding
 ])
 @pytest_twisted.ensureDeferred
 async def test_hello_from_a_node_that_may_not_dial_is_rejected(clusters, wire_logs, node_id,

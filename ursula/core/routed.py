@@ -23,7 +23,8 @@ other call to a ``RemoteCoreProxy``: the owning core over the local link
 ``CoreServer`` answers the calls other cores (and the supervisor: ``ready``, ``metrics``,
 ``group_stats``) send to this core.
 
-May import: Twisted, zope.interface, cbor2, ``ursula.stream``, ``ursula.wire``, ``ursula.core``.
+May import: Twisted, zope.interface, cbor2, ``ursula.stream``, ``ursula.wire``, ``ursula.loop``,
+``ursula.core``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ursula.core.forks import ForkCoordinator
 from ursula.core.interfaces import ICore, TooManyReaders, Unavailable
 from ursula.core.placement import group_of
 from ursula.core.watchers import Subscription, WatcherRegistry
+from ursula.loop import Timeouts
 from ursula.stream import commands as C
 from ursula.stream import decode_command, encode_command
 from ursula.stream.machine import (
@@ -181,6 +183,7 @@ class RemoteCoreProxy:
         self.index = index
         self.reactor = reactor
         self.timeout_s = timeout_s
+        self.timeouts = Timeouts(reactor)  # one reactor timer for every call's timeout
         self.client = None
         self.ready = False
         self.count = 0
@@ -198,11 +201,11 @@ class RemoteCoreProxy:
             # the core is starting or restarting: wait for its link (up to the timeout)
             waiter = defer.Deferred()
             self._connect_waiters.append(waiter)
-            waiter.addTimeout(self.timeout_s, self.reactor)
+            self.timeouts.deadline(waiter, self.timeout_s)
             waiter.addCallback(lambda _: self.client.call(op, args, coalesce))
             return waiter.addErrback(_link_failed).addCallback(unwrap)
         d = self.client.call(op, args, coalesce)
-        d.addTimeout(self.timeout_s, self.reactor)
+        self.timeouts.deadline(d, self.timeout_s)
         return d.addErrback(_link_failed).addCallback(unwrap)
 
     def link_connected(self, link) -> None:

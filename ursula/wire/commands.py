@@ -8,8 +8,11 @@ What lives here:
   a different label per direction, so one side's proof can never be replayed as the other's.
   `proofs_match()` compares in constant time.
 * Raft: `RaftBatch(node_id, items)` -- fire-and-forget (``requiresAnswer = False``).
-* Forwarding: `Forward(group, payload) -> payload` -- opaque bytes both ways (the node runtime
-  encodes commands, outcomes, read requests and results with cbor2).
+* Forwarding: `ForwardBatch(items)` and `ForwardAnswers(items)`, both fire-and-forget: every
+  request forwarded to a peer in one reactor turn travels in one box, ``items = [(forward id,
+  4-byte group + payload), ...]``, and the answers of one turn go back in one box, ``items =
+  [(forward id, b"\x00" + payload or b"\x01" + error text), ...]``. The payloads are opaque
+  bytes (the node runtime encodes commands, outcomes, read requests and results with cbor2).
 * `Ping`: keeps an idle connection observably alive.
 * Exceptions: `PeerError` and its subclasses, some of which travel over AMP as error codes.
 
@@ -24,10 +27,10 @@ import hmac
 
 from twisted.protocols import amp
 
-from ursula.wire.arguments import BigBytes, RaftItems
+from ursula.wire.arguments import RaftItems
 
-#: Bumped on any incompatible change of the commands below.
-PROTOCOL_VERSION = 1
+#: Bumped on any incompatible change of the commands below (2: batched forwarding).
+PROTOCOL_VERSION = 2
 #: Bytes of randomness each side contributes to the handshake.
 NONCE_SIZE = 32
 
@@ -94,12 +97,30 @@ class RaftBatch(amp.Command):
     requiresAnswer = False
 
 
-class Forward(amp.Command):
-    """A protocol operation for `group`, answered by the peer's forward handler."""
+class ForwardBatch(amp.Command):
+    """Requests for the peer's forward handler, ``items = [(forward id, group + payload)]``
+    (the group as 4 bytes, big endian); each is answered in a later `ForwardAnswers`."""
 
-    arguments = [(b"group", amp.Integer()), (b"payload", BigBytes())]
-    response = [(b"payload", BigBytes())]
-    errors = {ForwardFailed: b"FORWARD_FAILED"}
+    arguments = [(b"items", RaftItems())]
+    requiresAnswer = False
+
+
+class ForwardAnswers(amp.Command):
+    """Answers to `ForwardBatch` items: ``[(forward id, b"\x00" + payload)]``, or
+    ``b"\x01" + error text`` when the handler failed."""
+
+    arguments = [(b"items", RaftItems())]
+    requiresAnswer = False
+
+
+def pack_forward(group: int, payload: bytes) -> bytes:
+    return group.to_bytes(4, "big") + payload
+
+
+def unpack_forward(data: bytes) -> tuple[int, bytes]:
+    if len(data) < 4:
+        raise ValueError("a forward item is shorter than its group")
+    return int.from_bytes(data[:4], "big"), data[4:]
 
 
 class Ping(amp.Command):

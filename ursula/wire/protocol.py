@@ -2,8 +2,8 @@
 
 What lives here: the handshake (`Hello` / `Prove`, both directions, before anything else is
 accepted), the gate that drops a connection on any other command before that, the handshake
-deadline and the idle check (`Ping`), byte counters, and the responders for `RaftBatch` and
-`Forward`.  Everything that is about *peers* rather than one connection (which connection is
+deadline and the idle check (`Ping`), byte counters, and the responders for `RaftBatch`,
+`ForwardBatch` and `ForwardAnswers`.  Everything that is about *peers* rather than one connection (which connection is
 current, queues, handlers) is delegated to the owner, a
 `ursula.wire.transport.PeerTransport`.
 
@@ -24,7 +24,8 @@ from ursula.wire.commands import (
     HANDSHAKE_COMMANDS,
     NONCE_SIZE,
     PROTOCOL_VERSION,
-    Forward,
+    ForwardAnswers,
+    ForwardBatch,
     ForwardFailed,
     HandshakeRejected,
     Hello,
@@ -316,10 +317,16 @@ class PeerProtocol(amp.AMP):
         self.owner._raft_received(self.peer_id, items)
         return {}
 
-    @Forward.responder
-    def _forward(self, group, payload):
-        self.stats.forwards_received += 1
-        return self.owner._forward_received(self.peer_id, group, payload)
+    @ForwardBatch.responder
+    def _forward_batch(self, items):
+        self.stats.forwards_received += len(items)
+        self.owner._forwards_received(self, items)
+        return {}
+
+    @ForwardAnswers.responder
+    def _forward_answers(self, items):
+        self.owner._answers_received(self, items)
+        return {}
 
 
 __all__ = ["PeerProtocol", "PREAUTH_BYTE_LIMIT", "ForwardFailed"]

@@ -4,18 +4,19 @@ What lives here: which connection is current for each peer, dialing with reconne
 exponential back-off (`ClientService` + `backoffPolicy`), the deterministic rule that makes
 exactly one connection per pair (the node with the lower id dials, the other only accepts),
 the per-peer Raft queue that coalesces everything sent in one reactor turn into as few
-`RaftBatch` calls as possible (each capped near 1 MiB), request forwarding with fail-fast and
-timeouts, handler registration and counters. It provides ``IPeerTransport``
+`RaftBatch` calls as possible (each capped near 1 MiB), request forwarding (the requests of a
+turn in one `ForwardBatch`, their answers in `ForwardAnswers`) with fail-fast and timeouts, handler registration and counters. It provides ``IPeerTransport``
 (``ursula.wire.interfaces``); ``ursula.wire.fake.FakePeerTransport`` is its fake.
 
 The payloads are opaque bytes; the node runtime (``ursula.core``) encodes them.
 
-May import: Twisted, zope.interface, the standard library and ``ursula.wire.*``.  Not
-``ursula.stream`` or ``ursula.http``.
+May import: Twisted, zope.interface, the standard library, ``ursula.loop`` and
+``ursula.wire.*``.  Not ``ursula.stream`` or ``ursula.http``.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -23,19 +24,22 @@ from typing import Any
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString, serverFromString, wrapClientTLS
-from twisted.internet.error import ConnectionClosed
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
 from zope.interface import implementer
 
+from ursula.loop import Timeouts
 from ursula.wire.arguments import RAFT_BATCH_CAP, item_size, split_items
 from ursula.wire.commands import (
-    Forward,
+    ForwardAnswers,
+    ForwardBatch,
     ForwardFailed,
     ForwardTimeout,
     PeerUnavailable,
     RaftBatch,
+    pack_forward,
+    unpack_forward,
 )
 from ursula.wire.interfaces import IPeerTransport
 from ursula.wire.protocol import PeerProtocol
@@ -68,6 +72,17 @@ class PeerStats:
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class _Pending:
+    """A forwarded request waiting for its answer (on the connection it was sent on)."""
+
+    __slots__ = ("proto", "result", "timer")
+
+    def __init__(self, proto, result: defer.Deferred):
+        self.proto = proto
+        self.result = result
+        self.timer = None
 
 
 class _AcceptFactory(Factory):
@@ -119,6 +134,11 @@ class PeerTransport:
         self.peers = {int(p): endpoint for p, endpoint in peers.items() if int(p) != node_id}
         self.secret = secret
         self.reactor = reactor
+        self.timeouts = Timeouts(reactor)  # forward timeouts: one reactor timer for all
+        self._forward_ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}  # forward id -> waiting request
+        self._forward_out: dict[PeerProtocol, list[RaftItem]] = {}  # requests of this turn
+        self._answer_out: dict[PeerProtocol, list[RaftItem]] = {}  # answers of this turn
         self.tls_options = tls_options
         self.forward_timeout = forward_timeout
         self.handshake_timeout = handshake_timeout
@@ -199,6 +219,7 @@ class PeerTransport:
         Connections still open after `grace` seconds (a peer not reading) are aborted.
         """
         self._stopped = True
+        self.timeouts.stop()
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._flush_call = None
@@ -269,14 +290,14 @@ class PeerTransport:
             self.stats[peer_id].raft_messages_dropped += len(items)
             return
         self._outbox.setdefault(peer_id, []).extend(items)
-        if self._flush_call is None:
-            self._flush_call = self.reactor.callLater(0, self.flush)
+        self._schedule_flush()
 
     def flush(self) -> None:
         """Send what `send_raft` queued now (normally called by the reactor once per turn)."""
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._flush_call = None
+        self._flush_forwards()
         outbox, self._outbox = self._outbox, {}
         for peer_id, items in outbox.items():
             stats = self.stats[peer_id]
@@ -314,6 +335,8 @@ class PeerTransport:
                 timeout: float | None = None) -> defer.Deferred:
         """Send `payload` to the forward handler of `peer_id`; fires with its answer bytes.
 
+        Everything forwarded to one peer in a reactor turn leaves in one `ForwardBatch` box,
+        and the peer sends the answers of each of its turns in one `ForwardAnswers` box.
         Fails with `PeerUnavailable` at once if the peer is not connected (or when the
         connection is lost before the answer), `ForwardTimeout` after `timeout` seconds
         (default `forward_timeout`), `ForwardFailed` if the remote handler raised.
@@ -323,22 +346,88 @@ class PeerTransport:
             if peer_id in self.stats:
                 self.stats[peer_id].forwards_failed += 1
             return defer.fail(PeerUnavailable(f"peer {peer_id} is not connected"))
-        stats = self.stats[peer_id]
-        stats.forwards_sent += 1
+        self.stats[peer_id].forwards_sent += 1
         limit = self.forward_timeout if timeout is None else timeout
-        d = proto.callRemote(Forward, group=group, payload=payload)
-        d.addTimeout(limit, self.reactor)
+        fid = next(self._forward_ids)
+        pending = _Pending(proto, defer.Deferred())
+        pending.timer = self.timeouts.call_later(limit, self._forward_timed_out, fid, limit)
+        self._pending[fid] = pending
+        self._forward_out.setdefault(proto, []).append((fid, pack_forward(group, payload)))
+        self._schedule_flush()
+        return pending.result
 
-        def failed(failure):
-            stats.forwards_failed += 1
-            if failure.check(defer.TimeoutError):
-                raise ForwardTimeout(f"no answer from peer {peer_id} within {limit} s")
-            if failure.check(ConnectionClosed):
-                raise PeerUnavailable(f"connection to peer {peer_id} lost before the answer")
-            return failure
+    def _schedule_flush(self) -> None:
+        if self._flush_call is None and not self._stopped:
+            self._flush_call = self.reactor.callLater(0, self.flush)
 
-        d.addCallbacks(lambda answer: answer["payload"], failed)
-        return d
+    def _fail_forward(self, fid: int, error: Exception) -> None:
+        pending = self._pending.pop(fid, None)
+        if pending is None:
+            return
+        pending.timer.cancel()
+        self.stats[pending.proto.peer_id].forwards_failed += 1
+        pending.result.errback(error)
+
+    def _forward_timed_out(self, fid: int, limit: float) -> None:
+        pending = self._pending.get(fid)
+        if pending is not None:
+            self._fail_forward(fid, ForwardTimeout(
+                f"no answer from peer {pending.proto.peer_id} within {limit} s"))
+
+    def _answers_received(self, proto: PeerProtocol, items: list[RaftItem]) -> None:
+        for fid, data in items:
+            pending = self._pending.get(fid)
+            if pending is None or pending.proto is not proto:
+                continue  # timed out already (or a stray id): the answer is late
+            del self._pending[fid]
+            pending.timer.cancel()
+            if data[:1] == b"\x00":
+                pending.result.callback(data[1:])
+            else:
+                self.stats[proto.peer_id].forwards_failed += 1
+                pending.result.errback(ForwardFailed(data[1:].decode("utf-8", "replace")))
+
+    def _forwards_received(self, proto: PeerProtocol, items: list[RaftItem]) -> None:
+        for fid, data in items:
+            try:
+                group, payload = unpack_forward(data)
+            except ValueError as error:
+                self._answer(proto, fid, b"\x01" + str(error).encode())
+                continue
+            d = self._forward_received(proto.peer_id, group, payload)
+            d.addCallbacks(lambda result, fid=fid: self._answer(proto, fid,
+                                                                 b"\x00" + result["payload"]),
+                           lambda failure, fid=fid: self._answer(
+                               proto, fid, b"\x01" + _error_text(failure).encode()))
+
+    def _answer(self, proto: PeerProtocol, fid: int, data: bytes) -> None:
+        if proto.closed or self._stopped:
+            return  # the asker fails its request when it sees the connection go
+        self._answer_out.setdefault(proto, []).append((fid, data))
+        self._schedule_flush()
+
+    def _flush_forwards(self) -> None:
+        for outbox, command in ((self._forward_out, ForwardBatch),
+                                (self._answer_out, ForwardAnswers)):
+            if not outbox:
+                continue
+            queued = dict(outbox)
+            outbox.clear()
+            for proto, items in queued.items():
+                if proto.closed:
+                    if command is ForwardBatch:
+                        for fid, _ in items:
+                            self._fail_forward(fid, PeerUnavailable(
+                                f"connection to peer {proto.peer_id} lost before the answer"))
+                    continue
+                for batch in split_items(items, self.batch_cap):
+                    try:
+                        proto.callRemote(command, items=batch)
+                    except Exception:  # noqa: BLE001 - connection went away mid-flush
+                        if command is ForwardBatch:
+                            for fid, _ in batch:
+                                self._fail_forward(fid, PeerUnavailable(
+                                    f"connection to peer {proto.peer_id} lost"))
 
     def _forward_received(self, peer_id: int, group: int, payload: bytes) -> defer.Deferred:
         if self._forward_handler is None:
@@ -389,6 +478,10 @@ class PeerTransport:
 
     def _connection_lost(self, proto: PeerProtocol) -> None:
         self._all.discard(proto)
+        self._answer_out.pop(proto, None)
+        for fid in [f for f, p in self._pending.items() if p.proto is proto]:
+            self._fail_forward(fid, PeerUnavailable(
+                f"connection to peer {proto.peer_id} lost before the answer"))
         if self._conns.get(proto.peer_id) is proto:
             del self._conns[proto.peer_id]
             log.info("wire: node {me} lost its connection to node {peer}", me=self.node_id,
