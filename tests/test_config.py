@@ -133,3 +133,19 @@ def test_a_cluster_needs_a_shared_cold_tier():
     assert parse_config(PEERS3 + "[cold]\nbackend = s3\nbucket = b\n").cold.backend == "s3"
     from ursula.config import _resolve_cold
     assert _resolve_cold(NodeConfig()).cold.backend == "local"  # the embedded default
+
+
+def test_node_hot_bytes_lowers_each_groups_share():
+    from ursula.supervisor import core_settings
+    config = parse_config("[cluster]\ngroups = 4\n[storage]\nnode_hot_bytes = 67108864\n")
+    assert config.group_hot_bytes == 16777216
+    smaller = parse_config("[cluster]\ngroups = 4\n[storage]\nhot_bytes = 1048576\n"
+                           "node_hot_bytes = 67108864\n")
+    assert smaller.group_hot_bytes == 1 << 20  # hot_bytes is the per-group ceiling
+    settings = core_settings(config)
+    assert settings.hot_bytes == 16777216 and settings.hot_max_bytes == 4 * 16777216
+    assert parse_config("").group_hot_bytes == 16 << 20  # 0: groups x hot_bytes
+    with pytest.raises(ConfigError, match=r"\[storage\] node_hot_bytes: 2048 gives each"):
+        parse_config("[cluster]\ngroups = 4\n[storage]\nnode_hot_bytes = 2048\n")
+    keep = core_settings(parse_config("[cluster]\nlog_keep_bytes = 1024\n"))
+    assert keep.snapshot_keep_bytes == 1024

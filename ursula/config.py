@@ -70,7 +70,8 @@ class ClusterSection:
     leader_wait_ms: int = 3000
     snapshot_entries: int = 5000
     log_keep_entries: int = 1000
-    snapshot_log_bytes: int = 64 * MiB
+    log_keep_bytes: int = 4 * MiB
+    snapshot_log_bytes: int = 16 * MiB
     parallel_write: bool = True
 
 
@@ -80,6 +81,7 @@ class StorageSection:
     segment_bytes: int = 64 * MiB
     hot_bytes: int = 16 * MiB  # per group: older bytes go to the cold tier above this
     hot_max_bytes: int = 0  # per group: appends answer 503 here (0: 4 x hot_bytes)
+    node_hot_bytes: int = 0  # all groups together (0: groups x hot_bytes); lowers hot_bytes
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,15 @@ class NodeConfig:
         if self.node.cores:
             return self.node.cores
         return max(1, min(os.cpu_count() or 1, self.cluster.groups))
+
+    @property
+    def group_hot_bytes(self) -> int:
+        """Each group's flush threshold: ``[storage] hot_bytes``, lowered to an even share of
+        ``node_hot_bytes`` when that is set."""
+        storage = self.storage
+        if storage.node_hot_bytes:
+            return min(storage.hot_bytes, storage.node_hot_bytes // self.cluster.groups)
+        return storage.hot_bytes
 
     @property
     def cluster_secret(self) -> bytes:
@@ -287,6 +298,11 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     config = _resolve_cold(config)
     if config.cold.backend == "s3" and not config.cold.bucket:
         raise ConfigError("[cold] bucket: required with backend = s3")
+    share = config.storage.node_hot_bytes // config.cluster.groups
+    if config.storage.node_hot_bytes and share < 1024:
+        raise ConfigError(f"[storage] node_hot_bytes: {config.storage.node_hot_bytes} gives each "
+                          f"of the {config.cluster.groups} groups {share} bytes; at least 1024 "
+                          "each")
     if config.node.cores > config.cluster.groups:
         raise ConfigError(f"[node] cores: {config.node.cores} cores need at least as many groups "
                           f"([cluster] groups = {config.cluster.groups})")

@@ -159,11 +159,11 @@ def core_settings(config: NodeConfig):
         request_timeout_s=cluster.request_timeout_ms / 1000,
         leader_wait_s=cluster.leader_wait_ms / 1000,
         snapshot_entries=cluster.snapshot_entries,
-        snapshot_keep=cluster.log_keep_entries,
+        snapshot_keep=cluster.log_keep_entries, snapshot_keep_bytes=cluster.log_keep_bytes,
         snapshot_log_bytes=cluster.snapshot_log_bytes,
         max_live_readers=config.limits.max_live_readers,
         parallel_write=cluster.parallel_write,
-        hot_bytes=config.storage.hot_bytes, hot_max_bytes=config.storage.hot_max_bytes,
+        hot_bytes=config.group_hot_bytes, hot_max_bytes=config.storage.hot_max_bytes,
         chunk_bytes=config.cold.chunk_bytes, cold_cache_bytes=config.cold.cache_bytes)
 
 

@@ -242,6 +242,31 @@ def test_snapshots_follow_the_policy_and_compact_the_log():
     assert restored.machine.read("_default", "s", 0, 100, c.now).data.startswith(b"z")
 
 
+@pytest.mark.parametrize(("keep", "keep_bytes", "kept_at_most"), [
+    (50, 1 << 30, 50),  # by count only: everything since the start fits
+    (50, 2500, 2),      # 1 KiB appends: two fit in 2500 bytes
+    (50, 100, 0),       # not even one
+])
+def test_kept_entries_behind_a_snapshot_are_bounded_by_bytes_too(keep, keep_bytes, kept_at_most):
+    c = Drivers(policy=SnapshotPolicy(every=8, keep=keep, log_bytes=1 << 30,
+                                      keep_bytes=keep_bytes))
+    leader = c.elect(1)
+    leader.propose("c", create())
+    c.settle()
+    for k in range(12):
+        leader.propose(k, append(b"z" * 1024))
+        c.settle()
+    storage = c.storages[1]
+    snap = storage.snapshot().meta.index
+    assert snap >= 8
+    kept = snap - (storage.first_index() - 1)  # entries at or below the snapshot still held
+    assert kept <= kept_at_most
+    held = sum(len(e.data) for e in storage.entries(storage.first_index(), snap + 1))
+    assert held <= keep_bytes
+    if keep_bytes == 1 << 30:
+        assert storage.first_index() == 1  # nothing compacted: all within the count
+
+
 def test_unknown_broken_rule_is_refused():
     with pytest.raises(ValueError, match="unknown broken rules"):
         Drivers(broken=frozenset({"no_such_rule"}))

@@ -17,7 +17,7 @@ FIRST_SEED = {
     ("vote_twice", 5): 3,
     ("commit_any_term", 3): 4,
     ("commit_any_term", 5): 0,
-    ("vote_stale_log", 3): 6,
+    ("vote_stale_log", 3): 2,
     ("vote_stale_log", 5): 1,
     ("no_prev_check", 3): 11,
     ("no_prev_check", 5): 1,

@@ -52,7 +52,8 @@ __all__ = ["RETRY_DELAY_S", "CoreSettings", "MemoryPersister", "RaftCore"]
 class CoreSettings:
     def __init__(self, tick_ms=100, election_ticks=10, heartbeat_ticks=1,
                  request_timeout_s=5.0, leader_wait_s=3.0, snapshot_entries=5000,
-                 snapshot_keep=1000, max_live_readers=10_000, snapshot_log_bytes=64 << 20,
+                 snapshot_keep=1000, max_live_readers=10_000, snapshot_log_bytes=16 << 20,
+                 snapshot_keep_bytes=4 << 20,
                  hot_bytes=32 << 20, hot_max_bytes=0, chunk_bytes=4 << 20,
                  cold_cache_bytes=64 << 20, parallel_write=True):
         self.tick_ms = tick_ms
@@ -63,6 +64,7 @@ class CoreSettings:
         self.leader_wait_s = leader_wait_s
         self.snapshot_entries = snapshot_entries
         self.snapshot_keep = snapshot_keep
+        self.snapshot_keep_bytes = snapshot_keep_bytes
         self.snapshot_log_bytes = snapshot_log_bytes
         self.max_live_readers = max_live_readers
         self.hot_bytes = hot_bytes  # per group: flush above this
@@ -86,7 +88,8 @@ class RaftCore:
         raft_config = {"election_tick": self.settings.election_ticks,
                        "heartbeat_tick": self.settings.heartbeat_ticks}
         policy = SnapshotPolicy(self.settings.snapshot_entries, self.settings.snapshot_keep,
-                                self.settings.snapshot_log_bytes)
+                                self.settings.snapshot_log_bytes,
+                                self.settings.snapshot_keep_bytes)
         self.groups = {
             g: GroupReplica(self, g, node_id, storages[g], raft_config, seed=node_id * 7919 + g,
                             policy=policy, parallel_write=self.settings.parallel_write)

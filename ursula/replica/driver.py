@@ -70,11 +70,14 @@ class Rejection:
 class SnapshotPolicy:
     """When a group snapshots its state machine: after ``every`` entries, or once the entries
     applied since the last snapshot hold more than ``log_bytes`` and half the state's size.
-    ``keep`` entries stay in the log behind a snapshot (for slow followers)."""
+    Up to ``keep`` entries, and at most ``keep_bytes`` of them, stay in the log behind a
+    snapshot (for followers that lag a little; further behind, they get the snapshot), so the
+    log in memory and on disk is bounded by bytes too, whatever the size of the appends."""
 
     every: int = 5000
     keep: int = 1000
-    log_bytes: int = 64 << 20
+    log_bytes: int = 16 << 20
+    keep_bytes: int = 4 << 20
 
 
 @dataclass(slots=True)
@@ -426,10 +429,23 @@ class GroupDriver:
         """The snapshot from an Output is durable: compact the log behind it. Returns the
         snapshot's index (for the journal to release what it no longer needs)."""
         self.snapshotting = False
-        upto = snapshot.meta.index - self.policy.keep
-        if upto > self.storage.first_index():
-            self.storage.compact(upto)
-        return snapshot.meta.index
+        storage = self.storage
+        index = snapshot.meta.index
+        upto = index - self.policy.keep
+        first = storage.first_index()
+        if upto < index and self.policy.keep_bytes is not None:
+            # walk back from the snapshot while the kept entries fit in keep_bytes
+            kept = 0
+            i = index
+            while i > max(upto, first - 1):
+                kept += len(storage.entries(i, i + 1)[0].data)
+                if kept > self.policy.keep_bytes:
+                    break
+                i -= 1
+            upto = i
+        if upto > first:
+            storage.compact(upto)
+        return index
 
     def fail_all(self, rejection: Rejection) -> list[tuple[object, Rejection]]:
         """Every request still waiting here, with ``rejection`` (shutdown, crash)."""

@@ -88,7 +88,10 @@ class Replica:
         sim = self.sim
         self.incarnation += 1
         cfg = Config(id=self.id, **sim.raft_config)
-        policy = SnapshotPolicy(every=sim.snapshot_every, keep=sim.compact_keep, log_bytes=1 << 40)
+        # with compact_keep = 50 the kept entries are bounded by bytes too (about a dozen
+        # entries), so followers behind that get a snapshot sooner
+        policy = SnapshotPolicy(every=sim.snapshot_every, keep=sim.compact_keep, log_bytes=1 << 40,
+                                keep_bytes=800 if sim.compact_keep == 50 else 1 << 40)
         self.driver = GroupDriver(
             0, self.storage, cfg, random.Random(sim.rng.getrandbits(64)), policy=policy,
             record_applied=True, broken=sim.driver_rules,
