@@ -12,7 +12,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "integration"))
 
-from procs import TWISTD, free_port, request  # noqa: E402
+from procs import TWISTD, free_port, free_ports, request  # noqa: E402
 
 
 class ClusterNode:
@@ -96,7 +96,8 @@ class Cluster:
     def __init__(self, base: pathlib.Path, size: int = 3, groups: int = 4, fsync: str = "never",
                  extra: str = ""):
         self.nodes: list[ClusterNode] = []
-        ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
+        # each core k of a node listens for peers on its peer port + k: keep those free too
+        ports = [(free_port(), free_ports(8), free_port()) for _ in range(size)]
         peers = "\n".join(f"    {i + 1} = 127.0.0.1:{peer} http://127.0.0.1:{http}"
                           for i, (http, peer, _) in enumerate(ports))
         for i, (http, peer, admin) in enumerate(ports):

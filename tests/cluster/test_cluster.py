@@ -67,7 +67,11 @@ class Writer(threading.Thread):
         seq = 0
         turn = 0
         while not self.stop.is_set():
-            node = self.nodes()[turn % len(self.nodes())]
+            nodes = self.nodes()
+            if not nodes:  # every node down (or the cluster stopped): wait
+                time.sleep(0.05)
+                continue
+            node = nodes[turn % len(nodes)]
             turn += 1
             sent = time.monotonic()
             try:

@@ -15,9 +15,26 @@ TWISTD = str(pathlib.Path(sys.executable).parent / "twistd")
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _handed_out:  # not part of a range given out by free_ports()
+            return port
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports (a node's core k listens for peers on
+    its peer port + k), none of which another free_port() of this process hands out."""
+    while True:
+        first = free_port()
+        if first + count <= 65535 and all(port_is_free(first + k) for k in range(1, count)) \
+                and not any(first <= p < first + count for p in _handed_out):
+            _handed_out.update(range(first, first + count))
+            return first
+
+
+_handed_out: set[int] = set()
 
 
 def port_is_free(port: int) -> bool:

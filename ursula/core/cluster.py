@@ -162,7 +162,10 @@ class RaftCore:
         log.failure("fatal: {why}; stopping the node", failure, why=why)
         if not self.stopped:
             self.stop()
-            self.reactor.stop()
+            if getattr(self.reactor, "running", True):
+                self.reactor.stop()
+            else:  # while starting up (a port that cannot be bound): stop once it runs
+                self.reactor.callWhenRunning(self.reactor.stop)
 
     # -- hooks used by GroupReplica ----------------------------------------------------------
 

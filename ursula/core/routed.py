@@ -336,6 +336,9 @@ class RoutedCore:
         raft.watchers = watchers
         raft.forks = CrossCoreForks(self, raft)
         self.batches = raft.batches
+        # this core's cold-tier writer and chunk cache (for its metrics), or None
+        self.flusher = raft.flusher
+        self.cache = raft.cache
 
     # -- placement --------------------------------------------------------------------------
 
