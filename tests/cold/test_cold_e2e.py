@@ -113,7 +113,8 @@ def test_bytes_move_to_the_cold_tier_and_read_back(cold_node, tmp_path):
     stream = machine.streams[("_default", "big")]
     assert stream.base > 400_000 and len(stream.data) <= HOT
     assert machine.cold_bytes == stream.base
-    assert len(list((tmp_path / "cold").rglob("*.chunk"))) == len(stream.chunks)
+    # (an upload may still be on its way to its ColdFlushed: wait for the two to agree)
+    yield _wait(lambda: len(list((tmp_path / "cold").rglob("*.chunk"))) == len(stream.chunks))
     everything = b"".join(written)
     assert (yield _read_all(url)) == everything
     assert node.core.cache.misses > 0

@@ -267,6 +267,24 @@ def test_kept_entries_behind_a_snapshot_are_bounded_by_bytes_too(keep, keep_byte
         assert storage.first_index() == 1  # nothing compacted: all within the count
 
 
+def test_snapshot_now_takes_one_at_once_and_compacts_everything():
+    c = Drivers(policy=SnapshotPolicy(every=1000, keep=100, log_bytes=1 << 30))
+    leader = c.elect(1)
+    leader.propose("c", create())
+    c.settle()
+    for k in range(5):
+        leader.propose(k, append(b"z"))
+        c.settle()
+    storage = c.storages[1]
+    assert storage.snapshot().meta.index == 0  # the policy has not asked for one
+    snap = leader.snapshot_now()
+    assert snap is not None and snap.meta.index == leader.applied
+    assert leader.snapshot_now() is None  # one at a time
+    leader.snapshot_saved(snap)
+    assert storage.first_index() == snap.meta.index + 1  # no entries kept
+    assert leader.snapshot_now() is None  # nothing new applied since
+
+
 def test_unknown_broken_rule_is_refused():
     with pytest.raises(ValueError, match="unknown broken rules"):
         Drivers(broken=frozenset({"no_such_rule"}))

@@ -273,6 +273,22 @@ def test_release_keeps_entries_above_compaction_point(tmp_path):
     assert st.term(20) == 1 and st.first_index() == g.base.index + 1
 
 
+def test_an_idle_group_holding_the_oldest_segment_is_named(tmp_path):
+    with Journal(tmp_path, segment_bytes=100) as j:
+        j.write_batch([er(2, 1, 1)])  # group 2 writes once, then stays idle
+        for i in range(1, 21):
+            j.write_batch([er(1, i, i)])
+        assert j.holding_back() == [1, 2]
+        j.save_snapshot(1, snap(20))
+        j.compact(1, 20)
+        j.release_segments()
+        assert len(j.segments()) > 2 and j.holding_back() == [2]  # group 2 holds them all
+        j.save_snapshot(2, snap(1))
+        j.compact(2, 1)
+        j.release_segments()
+        assert len(j.segments()) == 1 and j.holding_back() == []
+
+
 def test_local_snapshot_keeps_later_entries(tmp_path):
     with Journal(tmp_path) as j:
         j.write_batch([er(1, 1, 10)])

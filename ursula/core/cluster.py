@@ -111,6 +111,8 @@ class RaftCore:
         self.reads = ReadPath(reactor, self.groups, self._group_for, self.settings,
                               self.now_ms, self.cache, self.timeouts)
         self.stopped = False
+        if hasattr(persister, "on_holding_back"):
+            persister.on_holding_back = self.snapshot_groups
         if transport is not None:
             transport.on_raft(self._received)
             transport.on_forward(self._forwarded)
@@ -192,6 +194,16 @@ class RaftCore:
             by_peer.setdefault(message.dst, []).append((group_id, encode_message(message)))
         for peer, items in by_peer.items():
             self.transport.send_raft(peer, items)
+
+    def snapshot_groups(self, group_ids) -> None:
+        """Snapshot these groups now (their old entries keep journal segments alive)."""
+        if self.stopped:
+            return
+        for group_id in group_ids:
+            group = self.groups.get(group_id)
+            if group is not None and group.snapshot_now():
+                log.info("group {group}: snapshot taken to release old journal segments",
+                         group=group_id)
 
     def notify(self, key) -> None:
         self.watchers.notify(key)

@@ -168,6 +168,14 @@ class GroupReplica:
         runtime.after_apply(self)
         runtime.schedule(self)
 
+    def snapshot_now(self) -> bool:
+        """Snapshot (and fully compact) this group now; False if there is nothing new."""
+        snapshot = self.driver.snapshot_now()
+        if snapshot is None:
+            return False
+        self._save_snapshot(snapshot)
+        return True
+
     def _save_snapshot(self, snapshot) -> None:
         def saved(_):
             index = self.driver.snapshot_saved(snapshot)

@@ -48,6 +48,9 @@ class JournalPersister:
     def __init__(self, committer, on_failure=None):
         self.committer = committer
         self.on_failure = on_failure
+        # called with the groups that hold the oldest journal segment back after a release
+        # (the runtime snapshots them: RaftCore.snapshot_groups)
+        self.on_holding_back = None
         self._durable_votes: dict[int, tuple[int, int]] = {}
         self._compactions = 0
 
@@ -88,4 +91,11 @@ class JournalPersister:
         self.committer.compact(group_id, index)
         self._compactions += 1
         if self._compactions % RELEASE_EVERY_COMPACTIONS == 0:
-            self.committer.release_segments().addErrback(self._failed)
+            d = self.committer.release_segments()
+            d.addCallback(self._released, group_id)
+            d.addErrback(self._failed)
+
+    def _released(self, _deleted, compacted_group: int) -> None:
+        holding = [g for g in self.committer.holding_back() if g != compacted_group]
+        if holding and self.on_holding_back is not None:
+            self.on_holding_back(holding)

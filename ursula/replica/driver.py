@@ -153,6 +153,7 @@ class GroupDriver:
         self.snapshots_installed = 0
         self.log_bytes = 0  # entry bytes applied since the last snapshot
         self.snapshotting = False
+        self._compact_all = False  # the snapshot in flight was asked for by snapshot_now
         self.busy = False
         self._work = None  # the Ready behind the Work in flight
         self._buffer: list[tuple[object, bytes, str | None]] = []
@@ -425,13 +426,28 @@ class GroupDriver:
         self.log_bytes = 0
         return storage.create_snapshot(self.applied, self.machine.snapshot())
 
+    def snapshot_now(self) -> Snapshot | None:
+        """A snapshot of the applied state now, whatever the policy (None if one is being
+        saved or nothing was applied since the last): for a group whose old entries keep
+        journal segments alive. Once it is saved (``snapshot_saved``) the log is compacted
+        up to it, no entries kept: a group idle enough to hold the journal back has no
+        follower that needs them (one that does gets the snapshot)."""
+        storage = self.storage
+        if self.snapshotting or self.applied <= storage.snapshot().meta.index:
+            return None
+        self.snapshotting = True
+        self.log_bytes = 0
+        self._compact_all = True
+        return storage.create_snapshot(self.applied, self.machine.snapshot())
+
     def snapshot_saved(self, snapshot: Snapshot) -> int | None:
         """The snapshot from an Output is durable: compact the log behind it. Returns the
         snapshot's index (for the journal to release what it no longer needs)."""
         self.snapshotting = False
         storage = self.storage
         index = snapshot.meta.index
-        upto = index - self.policy.keep
+        upto = index - (0 if self._compact_all else self.policy.keep)
+        self._compact_all = False
         first = storage.first_index()
         if upto < index and self.policy.keep_bytes is not None:
             # walk back from the snapshot while the kept entries fit in keep_bytes

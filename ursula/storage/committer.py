@@ -136,6 +136,10 @@ class GroupCommitter:
         """`Journal.release_segments` in the thread pool; fires with the deleted paths."""
         return self._call(self.journal.release_segments)
 
+    def holding_back(self) -> list[int]:
+        """`Journal.holding_back` (bookkeeping only: runs right here)."""
+        return self.journal.holding_back()
+
     def compact(self, group: int, index: int) -> None:
         """`Journal.compact` (bookkeeping only, no I/O: runs right here)."""
         self.journal.compact(group, index)

@@ -590,6 +590,17 @@ class Journal:
                 _fsync_dir(self._wal)
             return deleted
 
+    def holding_back(self) -> list[int]:
+        """The groups whose entries keep the oldest segment alive (none while only the active
+        segment exists): a group that stopped writing before it snapshotted holds every newer
+        segment back too, so the runtime snapshots these groups to release them."""
+        with self._lock:
+            if len(self._segments) < 2:
+                return []
+            seg = self._segments[0]
+            return sorted(gid for gid, idx in seg.max_index.items()
+                          if idx > self._watermark(gid))
+
     def _watermark(self, group: int) -> int:
         g = self._groups.get(group)
         return 0 if g is None else min(g.compacted, g.snap_index)
