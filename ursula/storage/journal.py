@@ -44,7 +44,7 @@ from ursula.storage.records import (
     decode_snapshot_file,
     encode_batch,
     encode_record,
-    encode_snapshot_file,
+    encode_snapshot_file_parts,
     scan,
 )
 
@@ -528,9 +528,11 @@ class Journal:
         name = snapshot_name(group, index)
         path = os.path.join(self._snapdir, name)
         tmp = path + ".tmp"
-        data = encode_snapshot_file(group, snapshot)
+        header, payload = encode_snapshot_file_parts(group, snapshot)
         with open(tmp, "wb") as f:
-            f.write(data)
+            f.write(header)
+            f.write(payload)
+            del payload
             f.flush()
             if self._sync:
                 os.fsync(f.fileno())

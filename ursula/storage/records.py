@@ -287,7 +287,18 @@ def decode_stream(data: bytes | bytearray | memoryview) -> tuple[list[Record], i
 
 
 def encode_snapshot_file(group: int, snapshot: Snapshot) -> bytes:
-    return _frame(cbor2.dumps([KIND_SNAPSHOT_FILE, group, snapshot.to_wire()]), False)
+    return b"".join(encode_snapshot_file_parts(group, snapshot))
+
+
+def encode_snapshot_file_parts(group: int, snapshot: Snapshot) -> tuple[bytes, bytes]:
+    """``encode_snapshot_file`` as (header, payload), to be written one after the other: a
+    snapshot of many MiB is not copied once more just to put 8 bytes in front of it."""
+    payload = cbor2.dumps([KIND_SNAPSHOT_FILE, group, snapshot.to_wire()])
+    n = len(payload)
+    if n > MAX_PAYLOAD:
+        raise ValueError(f"record payload of {n} bytes exceeds {MAX_PAYLOAD}")
+    lw = struct.pack("<I", n)
+    return lw + struct.pack("<I", zlib.crc32(payload, zlib.crc32(lw))), payload
 
 
 def decode_snapshot_file(data: bytes) -> tuple[int, Snapshot]:

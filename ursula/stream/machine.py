@@ -597,7 +597,7 @@ def _dump_stream(s: Stream) -> dict:
         "uid": s.uid, "bucket": s.bucket, "name": s.name, "content_type": s.content_type,
         "ttl": s.ttl_seconds, "expires_ms": s.expires_at_ms, "expires_text": s.expires_at_text,
         "requested_lifetime": list(s.requested_lifetime), "touched": s.touched_ms,
-        "closed": s.closed, "data": bytes(s.data), "ends": s.ends, "append_ends": s.append_ends if s.json else None,
+        "closed": s.closed, "data": s.data, "ends": s.ends, "append_ends": s.append_ends if s.json else None,
         "last_seq": s.last_seq,
         "producers": {k: [v.epoch, v.seq, v.next_offset] for k, v in s.producers.items()},
         "fork_ids": sorted(s.fork_ids), "deleted": s.deleted,
