@@ -84,6 +84,21 @@ def cold_config(args) -> str:
             f"[cold]\nchunk_bytes = 1024\n")
 
 
+def cold_counts(config: pathlib.Path) -> dict:
+    """Uploads and chunk-cache misses of the node, from its admin plane's metrics."""
+    import re
+    import urllib.request
+    admin = re.search(r"admin_listen = tcp:(\d+)", config.read_text()).group(1)
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/__ursula/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for key, name in (("uploads", "ursula_cold_uploads_total"),
+                      ("misses", "ursula_cold_cache_misses_total")):
+        found = re.search(rf"^{name} (\S+)$", text, re.M)
+        out[key] = float(found.group(1)) if found else 0.0
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--expect", type=int, default=332, help="tests that must pass")
@@ -108,6 +123,13 @@ def main() -> int:
             url = f"http://127.0.0.1:{port}"
             wait_until_serving(url, process)
         raw = run_suite(suite, url)
+        if process is not None and args.hot_bytes:
+            cold = cold_counts(workdir / "node.ini")
+            print(f"cold tier: {cold.get('uploads', 0):.0f} chunks uploaded, "
+                  f"{cold.get('misses', 0):.0f} reads fetched a chunk from it")
+            if not cold.get("uploads"):
+                print("run_conformance: nothing was flushed to the cold tier", file=sys.stderr)
+                return 1
     finally:
         if process is not None:
             stop(process)
