@@ -27,6 +27,7 @@ class NodeSection:
     data_dir: str = "./ursula-data"
     backlog: int = 1024
     cores: int = 0  # 0: the machine's CPU count (at most [cluster] groups); 1: one process
+    malloc_mmap_threshold: int = 128 * 1024  # glibc: blocks above it are mmapped (0: default)
 
 
 @dataclass(frozen=True)

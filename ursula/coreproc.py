@@ -23,6 +23,7 @@ import sys
 from twisted.logger import Logger
 
 from ursula.loop import lean_poll
+from ursula.process import tune_malloc
 
 log = Logger()
 
@@ -201,6 +202,7 @@ def main(argv=None) -> int:
                                               [LogLevelFilterPredicate(level)]))
     globalLogBeginner.beginLoggingTo(observers, redirectStandardIO=False)
     lean_poll(reactor)  # no logging context per I/O event (ursula.loop.poll)
+    tune_malloc(config.node.malloc_mmap_threshold)  # ursula.process
     stop = build_core(config, args.core, reactor)
     reactor.addSystemEventTrigger("before", "shutdown", stop)
     reactor.run()

@@ -29,6 +29,7 @@ from twisted.python import usage
 
 from ursula.config import ConfigError, NodeConfig, load_config
 from ursula.loop import lean_poll
+from ursula.process import tune_malloc
 
 log = Logger()
 
@@ -261,6 +262,7 @@ def build_node(config: NodeConfig, reactor=None, config_path: str | None = None
     _check_cluster_identity(config)
     cluster = config.cluster
     lean_poll(reactor)  # this process runs the core: no logging context per I/O event
+    tune_malloc(config.node.malloc_mmap_threshold)  # big blocks back to the kernel when freed
 
     def fail(what):
         raise ConfigError(f"[node] data_dir: {what}") from None

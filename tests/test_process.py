@@ -1,0 +1,26 @@
+"""``ursula.process.tune_malloc``: sets glibc's mmap threshold (where there is glibc), and
+``[node] malloc_mmap_threshold = 0`` leaves malloc alone."""
+
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from ursula.config import parse_config
+from ursula.process import tune_malloc
+
+
+def test_zero_leaves_malloc_alone():
+    assert tune_malloc(0) is False
+    assert parse_config("").node.malloc_mmap_threshold == 128 * 1024
+    assert parse_config("[node]\nmalloc_mmap_threshold = 0\n").node.malloc_mmap_threshold == 0
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_the_threshold_is_set_on_glibc():
+    # in a child, so this test process keeps its own malloc settings
+    code = "from ursula.process import tune_malloc; print(tune_malloc(131072))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "True"
