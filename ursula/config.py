@@ -27,7 +27,7 @@ class NodeSection:
     data_dir: str = "./ursula-data"
     backlog: int = 1024
     cores: int = 0  # 0: the machine's CPU count (at most [cluster] groups); 1: one process
-    malloc_mmap_threshold: int = 128 * 1024  # glibc: blocks above it are mmapped (0: default)
+    malloc_mmap_threshold: int = 0  # glibc: fix its mmap threshold (0: glibc's dynamic one)
 
 
 @dataclass(frozen=True)

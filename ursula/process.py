@@ -5,11 +5,14 @@ back to the kernel when freed, but it raises that threshold every time such a bl
 (up to 32 MiB). A node moves many blocks of a MiB and more (request bodies, journal batches,
 snapshot images, cold chunks): after the first few are freed, the rest come from the heap,
 whose free space is not given back, so RSS stays near the peak of the transient copies.
-Measured with ``bench/memory.py``'s fill (0.5 GiB in 1 MiB appends, 64 MiB hot cap): peak RSS
-476 MB and median 352 MB with glibc's default, 350 MB and 217 MB with the threshold fixed at
-128 KiB. ``tune_malloc`` fixes it (``mallopt(M_MMAP_THRESHOLD)``, which also turns the
-adjustment off); ``[node] malloc_mmap_threshold`` sets the value, 0 leaves glibc alone.
-Anything but glibc is left alone.
+Measured with ``bench/memory.py`` (1 MiB appends, 64 MiB hot cap): with the threshold fixed at
+128 KiB the peak RSS of a fill drops from about 490 to 350-360 MB and the settled RSS from about
+290 to 115-165 MB, but every large block is then a fresh mmap (page faults, zeroed pages):
+the fill is 10-25 % slower and a cold catch-up read about half as fast (500 -> 250 MB/s).
+So it is a choice, not a default: ``[node] malloc_mmap_threshold = 131072`` for a node that
+must stay small; 0 (the default) leaves glibc alone. ``tune_malloc`` sets it
+(``mallopt(M_MMAP_THRESHOLD)``, which also turns glibc's adjustment off); anything but glibc
+is left alone.
 
 May import: the standard library.
 """
