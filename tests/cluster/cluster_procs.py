@@ -94,7 +94,9 @@ class ClusterNode:
 
 class Cluster:
     def __init__(self, base: pathlib.Path, size: int = 3, groups: int = 4, fsync: str = "never",
-                 extra: str = ""):
+                 extra: str = "", cluster_extra: str = ""):
+        """``cluster_extra``: more ``[cluster]`` keys; ``extra``: text after ``[storage]``'s
+        fsync line (more ``[storage]`` keys, then other sections)."""
         self.nodes: list[ClusterNode] = []
         # each core k of a node listens for peers on its peer port + k: keep those free too
         ports = [(free_port(), free_ports(8), free_port()) for _ in range(size)]
@@ -109,7 +111,7 @@ class Cluster:
                 f"[http]\nlong_poll_timeout_ms = 500\n"
                 f"[cluster]\nnode_id = {i + 1}\ngroups = {groups}\n"
                 f"secret = test-secret-0123456789\n"
-                f"peers =\n{peers}\n[storage]\nfsync = {fsync}\n{extra}")
+                f"peers =\n{peers}\n{cluster_extra}[storage]\nfsync = {fsync}\n{extra}")
             self.nodes.append(ClusterNode(i + 1, directory, http, peer, admin))
 
     def start(self) -> None:

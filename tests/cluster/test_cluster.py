@@ -21,17 +21,14 @@ from ursula.core.placement import group_of  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 GROUPS = 4
+#: snapshots every 50 entries and few entries kept, so a restarted node catches up by snapshot
+SMALL_LOG = "snapshot_entries = 50\nlog_keep_entries = 10\n"
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     cluster = Cluster(tmp_path_factory.mktemp("cluster"), size=3, groups=GROUPS, fsync="always",
-                      extra="")
-    cluster.nodes[0].directory.joinpath("node.ini")  # (configs are written by Cluster)
-    for node in cluster.nodes:
-        text = (node.directory / "node.ini").read_text()
-        (node.directory / "node.ini").write_text(
-            text.replace("[storage]", "snapshot_entries = 50\nlog_keep_entries = 10\n[storage]"))
+                      cluster_extra=SMALL_LOG)
     cluster.start()
     try:
         cluster.wait_ready()

@@ -22,7 +22,7 @@ import time
 
 import pytest
 from cluster_procs import Cluster
-from test_cluster import Writer, _check_exactly_once, _read_all
+from test_cluster import SMALL_LOG, Writer, _check_exactly_once, _read_all
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "integration"))
 from procs import request  # noqa: E402
@@ -80,11 +80,7 @@ def s3_cluster(tmp_path_factory):
              f"[cold]\nbackend = s3\nbucket = {BUCKET}\nprefix = t1\n"
              f"endpoint_url = {moto.url}\nregion = us-east-1\nchunk_bytes = 4096\n")
     cluster = Cluster(tmp_path_factory.mktemp("s3cluster"), size=3, groups=GROUPS,
-                      fsync="always", extra=extra)
-    for node in cluster.nodes:
-        text = (node.directory / "node.ini").read_text()
-        (node.directory / "node.ini").write_text(
-            text.replace("[storage]", "snapshot_entries = 50\nlog_keep_entries = 10\n[storage]"))
+                      fsync="always", extra=extra, cluster_extra=SMALL_LOG)
     cluster.start()
     try:
         cluster.wait_ready()
