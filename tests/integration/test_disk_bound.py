@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import pathlib
 import signal
-import subprocess
 
-from procs import TWISTD, free_port, request, stop, wait_until_serving, write_config
+from procs import free_port, request, start_foreground, stop, wait_until_serving, write_config
 
 SEGMENT = 64 * 1024
 EXTRA = (
@@ -19,11 +18,8 @@ EXTRA = (
 
 
 def _start(directory: pathlib.Path, port: int):
-    config = write_config(directory, port, EXTRA)
-    text = config.read_text().replace("[node]\n", "[node]\ncores = 1\n", 1)
-    config.write_text(text)
-    return subprocess.Popen([TWISTD, "-n", "--pidfile", "", "ursula", "--config", str(config)],
-                            cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # cores = 1: the journal under data/journal (extra lands in [node] first)
+    return start_foreground(write_config(directory, port, "cores = 1\n" + EXTRA), directory)
 
 
 def test_journal_segments_are_released_while_other_groups_idle(tmp_path):

@@ -88,7 +88,7 @@ class Timeouts:
         def disarm(result):
             handle.cancel()
             return result
-        return d.addCallbacks(disarm, disarm)
+        return d.addBoth(disarm)
 
     def stop(self) -> None:
         """Drop every armed timeout (shutdown)."""

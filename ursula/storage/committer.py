@@ -89,10 +89,9 @@ class GroupCommitter:
     def append(self, records: Sequence[Record]) -> defer.Deferred:
         """Queue `records` for the current turn's batch.  The Deferred fires (with None) once
         they, and everything appended before them, are durable."""
-        if self._failure is not None:
-            return defer.fail(self._failure)
-        if self._closed:
-            return defer.fail(CommitterClosed("committer is closed"))
+        refused = self._refusal()
+        if refused is not None:
+            return refused
         if not records and not self._queue and not self._inflight:
             return defer.succeed(None)
         tail = self._queue[-1] if self._queue else None
@@ -115,10 +114,9 @@ class GroupCommitter:
         record).  A failure of either fails only that call."""
         if replace:
             return self._call(self.journal.save_snapshot, group, snapshot, replace=True)
-        if self._failure is not None:
-            return defer.fail(self._failure)
-        if self._closed:
-            return defer.fail(CommitterClosed("committer is closed"))
+        refused = self._refusal()
+        if refused is not None:
+            return refused
         self._beside += 1
         d = deferToThreadPool(self.reactor, self.threadpool, self.journal.save_snapshot, group,
                               snapshot, replace=False)
@@ -158,11 +156,18 @@ class GroupCommitter:
         return not self._queue and not self._inflight and not self._beside
 
     # -- machinery -------------------------------------------------------------------------------
-    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred:
+    def _refusal(self) -> defer.Deferred | None:
+        """A failed Deferred if no new work is taken (an earlier write failed, or closed)."""
         if self._failure is not None:
             return defer.fail(self._failure)
         if self._closed:
             return defer.fail(CommitterClosed("committer is closed"))
+        return None
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred:
+        refused = self._refusal()
+        if refused is not None:
+            return refused
         job = _Call(fn, args, kwargs)
         self._queue.append(job)
         self._schedule()
