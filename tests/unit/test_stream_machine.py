@@ -429,6 +429,28 @@ def test_touch_missing_or_expired(h):
     assert h.do(Touch(B, "s"), now=T0 + 1_000).error == "not_found"
 
 
+def test_touch_seen_alive_renews_though_stamped_after_the_window(h):
+    # The read arrived at 9.9 s (alive); its Touch entry was stamped at 10.2 s (a slow fsync).
+    h.create(ttl_seconds=10)
+    out = h.do(Touch(B, "s", seen_ms=T0 + 9_900), now=T0 + 10_200)
+    assert out.error is None
+    assert h.head(now=T0 + 20_100).tail == 0
+    assert h.error(h.head, B, "s", T0 + 20_200) == "not_found"
+
+
+def test_touch_seen_after_the_window_does_not_revive(h):
+    h.create(ttl_seconds=10)
+    assert h.do(Touch(B, "s", seen_ms=T0 + 10_000), now=T0 + 10_200).error == "not_found"
+    assert h.error(h.head, B, "s", T0 + 10_300) == "not_found"
+
+
+def test_touch_seen_in_the_future_is_judged_at_its_stamp(h):
+    # A seen_ms later than the entry's stamp (a skewed clock) cannot extend the judgement.
+    h.create(ttl_seconds=10)
+    assert h.do(Touch(B, "s", seen_ms=T0 + 9_000), now=T0 + 10_000).error is None
+    assert h.do(Touch(B, "s", seen_ms=T0 + 30_000), now=T0 + 20_000).error == "not_found"
+
+
 def test_recreate_after_expiry_is_fresh(h):
     h.create(ttl_seconds=1, content_type="text/plain")
     h.append(b"old", ct="text/plain", stream_seq="9")

@@ -221,6 +221,19 @@ def test_every_command_type_is_covered():
     assert {type(c) for c in ALL_COMMANDS} == set(commands._TYPES)
 
 
+def test_an_entry_without_a_later_defaulted_field_still_decodes():
+    # A Touch written before seen_ms existed: [tag, bucket, stream].
+    old = cbor2.dumps([commands._TAG[Touch], "b", "s"])
+    assert decode_command(old) == Touch("b", "s", 0)
+
+
+def test_an_entry_missing_a_required_field_is_refused():
+    with pytest.raises(ValueError, match="Touch"):
+        decode_command(cbor2.dumps([commands._TAG[Touch], "b"]))
+    with pytest.raises(ValueError, match="Touch"):
+        decode_command(cbor2.dumps([commands._TAG[Touch], "b", "s", 1, 2]))
+
+
 def test_decoded_types_are_exact():
     cmd = decode_command(encode_command(ALL_COMMANDS[4]))
     assert isinstance(cmd.producer, Producer)

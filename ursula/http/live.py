@@ -82,8 +82,9 @@ class LiveReads:
             if offset == NOW:
                 return info.tail
             return 0 if offset == START else offset
+        seen_ms = self.core.now_ms()
         d = self.core.head(bucket, name)
-        d.addCallback(self.handlers.touch_if_sliding, bucket, name)
+        d.addCallback(self.handlers.touch_if_sliding, bucket, name, seen_ms)
         return d.addCallback(position)
 
     # -- long-poll ----------------------------------------------------------------------

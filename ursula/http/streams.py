@@ -190,10 +190,12 @@ class StreamHandlers:
 
     # -- catch-up read -----------------------------------------------------------------------
 
-    def touch_if_sliding(self, info, bucket: str, name: str):
-        """Reads renew a sliding TTL: a replicated Touch command."""
+    def touch_if_sliding(self, info, bucket: str, name: str, seen_ms: int):
+        """Reads renew a sliding TTL: a replicated Touch command, carrying when the read (which
+        arrived at ``seen_ms``) found the stream alive."""
         if info.ttl_seconds is not None:
-            return self.core.submit(C.Touch(bucket, name)).addCallback(lambda _: info)
+            touch = C.Touch(bucket, name, seen_ms)
+            return self.core.submit(touch).addCallback(lambda _: info)
         return info
 
     def catch_up(self, request, bucket: str, name: str, offset):
@@ -224,8 +226,9 @@ class StreamHandlers:
                 return b""
             return render.finish_body(request, render.body_of(result))
 
+        seen_ms = self.core.now_ms()
         d = self.core.head(bucket, name)
-        d.addCallback(self.touch_if_sliding, bucket, name)
+        d.addCallback(self.touch_if_sliding, bucket, name, seen_ms)
         return d.addCallback(resolve)
 
 

@@ -8,7 +8,7 @@ May import: the standard library and cbor2.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 
 import cbor2
 
@@ -69,10 +69,17 @@ class DeleteStream:
 
 @dataclass(frozen=True, slots=True)
 class Touch:
-    """A read of a stream with a sliding TTL: renews its idle window."""
+    """A read of a stream with a sliding TTL: renews its idle window.
+
+    ``seen_ms`` is when the read found the stream alive (the node's clock at the request's
+    arrival; 0 in entries written before it existed). A read that saw the stream alive renews
+    it even if the Touch entry is stamped after the old window ended (a slow fsync or read
+    barrier between the read and its Touch must not let the stream expire under a reader).
+    """
 
     bucket: str
     stream: str
+    seen_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +153,10 @@ Command = (CreateStream | Append | AppendBatch | DeleteStream | Touch | CreateBu
 
 # Field names per command type, computed once (dataclasses.fields is slow on a hot path).
 _FIELDS = {cls: tuple(field.name for field in fields(cls)) for cls in _TYPES}
+# How many leading fields an encoded command must carry: fields added later have defaults, so
+# entries written by an older version still decode.
+_REQUIRED = {cls: sum(1 for field in fields(cls) if field.default is MISSING
+                      and field.default_factory is MISSING) for cls in _TYPES}
 _TUPLE_FIELDS = ("frames", "fork_ids", "keys")
 
 
@@ -170,9 +181,9 @@ def decode_command(data: bytes):
     cls = _TYPES[plain[0]]
     names = _FIELDS[cls]
     values = plain[1:]
-    if len(values) != len(names):
+    if not _REQUIRED[cls] <= len(values) <= len(names):
         raise ValueError(f"{cls.__name__}: expected {len(names)} fields, got {len(values)}")
-    kwargs = dict(zip(names, values, strict=True))
+    kwargs = dict(zip(names, values, strict=False))  # trailing defaults may be absent
     producer = kwargs.get("producer")
     if producer is not None:
         kwargs["producer"] = Producer(*producer)

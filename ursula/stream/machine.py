@@ -144,7 +144,10 @@ class StreamMachine:
 
     def apply(self, command, now_ms: int) -> Outcome:
         self.applied += 1
-        self._sweep(now_ms)
+        if type(command) is Touch and 0 < command.seen_ms < now_ms:
+            self._sweep(command.seen_ms)  # the touched stream is judged when the read saw it
+        else:
+            self._sweep(now_ms)
         handler = _HANDLERS[type(command)]
         return handler(self, command, now_ms)
 
@@ -415,7 +418,10 @@ class StreamMachine:
         return Outcome()
 
     def _touch_command(self, cmd: Touch, now_ms: int) -> Outcome:
-        stream, error = self._writable(cmd.bucket, cmd.stream, now_ms)
+        # Judged alive at the time the read saw it (never later than the entry's own stamp),
+        # then renewed from the entry's stamp.
+        seen_ms = min(cmd.seen_ms, now_ms) if cmd.seen_ms else now_ms
+        stream, error = self._writable(cmd.bucket, cmd.stream, seen_ms)
         if stream is None:
             return Outcome(error=error)
         self._touch(stream, now_ms)
