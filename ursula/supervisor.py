@@ -186,7 +186,7 @@ def open_journal(config: NodeConfig, directory: str, owned, fail):
     ``owned(g)``: whether this process may hold group ``g`` (a journal holding any other group
     is refused); ``fail(what)`` raises the caller's error with a one-line reason."""
     from ursula.raft import MemoryStorage
-    from ursula.storage.journal import Journal, JournalError, memory_storage
+    from ursula.storage.journal import Journal, JournalError, Recovery, memory_storage
 
     cluster = config.cluster
     voters = sorted(config.peers)
@@ -204,6 +204,9 @@ def open_journal(config: NodeConfig, directory: str, owned, fail):
              f"([cluster] groups = {cluster.groups}, [node] cores = {config.cores})")
     storages = {g: memory_storage(recovered[g], voters) if g in recovered
                 else MemoryStorage(voters) for g in range(cluster.groups)}
+    # The storages hold what recovery read; the journal keeps only its report (the recovered
+    # snapshots' bytes are released once each group is running: GroupReplica).
+    journal.recovery = Recovery({}, journal.recovery.report)
     return journal, storages
 
 

@@ -363,3 +363,37 @@ def test_raft_node_starts_from_recovered_storage(tmp_path):
     node = RaftNode(Config(id=1), st, random.Random(1))
     assert node.term == 2 and node.vote == 1
     assert node.log.committed == 4 and node.log.last_index() == 5
+
+
+def test_snapshot_data_is_read_from_the_file_on_demand(tmp_path):
+    big = snap(6, data=b"d" * 300_000)
+    with Journal(tmp_path) as j:
+        j.write_batch([er(1, 1, 10)])
+        j.save_snapshot(1, big)
+        assert j.snapshot_data(1, 5) is None  # not the group's current snapshot
+        assert j.snapshot_data(2, 6) is None  # no snapshot at all
+        data = j.snapshot_data(1, 6)
+        assert len(data) == len(big.data)
+        assert data[0:10] == big.data[:10] and data[299_990:] == big.data[299_990:]
+        assert bytes(data) == big.data
+        j.save_snapshot(1, snap(8))  # replaces (unlinks) the file
+        assert j.snapshot_data(1, 6) is None
+        assert data[100:120] == big.data[100:120]  # the open reader still has it
+    with Journal(tmp_path) as j:
+        assert bytes(j.snapshot_data(1, 8)) == snap(8).data  # after recovery too
+
+
+def test_raft_storage_sends_a_snapshot_read_from_its_file(tmp_path):
+    # A leader whose snapshot data is a file reader sends it in chunks like bytes.
+    big = snap(6, data=bytes(range(256)) * 1000)
+    with Journal(tmp_path) as j:
+        j.write_batch([er(1, 1, 6)])
+        j.save_snapshot(1, big)
+        st = MemoryStorage([1, 2, 3])
+        st.apply_snapshot(big)
+        assert not st.swap_snapshot_data(5, j.snapshot_data(1, 6))  # not its snapshot index
+        assert st.swap_snapshot_data(6, j.snapshot_data(1, 6))
+        held = st.snapshot().data
+        assert not isinstance(held, bytes)
+        chunks = [held[off:off + 60 * 1024] for off in range(0, len(held), 60 * 1024)]
+        assert b"".join(chunks) == big.data

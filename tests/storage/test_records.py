@@ -9,7 +9,7 @@ import cbor2
 import pytest
 
 from tests.storage.util import er, hs, snap
-from ursula.raft.messages import ConfState, Entry, HardState, SnapshotMeta
+from ursula.raft.messages import ConfState, Entry, HardState, Snapshot, SnapshotMeta
 from ursula.storage.records import (
     CORRUPT,
     FLAG_MORE,
@@ -27,8 +27,10 @@ from ursula.storage.records import (
     encode_record,
     encode_records,
     encode_snapshot_file,
+    encode_snapshot_file_parts,
     record_from_wire,
     scan,
+    snapshot_data_span,
 )
 
 REF = SnapshotRef(SnapshotMeta(7, 2, ConfState((1, 2, 3))), "3-00000000000000000007.snap")
@@ -143,3 +145,29 @@ def test_snapshot_file_round_trip_and_damage():
     for broken in (data[:-1], data[:5], data + b"\x00", data[:20] + b"\xff" + data[21:]):
         with pytest.raises(RecordError):
             decode_snapshot_file(broken)
+
+
+@pytest.mark.parametrize("size", [0, 1, 23, 24, 255, 256, 65535, 65536, 1 << 20])
+@pytest.mark.parametrize("kind", [bytes, bytearray])
+def test_snapshot_file_parts_are_the_cbor_of_the_whole(size, kind):
+    # The parts (written without copying the data) are byte for byte the framing of
+    # cbor2.dumps([KIND_SNAPSHOT_FILE, group, snapshot.to_wire()]), so older files and newer
+    # ones decode alike; and the data sits where snapshot_data_span says.
+    data = kind(bytes(range(256)) * (size // 256) + b"z" * (size % 256))
+    s = Snapshot(SnapshotMeta(12, 4, ConfState((1, 2, 3))), data)
+    parts = encode_snapshot_file_parts(7, s)
+    assert parts[2] is data  # not copied
+    whole = b"".join(parts)
+    payload = cbor2.dumps([16, 7, [s.meta.to_wire(), bytes(data)]])
+    lw = struct.pack("<I", len(payload))
+    assert whole == lw + struct.pack("<I", zlib.crc32(payload, zlib.crc32(lw))) + payload
+    group, back = decode_snapshot_file(whole)
+    assert group == 7 and back.meta == s.meta and back.data == bytes(data)
+    offset, length = snapshot_data_span(7, s.meta, len(whole))
+    assert (offset, length) == (len(parts[0]) + len(parts[1]), size)
+    assert whole[offset:offset + length] == bytes(data)
+
+
+def test_snapshot_data_span_of_a_file_too_short_is_an_error():
+    with pytest.raises(RecordError):
+        snapshot_data_span(7, SnapshotMeta(12, 4, ConfState((1,))), 5)

@@ -1,20 +1,25 @@
 """``Flusher``: the cold tier's writer (``IFlusher``). On every group this node leads, while the
 group holds more than ``hot_bytes`` of hot (in-memory) stream bytes, it takes the largest
 stream's oldest hot bytes (at most ``chunk_bytes``), uploads them as one chunk, then proposes
-``ColdFlushed``; every replica drops the bytes when it applies it. One upload per group at a
-time, so a stream's chunks go in order.
+``ColdFlushed``; every replica drops the bytes when it applies it.
 
+* Pipelined: up to ``depth`` chunks of a group are in flight at once (uploading, or proposed
+  and not yet applied), the next ranges planned past the ones in flight. Uploads run side by
+  side; their ``ColdFlushed`` are proposed in plan order, so each applies at its stream's hot
+  start (one that does not, because an earlier one failed, is refused by the state machine
+  and changes nothing).
 * Idempotent: a chunk's key is derived from the group, the stream's uid and the range, so an
   upload retried (by this leader or the next) overwrites the same object; a ``ColdFlushed`` of
   a range already cold is a no-op in the state machine. An upload whose stream is gone by the
   time it commits is deleted again.
 * Faults: a failed upload or delete is retried with exponential back-off (``backoff_max_s``),
-  counted (``upload_errors``) and logged. Appends go on meanwhile, until a group holds
-  ``max_hot_bytes``: then ``admit`` refuses writes to it (503 with Retry-After), nothing
-  acknowledged is dropped, and writes resume once flushing has caught up.
+  counted (``upload_errors``) and logged; after any failure the group plans nothing new until
+  its chunks in flight are done, then plans again from the hot start. Appends go on meanwhile,
+  until a group holds ``max_hot_bytes``: then ``admit`` refuses writes to it (503 with
+  Retry-After), nothing acknowledged is dropped, and writes resume once flushing caught up.
 * Collection: the chunks of dropped streams (``StreamMachine.cold_garbage``, replicated) are
   deleted from the store by the leader after the drop committed, then acknowledged with
-  ``ColdCollected``.
+  ``ColdCollected`` (never while the group has chunks in flight).
 
 May import: Twisted, zope.interface, ``ursula.cold``, ``ursula.stream``, ``ursula.core``.
 """
@@ -34,11 +39,35 @@ log = Logger()
 COLLECT_BATCH = 64
 
 
+class _Chunk:
+    """One planned chunk of a group: its command, and how far it got."""
+
+    __slots__ = ("command", "size", "uploaded", "proposed")
+
+    def __init__(self, command):
+        self.command = command
+        self.size = command.end - command.start
+        self.uploaded = False
+        self.proposed = False
+
+
+class _GroupPlan:
+    """The chunks of one group in flight, in plan order, and where each stream's plan ends."""
+
+    __slots__ = ("chunks", "ends", "bytes", "failed")
+
+    def __init__(self):
+        self.chunks: list[_Chunk] = []
+        self.ends: dict[int, int] = {}  # stream uid -> end of its last planned chunk
+        self.bytes = 0  # hot bytes covered by the chunks in flight
+        self.failed = False  # plan nothing new until the chunks in flight are done
+
+
 @implementer(IFlusher)
 class Flusher:
     def __init__(self, reactor, groups: dict, store, cache=None, hot_bytes: int = 32 << 20,
                  max_hot_bytes: int = 128 << 20, chunk_bytes: int = 4 << 20,
-                 interval_s: float = 0.1, backoff_max_s: float = 30.0):
+                 interval_s: float = 0.1, backoff_max_s: float = 30.0, depth: int = 4):
         self.reactor = reactor
         self.groups = groups
         self.store = store
@@ -48,7 +77,9 @@ class Flusher:
         self.chunk_bytes = chunk_bytes
         self.interval_s = interval_s
         self.backoff_max_s = backoff_max_s
-        self.busy: set[int] = set()
+        self.depth = max(1, depth)
+        self.busy: set[int] = set()  # groups collecting garbage
+        self.plans: dict[int, _GroupPlan] = {}
         self.retry_at: dict[int, float] = {}
         self.backoff: dict[int, float] = {}
         self.counts = {"uploads": 0, "uploaded_bytes": 0, "upload_errors": 0, "collected": 0}
@@ -92,50 +123,114 @@ class Flusher:
         for group in self.groups.values():
             self._run(group)
 
+    def in_flight(self, group_id: int) -> int:
+        """How many of the group's chunks are uploading or proposed."""
+        plan = self.plans.get(group_id)
+        return 0 if plan is None else len(plan.chunks)
+
     def _run(self, group) -> None:
         gid = group.group_id
-        if (self.stopped or gid in self.busy or not group.is_leader
-                or self.reactor.seconds() < self.retry_at.get(gid, 0.0)):
+        plan = self.plans.get(gid)
+        if plan is None:
+            plan = self.plans[gid] = _GroupPlan()
+        if not self._may_start(group, plan):
             return
         machine = group.machine
-        if machine.cold_garbage:
+        if machine.cold_garbage and not plan.chunks:
             self._collect(group, list(machine.cold_garbage[:COLLECT_BATCH]))
             return
-        if machine.total_bytes <= self.hot_bytes:
-            return
-        stream = max((s for s in machine.streams.values() if s.data),
-                     key=lambda s: len(s.data), default=None)
-        if stream is None:
-            return
-        start = stream.base
-        end = start + min(self.chunk_bytes, len(stream.data))
-        key = chunk_key(gid, stream.uid, stream.bucket, stream.name, start, end)
-        blob, checksum = encode_chunk(start, end, stream.slice(start, end))
-        command = C.ColdFlushed(stream.bucket, stream.name, stream.uid, start, end, key, checksum)
-        self.busy.add(gid)
-        d = self.store.put(key, blob)
-        d.addCallbacks(lambda _: self._propose(group, command),
-                       self._failed, errbackArgs=(group, f"upload of {key}"))
+        # (an upload may fail at once: the conditions are checked again for every chunk)
+        while (len(plan.chunks) < self.depth
+               and machine.total_bytes - plan.bytes > self.hot_bytes
+               and self._may_start(group, plan)):
+            if not self._plan_one(group, plan):
+                break
 
-    def _propose(self, group, command) -> None:
-        d = group.submit(command)
-        d.addCallbacks(self._flushed, self._not_proposed, callbackArgs=(group, command),
-                       errbackArgs=(group,))
-
-    def _flushed(self, outcome, group, command) -> None:
+    def _may_start(self, group, plan: _GroupPlan) -> bool:
         gid = group.group_id
-        self.busy.discard(gid)
-        self.backoff.pop(gid, None)
+        return not (self.stopped or plan.failed or gid in self.busy or not group.is_leader
+                    or self.reactor.seconds() < self.retry_at.get(gid, 0.0))
+
+    def _plan_one(self, group, plan: _GroupPlan) -> bool:
+        """Plan and start uploading the next chunk of the stream with the most unplanned hot
+        bytes; False if there is none."""
+        ends = plan.ends
+        stream, start, unplanned = None, 0, 0
+        for candidate in group.machine.streams.values():
+            if not candidate.data:
+                continue
+            first = max(candidate.base, ends.get(candidate.uid, 0))
+            left = candidate.tail - first
+            if left > unplanned:
+                stream, start, unplanned = candidate, first, left
+        if stream is None:
+            return False
+        end = start + min(self.chunk_bytes, unplanned)
+        key = chunk_key(group.group_id, stream.uid, stream.bucket, stream.name, start, end)
+        blob, checksum = encode_chunk(start, end, stream.slice(start, end))
+        chunk = _Chunk(C.ColdFlushed(stream.bucket, stream.name, stream.uid, start, end, key,
+                                     checksum))
+        plan.chunks.append(chunk)
+        ends[stream.uid] = end
+        plan.bytes += chunk.size
+        d = self.store.put(key, blob)
+        d.addCallbacks(self._uploaded, self._upload_failed, callbackArgs=(group, plan, chunk),
+                       errbackArgs=(group, plan, chunk))
+        return True
+
+    def _uploaded(self, _, group, plan: _GroupPlan, chunk: _Chunk) -> None:
+        chunk.uploaded = True
+        self.backoff.pop(group.group_id, None)
+        if plan.failed:
+            self._done(group, plan, chunk)  # not proposed: the range is planned again
+            return
+        for ready in plan.chunks:  # propose in plan order, as far as uploads have got
+            if not ready.uploaded:
+                break
+            if not ready.proposed:
+                ready.proposed = True
+                group.submit(ready.command).addCallbacks(
+                    self._flushed, self._not_proposed, callbackArgs=(group, plan, ready),
+                    errbackArgs=(group, plan, ready))
+
+    def _upload_failed(self, failure, group, plan: _GroupPlan, chunk: _Chunk) -> None:
+        self._back_off(failure, group, f"upload of {chunk.command.key}")
+        self._abandon(group, plan, chunk)
+
+    def _abandon(self, group, plan: _GroupPlan, chunk: _Chunk) -> None:
+        """``chunk`` failed: so do the uploaded chunks after it that wait to be proposed (the
+        ones uploading are done when their upload ends, the proposed ones when they apply)."""
+        plan.failed = True
+        for waiting in [c for c in plan.chunks if c.uploaded and not c.proposed]:
+            plan.chunks.remove(waiting)
+            plan.bytes -= waiting.size
+        self._done(group, plan, chunk)
+
+    def _flushed(self, outcome, group, plan: _GroupPlan, chunk: _Chunk) -> None:
+        command = chunk.command
         if outcome.error == "not_found":  # the stream went away: the object is garbage
             self.store.delete(command.key).addErrback(lambda _: None)
         elif outcome.error is None and not outcome.duplicate:
             self.counts["uploads"] += 1
-            self.counts["uploaded_bytes"] += command.end - command.start
-        self._run(group)
+            self.counts["uploaded_bytes"] += chunk.size
+        elif outcome.error is not None:  # not at the hot start: an earlier chunk failed
+            self._abandon(group, plan, chunk)
+            return
+        self._done(group, plan, chunk)
 
-    def _not_proposed(self, failure, group) -> None:
+    def _not_proposed(self, failure, group, plan: _GroupPlan, chunk: _Chunk) -> None:
         """Leadership moved (or the proposal may not commit): the next leader flushes."""
-        self.busy.discard(group.group_id)
+        self._abandon(group, plan, chunk)
+
+    def _done(self, group, plan: _GroupPlan, chunk: _Chunk) -> None:
+        if chunk in plan.chunks:
+            plan.chunks.remove(chunk)
+            plan.bytes -= chunk.size
+        if not plan.chunks:
+            plan.ends.clear()  # every range planned is applied or abandoned
+            plan.failed = False
+        if self.plans.get(group.group_id) is plan:
+            self._run(group)
 
     def _collect(self, group, keys: list[str]) -> None:
         gid = group.group_id
@@ -147,8 +242,8 @@ class Flusher:
 
         def deleted(_):
             return group.submit(C.ColdCollected(tuple(keys))).addCallbacks(
-                lambda _: self._collected(group, len(keys)), self._not_proposed,
-                errbackArgs=(group,))
+                lambda _: self._collected(group, len(keys)),
+                lambda _: self.busy.discard(group.group_id))  # leadership moved: the next leader
         d.addCallbacks(deleted, self._failed, errbackArgs=(group, f"delete of {keys[0]}"))
 
     def _collected(self, group, count: int) -> None:
@@ -157,8 +252,11 @@ class Flusher:
         self._run(group)
 
     def _failed(self, failure, group, what: str) -> None:
+        self.busy.discard(group.group_id)
+        self._back_off(failure, group, what)
+
+    def _back_off(self, failure, group, what: str) -> None:
         gid = group.group_id
-        self.busy.discard(gid)
         self.counts["upload_errors"] += 1
         delay = min(self.backoff_max_s, self.backoff.get(gid, 0.1) * 2)
         self.backoff[gid] = delay

@@ -31,6 +31,9 @@ from ursula.stream import encode_command
 
 log = Logger()
 
+#: A snapshot smaller than this stays in memory (a file reader costs a descriptor).
+KEEP_SNAPSHOT_BYTES = 256 << 10
+
 
 class NotLeader(Exception):
     def __init__(self, leader: int):
@@ -64,6 +67,7 @@ class GroupReplica:
         self.releasing = False
         self.leader_waiters: list[Deferred] = []
         self._seen_leader = (self.driver.known_leader, self.driver.is_leader)
+        self._release_snapshot_bytes()  # the state machine was restored from them
 
     # -- state -------------------------------------------------------------------------------
 
@@ -145,6 +149,7 @@ class GroupReplica:
             if not d.called:
                 d.callback(None)
         if out.installed_snapshot:
+            self._release_snapshot_bytes()
             self.runtime.notify_all(self)
         else:
             notify = self.runtime.notify
@@ -179,11 +184,31 @@ class GroupReplica:
     def _save_snapshot(self, snapshot) -> None:
         def saved(_):
             index = self.driver.snapshot_saved(snapshot)
+            self._release_snapshot_bytes()
             self.runtime.compacted(self.group_id, index)
 
         d = self.runtime.save_snapshot(self.group_id, snapshot)
         d.addCallback(saved)
         d.addErrback(self.runtime.fatal, f"group {self.group_id}: saving a snapshot failed")
+
+    def _release_snapshot_bytes(self) -> None:
+        """Once the group's latest snapshot is durable, its Raft storage holds a reader of the
+        snapshot file instead of its bytes (they are needed only to send it to a follower that
+        fell behind the log): a snapshot costs memory only while it is being made."""
+        snapshot = self.storage.snapshot()
+        if not isinstance(snapshot.data, bytes) or len(snapshot.data) < KEEP_SNAPSHOT_BYTES:
+            return
+        find = getattr(getattr(self.runtime, "persister", None), "snapshot_data", None)
+        if find is None:
+            return
+        try:
+            on_disk = find(self.group_id, snapshot.meta.index)
+        except (OSError, ValueError) as error:
+            log.warn("group {group}: snapshot {index} stays in memory: {error}",
+                     group=self.group_id, index=snapshot.meta.index, error=error)
+            return
+        if on_disk is not None:
+            self.storage.swap_snapshot_data(snapshot.meta.index, on_disk)
 
     def fail_all(self, error: Exception) -> None:
         for d, _ in self.driver.fail_all(Rejection("shutdown", str(error))):

@@ -87,6 +87,11 @@ class JournalPersister:
     def save_snapshot(self, group_id: int, snapshot):
         return self.committer.save_snapshot(group_id, snapshot, replace=False)
 
+    def snapshot_data(self, group_id: int, index: int):
+        """The data of the group's stored snapshot ``index`` read from its file on demand, or
+        None (see ``ursula.storage.snapfile``)."""
+        return self.committer.snapshot_data(group_id, index)
+
     def compacted(self, group_id: int, index: int) -> None:
         self.committer.compact(group_id, index)
         self._compactions += 1

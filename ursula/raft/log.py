@@ -129,6 +129,15 @@ class MemoryStorage:
         self.snap = Snapshot(SnapshotMeta(index, term, conf or self.snap.meta.conf), data)
         return self.snap
 
+    def swap_snapshot_data(self, index: int, data) -> bool:
+        """Hold ``data`` (the same bytes, stored elsewhere: any object with ``len`` and
+        slicing, e.g. read from a file on demand) as the data of snapshot ``index``, if that
+        is still the latest; returns whether it was swapped."""
+        if self.snap.meta.index != index or len(data) != len(self.snap.data):
+            return False
+        self.snap = Snapshot(self.snap.meta, data)
+        return True
+
     def compact(self, index: int) -> None:
         """Discard entries up to and including `index` (keeps a dummy at `index`)."""
         off = self.ents[0].index

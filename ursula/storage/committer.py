@@ -134,6 +134,10 @@ class GroupCommitter:
         """`Journal.release_segments` in the thread pool; fires with the deleted paths."""
         return self._call(self.journal.release_segments)
 
+    def snapshot_data(self, group: int, index: int):
+        """`Journal.snapshot_data` (opens one file: runs right here)."""
+        return self.journal.snapshot_data(group, index)
+
     def holding_back(self) -> list[int]:
         """`Journal.holding_back` (bookkeeping only: runs right here)."""
         return self.journal.holding_back()

@@ -17,7 +17,8 @@ Layout of a journal directory (see docs/storage.md)::
 `Journal` methods may be called from any one thread at a time (a lock serializes them); the
 Twisted side (`ursula.storage.committer`) calls them from a thread pool.
 
-May import: the standard library, ursula.storage.records and ursula.raft (records, storage).
+May import: the standard library, ursula.storage.records, ursula.storage.snapfile and ursula.raft
+(records, storage).
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ from ursula.storage.records import (
     encode_record,
     encode_snapshot_file_parts,
     scan,
+    snapshot_data_span,
 )
+from ursula.storage.snapfile import SnapshotFileData
 
 FSYNC_ALWAYS = "always"
 #: UNSAFE: acknowledged writes can be lost on power failure or kernel crash.  Tests and
@@ -528,11 +531,9 @@ class Journal:
         name = snapshot_name(group, index)
         path = os.path.join(self._snapdir, name)
         tmp = path + ".tmp"
-        header, payload = encode_snapshot_file_parts(group, snapshot)
         with open(tmp, "wb") as f:
-            f.write(header)
-            f.write(payload)
-            del payload
+            for part in encode_snapshot_file_parts(group, snapshot):
+                f.write(part)
             f.flush()
             if self._sync:
                 os.fsync(f.fileno())
@@ -554,6 +555,24 @@ class Journal:
                 except FileNotFoundError:
                     pass
             return ref
+
+    def snapshot_data(self, group: int, index: int) -> SnapshotFileData | None:
+        """The data of ``group``'s stored snapshot ``index``, read from its file on demand
+        (`SnapshotFileData`); None if the group's current snapshot is another one."""
+        # No lock (the reactor thread calls this, and a batch holds the lock through its
+        # fsync): the group's snapshot reference is replaced whole, never changed in place.
+        g = self._groups.get(group)
+        ref = None if g is None else g.snap
+        if ref is None or ref.meta.index != index:
+            return None
+        path = os.path.join(self._snapdir, ref.file)
+        data = SnapshotFileData(path)
+        try:
+            offset, length = snapshot_data_span(group, ref.meta, data.size)
+        except RecordError:
+            data.close()
+            raise
+        return data.span(offset, length)
 
     def _check_newer(self, group: int, index: int):
         g = self._groups.get(group)

@@ -11,7 +11,9 @@ What lives here:
 - `encode_batch` / `scan` / `decode_stream`: a batch (the records of one `write_batch`) is only
   accepted whole: a stream that ends inside a batch, or holds a bad record, is cut back to the
   end of the last complete batch;
-- `encode_snapshot_file` / `decode_snapshot_file`: the same framing for a snapshot image file.
+- `encode_snapshot_file` / `decode_snapshot_file`: the same framing for a snapshot image file;
+  `encode_snapshot_file_parts` writes one without copying its data, and `snapshot_data_span`
+  finds the data inside a stored file (read on demand: ``ursula.storage.snapfile``).
 
 Pure: no file I/O, no clock.  May import: the standard library, cbor2 and ursula.raft.messages.
 """
@@ -290,15 +292,51 @@ def encode_snapshot_file(group: int, snapshot: Snapshot) -> bytes:
     return b"".join(encode_snapshot_file_parts(group, snapshot))
 
 
-def encode_snapshot_file_parts(group: int, snapshot: Snapshot) -> tuple[bytes, bytes]:
-    """``encode_snapshot_file`` as (header, payload), to be written one after the other: a
-    snapshot of many MiB is not copied once more just to put 8 bytes in front of it."""
-    payload = cbor2.dumps([KIND_SNAPSHOT_FILE, group, snapshot.to_wire()])
-    n = len(payload)
+def _cbor_bytes_head(n: int) -> bytes:
+    """The CBOR head of a byte string of ``n`` bytes (major type 2, shortest length form)."""
+    if n < 24:
+        return bytes((0x40 | n,))
+    if n < 1 << 8:
+        return struct.pack(">BB", 0x58, n)
+    if n < 1 << 16:
+        return struct.pack(">BH", 0x59, n)
+    if n < 1 << 32:
+        return struct.pack(">BI", 0x5A, n)
+    return struct.pack(">BQ", 0x5B, n)
+
+
+def _snapshot_file_prefix(group: int, meta: SnapshotMeta) -> bytes:
+    """The payload of a snapshot file up to its data's byte-string head: the CBOR of
+    ``[KIND_SNAPSHOT_FILE, group, [meta, `` (two array heads and three items)."""
+    return (b"\x83" + cbor2.dumps(KIND_SNAPSHOT_FILE) + cbor2.dumps(group) + b"\x82"
+            + cbor2.dumps(meta.to_wire()))
+
+
+def encode_snapshot_file_parts(group: int, snapshot: Snapshot) -> tuple[bytes, bytes, bytes]:
+    """``encode_snapshot_file`` as (frame header, payload head, data), written one after the
+    other: the payload is ``cbor2.dumps([KIND_SNAPSHOT_FILE, group, snapshot.to_wire()])``
+    byte for byte, but the snapshot's data (many MiB) is neither copied nor re-encoded. The
+    data starts ``len(header) + len(head)`` bytes into the file."""
+    data = snapshot.data
+    head = _snapshot_file_prefix(group, snapshot.meta) + _cbor_bytes_head(len(data))
+    n = len(head) + len(data)
     if n > MAX_PAYLOAD:
         raise ValueError(f"record payload of {n} bytes exceeds {MAX_PAYLOAD}")
     lw = struct.pack("<I", n)
-    return lw + struct.pack("<I", zlib.crc32(payload, zlib.crc32(lw))), payload
+    crc = zlib.crc32(data, zlib.crc32(head, zlib.crc32(lw)))
+    return lw + struct.pack("<I", crc), head, data
+
+
+def snapshot_data_span(group: int, meta: SnapshotMeta, file_size: int) -> tuple[int, int]:
+    """``(offset, length)`` of the snapshot data inside a snapshot file of ``file_size``
+    bytes written by `encode_snapshot_file_parts` for ``group`` and ``meta``; RecordError if
+    no data length fits."""
+    fixed = HEADER.size + len(_snapshot_file_prefix(group, meta))
+    for head_size in (1, 2, 3, 5, 9):
+        length = file_size - fixed - head_size
+        if length >= 0 and len(_cbor_bytes_head(length)) == head_size:
+            return fixed + head_size, length
+    raise RecordError(f"a snapshot file of {file_size} bytes cannot hold group {group}'s data")
 
 
 def decode_snapshot_file(data: bytes) -> tuple[int, Snapshot]:
