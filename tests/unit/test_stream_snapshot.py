@@ -22,6 +22,7 @@ from ursula.stream.commands import (
     DeleteStream,
     Producer,
     ReleaseFork,
+    Subscription,
     Touch,
 )
 from ursula.stream.machine import StreamError
@@ -166,6 +167,30 @@ def test_restored_ttl_deadlines_still_sweep():
     assert restored.stream_count == count - 1  # "gone-later" was swept
 
 
+def test_subscription_state_survives_a_snapshot():
+    from ursula.stream.subscriptions import config_hash, key_command, sub_command
+    sm = build_rich_machine()
+    cfg = {"type": "webhook", "pattern": "*", "streams": [], "webhook": {"url": "https://e.x"},
+           "wake_stream": None, "lease_ttl_ms": 1000, "description": None}
+    sm.apply(sub_command(B, "s", "put", config=cfg, hash=config_hash(cfg), base_url="u",
+                         links=[]), T0)
+    sm.apply(key_command(b"k" * 32), T0)
+    sm.apply(sub_command(B, "s", "tails", tails=[["json", 2, 9]]), T0)
+    sm.apply(sub_command(B, "s", "wake", generation=0, wake_id="w1"), T0)
+    sm.apply(sub_command(B, "s", "delivered", wake_id="w1", ok=False, done=False,
+                         next_attempt_ms=T0 + 1000), T0)
+    blob = sm.snapshot()
+    restored = StreamMachine.restore(blob)
+    assert restored.snapshot() == blob
+    sub = restored.subscriptions.get(B, "s")
+    assert (sub.generation, sub.wake.wake_id, sub.wake.next_attempt_ms) == (1, "w1", T0 + 1000)
+    assert restored.subscriptions.signing_seed == b"k" * 32
+    follow = sub_command(B, "s", "delivered", wake_id="w1", ok=True, done=True,
+                         next_attempt_ms=0)
+    assert restored.apply(follow, T0 + 5) == sm.apply(follow, T0 + 5)
+    assert restored.snapshot() == sm.snapshot()
+
+
 def test_restore_of_an_empty_machine():
     restored = StreamMachine.restore(StreamMachine().snapshot())
     assert restored.stream_count == 0
@@ -204,6 +229,8 @@ ALL_COMMANDS = [
     AckReleases(()),
     ColdFlushed("b", "s", 3, 0, 4096, "g0/s3-abc/0-1000.chunk", 0xFFFFFFFF),
     ColdCollected(("g0/s3-abc/0-1000.chunk",)),
+    Subscription("b", "__ds/subscriptions/s", "tails", {"id": "s", "tails": [["a", 1, 2]]}),
+    Subscription("_default", "__ds/keys", "key", {"seed": b"\x00" * 32}),
 ]
 
 

@@ -143,12 +143,24 @@ class DeleteBucket:
     bucket: str
 
 
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A change to (or a linearizable read of) the subscription state of a group: ``op`` with
+    its ``args`` (see ``ursula.stream.subscriptions``). ``stream`` is the reserved name that
+    places it (``__ds/subscriptions/<id>``, or ``__ds/keys`` for the signing key)."""
+
+    bucket: str
+    stream: str
+    op: str
+    args: dict
+
+
 _TYPES = [CreateStream, Append, AppendBatch, DeleteStream, Touch, CreateBucket, DeleteBucket,
-          AcquireFork, ReleaseFork, AckReleases, ColdFlushed, ColdCollected]
+          AcquireFork, ReleaseFork, AckReleases, ColdFlushed, ColdCollected, Subscription]
 _TAG = {cls: index for index, cls in enumerate(_TYPES)}
 
 Command = (CreateStream | Append | AppendBatch | DeleteStream | Touch | CreateBucket | DeleteBucket
-           | AcquireFork | ReleaseFork | AckReleases | ColdFlushed | ColdCollected)
+           | AcquireFork | ReleaseFork | AckReleases | ColdFlushed | ColdCollected | Subscription)
 
 
 # Field names per command type, computed once (dataclasses.fields is slow on a hot path).

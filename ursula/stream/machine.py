@@ -31,9 +31,11 @@ from ursula.stream.commands import (
     DeleteBucket,
     DeleteStream,
     ReleaseFork,
+    Subscription,
     Touch,
 )
 from ursula.stream.model import APPENDS, ForkPrefix, ProducerState, Stream
+from ursula.stream.subscriptions import SubscriptionTable
 
 SWEEP_PER_COMMAND = 16
 SNAPSHOT_VERSION = 2  # 2: cold chunk references (version 1 images still load)
@@ -64,21 +66,26 @@ class Outcome:
     content_type: str | None = None
     fork: ForkPrefix | None = None
     results: list[Outcome] = field(default_factory=list)
+    payload: dict | None = None  # a Subscription command's answer (cbor-friendly)
 
 
 def outcome_to_wire(outcome: Outcome) -> list:
     """A cbor2-friendly form of an Outcome (for forwarding between nodes)."""
-    return [outcome.error, outcome.created, outcome.duplicate, outcome.start_offset,
+    wire = [outcome.error, outcome.created, outcome.duplicate, outcome.start_offset,
             outcome.next_offset, outcome.closed, outcome.producer_epoch, outcome.producer_seq,
             outcome.expected_seq, outcome.received_seq, outcome.content_type,
             outcome.fork.to_wire() if outcome.fork is not None else None,
             [outcome_to_wire(r) for r in outcome.results]]
+    if outcome.payload is not None:
+        wire.append(outcome.payload)
+    return wire
 
 
 def outcome_from_wire(data: list) -> Outcome:
-    *fields_, fork, results = data
+    payload = data[13] if len(data) > 13 else None
+    *fields_, fork, results = data[:13]
     return Outcome(*fields_, fork=ForkPrefix.from_wire(fork) if fork is not None else None,
-                   results=[outcome_from_wire(r) for r in results])
+                   results=[outcome_from_wire(r) for r in results], payload=payload)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +146,7 @@ class StreamMachine:
         self.applied = 0
         # request id -> outcome of its first application, oldest first (bounded)
         self.requests: dict[str, Outcome] = {}
+        self.subscriptions = SubscriptionTable()  # ursula.stream.subscriptions
 
     # == commands ==========================================================================
 
@@ -440,6 +448,10 @@ class StreamMachine:
         self.cold_bytes += dropped
         return Outcome(next_offset=stream.base)
 
+    def _subscription(self, cmd: Subscription, now_ms: int) -> Outcome:
+        result = self.subscriptions.apply(cmd.bucket, cmd.op, cmd.args, now_ms)
+        return Outcome(error=result.error, created=result.created, payload=result.payload)
+
     def _cold_collected(self, cmd: ColdCollected, now_ms: int) -> Outcome:
         done = set(cmd.keys)
         self.cold_garbage = [k for k in self.cold_garbage if k not in done]
@@ -560,7 +572,7 @@ class StreamMachine:
 
     def snapshot(self) -> bytes:
         streams = sorted(self.streams.values(), key=lambda s: s.uid)
-        return cbor2.dumps({
+        state = {
             "version": SNAPSHOT_VERSION,
             "next_uid": self.next_uid,
             "buckets": sorted(self.buckets),
@@ -568,7 +580,10 @@ class StreamMachine:
             "pending_releases": [list(r) for r in self.pending_releases],
             "requests": [[rid, outcome_to_wire(o)] for rid, o in self.requests.items()],
             "cold_garbage": list(self.cold_garbage),
-        })
+        }
+        if self.subscriptions.subs or self.subscriptions.signing_seed is not None:
+            state["subscriptions"] = self.subscriptions.to_wire()  # absent: none (older images)
+        return cbor2.dumps(state)
 
     @classmethod
     def restore(cls, blob: bytes, owns=None) -> StreamMachine:
@@ -580,6 +595,7 @@ class StreamMachine:
         machine.pending_releases = [tuple(r) for r in state["pending_releases"]]
         machine.requests = {rid: outcome_from_wire(o) for rid, o in state.get("requests", [])}
         machine.cold_garbage = list(state.get("cold_garbage", []))
+        machine.subscriptions = SubscriptionTable.from_wire(state.get("subscriptions"))
         for bucket in state["buckets"]:
             machine.buckets.setdefault(bucket, set())
         for item in state["streams"]:
@@ -647,6 +663,7 @@ _HANDLERS = {
     AckReleases: StreamMachine._ack_releases,
     ColdFlushed: StreamMachine._cold_flushed,
     ColdCollected: StreamMachine._cold_collected,
+    Subscription: StreamMachine._subscription,
 }
 
 
