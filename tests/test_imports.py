@@ -26,6 +26,7 @@ THIRD_PARTY = {
     "klein": "klein", "treq": "treq", "prometheus_client": "prometheus_client",
     "httptools": "httptools", "boto3": "boto3", "botocore": "botocore", "wasmtime": "wasmtime",
     "werkzeug": "werkzeug", "setproctitle": "setproctitle", "httpx": "httpx",
+    "cryptography": "cryptography",
 }
 
 

@@ -100,6 +100,29 @@ class ColdSection:
 
 
 @dataclass(frozen=True)
+class SubscriptionsSection:
+    """The subscription APIs (``{stream-url}/__ds/...``; docs/configuration.md)."""
+
+    enabled: bool = True
+    allow_loopback_webhooks: bool = True  # 127.0.0.0/8, ::1, localhost (development)
+    allow_http_webhooks: bool = False  # plain http to non-loopback hosts
+    max_subscriptions: int = 10_000  # per Raft group
+    max_streams: int = 1000  # explicit streams per subscription (and per request)
+    max_body_bytes: int = 65536  # request bodies of the subscription routes
+    max_id_bytes: int = 256
+    min_lease_ttl_ms: int = 1000
+    max_lease_ttl_ms: int = 600_000
+    default_lease_ttl_ms: int = 30_000
+    webhook_timeout_ms: int = 10_000
+    max_webhook_answer_bytes: int = 65536
+    retry_initial_ms: int = 1000
+    retry_max_ms: int = 60_000
+    reconcile_ms: int = 5000
+    tick_ms: int = 200
+    token_ttl_ms: int = 3_600_000
+
+
+@dataclass(frozen=True)
 class Peer:
     node_id: int
     host: str
@@ -127,6 +150,7 @@ class NodeConfig:
     cluster: ClusterSection = field(default_factory=ClusterSection)
     storage: StorageSection = field(default_factory=StorageSection)
     cold: ColdSection = field(default_factory=ColdSection)
+    subscriptions: SubscriptionsSection = field(default_factory=SubscriptionsSection)
 
     @property
     def peers(self) -> dict[int, Peer]:
@@ -159,7 +183,8 @@ class NodeConfig:
 
 
 _SECTIONS = {"node": NodeSection, "http": HttpSection, "limits": LimitsSection, "log": LogSection,
-             "cluster": ClusterSection, "storage": StorageSection, "cold": ColdSection}
+             "cluster": ClusterSection, "storage": StorageSection, "cold": ColdSection,
+             "subscriptions": SubscriptionsSection}
 _CHOICES = {("log", "level"): ("debug", "info", "warn", "error"),
             ("log", "format"): ("text", "json"),
             ("storage", "fsync"): ("always", "never"),
@@ -177,7 +202,16 @@ _MINIMUM = {("node", "backlog"): 1, ("http", "long_poll_timeout_ms"): 1, ("http"
             ("cluster", "snapshot_entries"): 10, ("cluster", "log_keep_entries"): 0,
             ("cluster", "snapshot_log_bytes"): 4096, ("storage", "segment_bytes"): 4096,
             ("storage", "hot_bytes"): 1024, ("cold", "chunk_bytes"): 1024,
-            ("cold", "cache_bytes"): 0}
+            ("cold", "cache_bytes"): 0,
+            ("subscriptions", "max_subscriptions"): 1, ("subscriptions", "max_streams"): 1,
+            ("subscriptions", "max_body_bytes"): 1024, ("subscriptions", "max_id_bytes"): 8,
+            ("subscriptions", "min_lease_ttl_ms"): 100, ("subscriptions", "max_lease_ttl_ms"): 100,
+            ("subscriptions", "default_lease_ttl_ms"): 100,
+            ("subscriptions", "webhook_timeout_ms"): 100,
+            ("subscriptions", "max_webhook_answer_bytes"): 64,
+            ("subscriptions", "retry_initial_ms"): 10, ("subscriptions", "retry_max_ms"): 10,
+            ("subscriptions", "reconcile_ms"): 100, ("subscriptions", "tick_ms"): 10,
+            ("subscriptions", "token_ttl_ms"): 1000}
 
 
 def _convert(section: str, key: str, raw: str, kind: type):
@@ -304,6 +338,13 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
         raise ConfigError(f"[storage] node_hot_bytes: {config.storage.node_hot_bytes} gives each "
                           f"of the {config.cluster.groups} groups {share} bytes; at least 1024 "
                           "each")
+    subs = config.subscriptions
+    if not subs.min_lease_ttl_ms <= subs.default_lease_ttl_ms <= subs.max_lease_ttl_ms:
+        raise ConfigError("[subscriptions] default_lease_ttl_ms: must lie within "
+                          f"min_lease_ttl_ms ({subs.min_lease_ttl_ms}) and max_lease_ttl_ms "
+                          f"({subs.max_lease_ttl_ms})")
+    if subs.retry_max_ms < subs.retry_initial_ms:
+        raise ConfigError("[subscriptions] retry_max_ms: must be at least retry_initial_ms")
     if config.node.cores > config.cluster.groups:
         raise ConfigError(f"[node] cores: {config.node.cores} cores need at least as many groups "
                           f"([cluster] groups = {config.cluster.groups})")

@@ -41,12 +41,29 @@ HEADER_NAMES = [b"Content-Type", b"Content-Length", b"Transfer-Encoding", b"Expe
                 b"If-None-Match", b"Upgrade", b"X-\xff", b"Bad Name", b"", b"\x00"]
 
 
+SUB_IDS = ["s1", "p1", "bad id", "%2F", "x" * 300, "", "s1/extra"]
+SUB_BODIES = [
+    b'{"type":"webhook","pattern":"events/*","webhook":{"url":"http://127.0.0.1:9/h"}}',
+    b'{"type":"pull-wake","pattern":"f*","wake_stream":"f1","lease_ttl_ms":1000}',
+    b'{"type":"webhook","pattern":"a/*","webhook":{"url":"http://10.0.0.1/h"}}',
+    b'{"type":"pull-wake","streams":["a",{"x":1}],"wake_stream":"w"}', b'{"type":1}', b"[]",
+    b"{", b"null", b'{"type":"pull-wake","pattern":"**","wake_stream":"w","lease_ttl_ms":1e9}',
+    b'{"type":"webhook","pattern":"a","webhook":{"url":"http://[::1"}}']
+SUB_ACTIONS = ["claim", "ack", "release", "callback", "nope"]
+TOKENS = [b"Bearer abc", b"Bearer a.b", b"bearer", b"Basic x", b"Bearer " + b"eyJ9" * 50]
+CALLBACK_BODIES = [b'{"worker":"w1"}', b'{"wake_id":"w","generation":1}',
+                   b'{"wake_id":"w","generation":"1","acks":[{"stream":"f1","offset":"x"}]}',
+                   b'{"wake_id":"w","generation":1,"acks":[{"stream":"f1","offset":"-1"}],'
+                   b'"done":true}', b'{"worker":5}', b"", b"[1]"]
+
+
 def templates(rng: random.Random):
     """(method, target, headers, body) of good requests to every route."""
     name = rng.choice(NAMES)
     offset = rng.choice(OFFSETS)
     seq = str(rng.choice([0, 1, 2, 5, -1, 2**63]))
     text = [(b"Content-Type", b"text/plain")]
+    jtype = [(b"Content-Type", b"application/json")]
     return [
         ("PUT", f"/v1/stream/{name}", text, b"hello"),
         ("PUT", f"/v1/stream/{name}", text + [(b"Stream-TTL", b"60")], b""),
@@ -80,6 +97,18 @@ def templates(rng: random.Random):
         ("GET", "/__ursula/ready", [], b""),
         ("GET", "/__ursula/metrics", [], b""),
         ("PATCH", "/v1/stream/f1", [], b""),
+        # the reserved subscription routes (ursula.http.subscriptions)
+        ("PUT", f"/v1/stream/__ds/subscriptions/{rng.choice(SUB_IDS)}", jtype,
+         rng.choice(SUB_BODIES)),
+        ("GET", f"/v1/stream/__ds/subscriptions/{rng.choice(SUB_IDS)}", [], b""),
+        ("DELETE", f"/v1/stream/__ds/subscriptions/{rng.choice(SUB_IDS)}", [], b""),
+        ("POST", f"/v1/stream/__ds/subscriptions/{rng.choice(SUB_IDS)}/streams", jtype,
+         rng.choice([b'{"streams":["a/b"]}', b'{"streams":[1]}', b"{}", b"[", b'{"streams":[]}'])),
+        ("DELETE", f"/v1/stream/__ds/subscriptions/s1/streams/{name}", [], b""),
+        ("POST", f"/v1/stream/__ds/subscriptions/s1/{rng.choice(SUB_ACTIONS)}",
+         jtype + [(b"Authorization", rng.choice(TOKENS))], rng.choice(CALLBACK_BODIES)),
+        ("GET", "/v1/stream/__ds/jwks.json", [], b""),
+        ("GET", f"/fuzz/__ds/subscriptions/{rng.choice(SUB_IDS)}", [], b""),
     ]
 
 

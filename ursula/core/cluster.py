@@ -111,6 +111,8 @@ class RaftCore:
         self.reads = ReadPath(reactor, self.groups, self._group_for, self.settings,
                               self.now_ms, self.cache, self.timeouts)
         self.stopped = False
+        # ursula.core.subscriptions: told of every stream change and applied Ready
+        self.subscription_hooks: list = []
         if hasattr(persister, "on_holding_back"):
             persister.on_holding_back = self.snapshot_groups
         if transport is not None:
@@ -207,6 +209,8 @@ class RaftCore:
 
     def notify(self, key) -> None:
         self.watchers.notify(key)
+        for hook in self.subscription_hooks:
+            hook.stream_changed(key)
 
     def notify_all(self, group) -> None:
         self.watchers.notify_all()
@@ -215,6 +219,8 @@ class RaftCore:
         self.forks.after_apply(group)
         if self.flusher is not None:
             self.flusher.kick(group)
+        for hook in self.subscription_hooks:
+            hook.group_applied(group)
 
     def leader_changed(self, group: GroupReplica) -> None:
         self.forwarder.leader_changed(group)

@@ -117,6 +117,7 @@ class CoreWatchers(WatcherRegistry):
         super().__init__(limit)
         self.total = total or (lambda: self.count)
         self.remote: dict[tuple[str, str], set] = {}
+        self.everything: set = set()  # links told of every change (sub_watch_all)
 
     def add(self, key, callback):
         if self.total() >= self.limit:
@@ -134,12 +135,15 @@ class CoreWatchers(WatcherRegistry):
                 del self.remote[key]
 
     def drop_link(self, link) -> None:
+        self.everything.discard(link)
         for key in [k for k, links in self.remote.items() if link in links]:
             self.unwatch(key, link)
 
     def notify(self, key) -> None:
         super().notify(key)
         for link in self.remote.get(key, ()):
+            link.changed(key)
+        for link in self.everything:
             link.changed(key)
 
     def notify_all(self) -> None:
@@ -192,6 +196,7 @@ class RemoteCoreProxy:
         self._inflight: dict[tuple[str, str], int] = {}
         self._poller = None
         self._connect_waiters: list = []
+        self.change_listeners: list = []  # told of every key the owning core sends
 
     def attach(self, client) -> None:
         self.client = client
@@ -269,6 +274,8 @@ class RemoteCoreProxy:
                 del self._subscribers[subscription.key]
 
     def on_changed(self, link, keys) -> None:
+        for listener in self.change_listeners:
+            listener(keys)
         for key in keys:
             self._wake(key)
             if key not in self._subscribers and not self._inflight.get(key):
@@ -483,6 +490,12 @@ class CoreServer:
             return None
         if op == "unwatch":
             self.raft.watchers.unwatch(tuple(args), link)
+            return None
+        if op == "sub_watch_all":  # ursula.core.subscriptions: every change, to that core
+            self.raft.watchers.everything.add(link)
+            return None
+        if op == "sub_unwatch_all":
+            self.raft.watchers.everything.discard(link)
             return None
         if op == "ready":
             return self.raft.is_ready()

@@ -6,8 +6,9 @@ Every call takes a request object with the small twisted.web-like surface the ha
 (bytes) or a Deferred of it. ``guard`` turns protocol and state-machine errors into a status
 with a one-line reason, and anything unexpected into a logged 500 without a traceback.
 
-May import: Twisted, ``ursula.protocol``, ``ursula.stream`` (commands, errors) and
-``ursula.http`` modules; the node only through ``ICore`` (``ursula.core.interfaces``).
+May import: Twisted, ``ursula.protocol``, ``ursula.stream`` (commands, errors),
+``ursula.subscriptions`` (the signing key store) and ``ursula.http`` modules; the node only
+through ``ICore`` (``ursula.core.interfaces``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ class Api:
         self.live = LiveReads(core, config, self.metrics, clock, rng or random.Random(),
                               self.streams)
         self.max_name = config.limits.max_stream_name_bytes
+        self.keys = None
+        self.subscriptions = None
+        self.subscription_service = None  # set by data_plane_factory
+        if getattr(config, "subscriptions", None) is not None and config.subscriptions.enabled:
+            from ursula.http.subscriptions import SubscriptionRoutes
+            from ursula.stream.subscriptions import key_command
+            from ursula.subscriptions.signing import KeyStore
+            self.keys = KeyStore(core, key_command)
+            self.subscriptions = SubscriptionRoutes(core, config, self.keys, clock)
         streams = self.streams
         self._handlers = {b"GET": self._get, b"PUT": streams.put, b"POST": streams.post,
                           b"DELETE": streams.delete, b"HEAD": streams.head}
@@ -59,6 +69,15 @@ class Api:
             return self.options(request)
         return self.guard(request, self._named(self._handlers[method], bucket, name,
                                                allow_slash))
+
+    def reserved(self, request, bucket: str, root: str, rest: str):
+        """``{stream-url}/__ds/<rest>``: the subscription APIs (``ursula.http.subscriptions``)."""
+        if request.method == b"OPTIONS":
+            return self.options(request)
+        if self.subscriptions is None:
+            return error_body(request, 404, "subscriptions are disabled on this server")
+        return self.guard(request, lambda req: self.subscriptions.handle(req, bucket, root,
+                                                                         rest))
 
     def append_batch(self, request, bucket: str, stream: str):
         if request.method == b"OPTIONS":

@@ -20,7 +20,8 @@ handlers use; headers and the query string are parsed only when a handler asks f
 ``ready`` and ``metrics``).
 
 May import: Twisted, httptools, zope.interface, ``ursula.protocol``, ``ursula.loop`` and
-``ursula.http`` modules.
+``ursula.http`` modules; ``data_plane_factory`` also starts the core's subscription service
+(``ursula.core.subscriptions``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from ursula.http.api import BUCKET_METHODS, STREAM_METHODS, Api
 from ursula.http.common import COMMON_HEADERS, error_body
 from ursula.loop import Timeouts
 from ursula.protocol.errors import ProtocolError
-from ursula.protocol.names import DEFAULT_BUCKET
+from ursula.protocol.names import DEFAULT_BUCKET, check_bucket
 
 log = Logger()
 
@@ -585,12 +586,21 @@ class DataPlaneFactory(Factory):
         except UnicodeDecodeError:
             return error_body(request, 400, "the URL path is not valid UTF-8")
         for prefix in ("/v1/stream/", "/_default/"):
+            if text.startswith(prefix + "__ds/"):  # reserved: routed before streams
+                return api.reserved(request, DEFAULT_BUCKET, prefix[:-1],
+                                    text[len(prefix) + 5:])
             if text.startswith(prefix) and len(text) > len(prefix) \
                     and text[len(prefix)] != "/":
                 if method not in ALL_STREAM:
                     return api.method_not_allowed(request, STREAM_METHODS)
                 return api.stream(request, DEFAULT_BUCKET, text[len(prefix):], True)
         parts = text[1:].split("/") if text.startswith("/") else [""]
+        if len(parts) > 2 and parts[1] == "__ds" and parts[0]:
+            try:
+                bucket = check_bucket(parts[0])
+            except ProtocolError as error:
+                return error_body(request, 400, error.reason)
+            return api.reserved(request, bucket, "/" + bucket, "/".join(parts[2:]))
         if len(parts) in (2, 3) and parts[-1] == "" and all(parts[:-1]):
             parts.pop()  # a trailing slash
         if not all(parts):
@@ -611,5 +621,13 @@ class DataPlaneFactory(Factory):
 
 
 def data_plane_factory(core, config, reactor, metrics=None) -> DataPlaneFactory:
-    """The protocol factory the node listens with on ``[node] listen``."""
-    return DataPlaneFactory(core, config, reactor, metrics)
+    """The protocol factory the node listens with on ``[node] listen`` (and the core's
+    subscription service, which sends webhooks for the groups it leads)."""
+    factory = DataPlaneFactory(core, config, reactor, metrics)
+    api = factory.api
+    if api.keys is not None:
+        from ursula.core.subscriptions import attach
+        api.subscription_service = attach(core, config, reactor, api.keys)
+        if api.subscription_service is not None:
+            api.metrics.watch_subscriptions(api.subscription_service)
+    return factory

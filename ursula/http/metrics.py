@@ -45,6 +45,10 @@ class Metrics:
         if getattr(core, "flusher", None) is not None:
             self.registry.register(_ColdCollector(core))
 
+    def watch_subscriptions(self, service) -> None:
+        """Export the subscription service's counters (``ursula.core.subscriptions``)."""
+        self.registry.register(_SubscriptionCollector(service))
+
     def count_append(self, size: int) -> None:
         self.appended[0] += size
 
@@ -126,6 +130,32 @@ class _ColdCollector:
                                   value=cache.corrupt)
         yield GaugeMetricFamily("ursula_cold_cache_bytes", "Bytes in the chunk cache",
                                 value=cache.bytes)
+
+
+class _SubscriptionCollector:
+    """Webhook deliveries and failures, wake events written, and the retry queue, active leases
+    and subscriptions of the groups this core leads."""
+
+    def __init__(self, service):
+        self.service = service
+
+    def collect(self):
+        stats = self.service.stats()
+        yield CounterMetricFamily("ursula_subscription_deliveries",
+                                  "Webhook deliveries answered 2xx", value=stats["deliveries"])
+        yield CounterMetricFamily("ursula_subscription_delivery_failures",
+                                  "Webhook deliveries (and wake-event appends) that failed "
+                                  "(retried with back-off)", value=stats["failures"])
+        yield CounterMetricFamily("ursula_subscription_wake_events",
+                                  "Pull-wake events appended to wake streams",
+                                  value=stats["wake_events"])
+        yield GaugeMetricFamily("ursula_subscription_retry_queue",
+                                "Led subscriptions whose wake waits for a delivery retry",
+                                value=stats["retry_queue"])
+        yield GaugeMetricFamily("ursula_subscription_active_leases",
+                                "Led subscriptions with a lease running", value=stats["active_leases"])
+        yield GaugeMetricFamily("ursula_subscriptions", "Subscriptions of the groups led here",
+                                value=stats["subscriptions"])
 
 
 class _BatchCollector:
