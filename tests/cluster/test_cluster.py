@@ -40,12 +40,12 @@ def cluster(tmp_path_factory):
 def test_conformance_suite_on_a_follower(cluster):
     follower = cluster.follower_of(0)
     result = subprocess.run([sys.executable, str(ROOT / "tests/conformance/run_conformance.py"),
-                             "--url", follower.url, "--expect", "332"],
+                             "--url", follower.url, "--expect", "338", "--subscriptions"],
                             capture_output=True, text=True, timeout=600)
     summary = [line for line in result.stdout.splitlines() if line.startswith("conformance:")]
     print(f"follower node {follower.node_id}: {summary}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert summary == ["conformance: 332 passed, 0 failed, 6 skipped"]
+    assert summary == ["conformance: 338 passed, 0 failed, 0 skipped"]
 
 
 class Writer(threading.Thread):

@@ -209,3 +209,18 @@ def test_any_interleaving_of_uploads_failures_commits_and_leader_changes_loses_n
         assert position == stream.base and bytes(stream.data) == data[stream.base:], seed
         assert len(stream.data) <= 8 * KiB, seed  # flushed down to hot_bytes in the end
         assert flusher.in_flight(0) == 0, seed
+
+
+def test_chunks_failing_in_one_round_back_off_one_step():
+    # Four uploads in flight fail together (the store is down): the back-off doubles once,
+    # not four times, so flushing resumes soon after the store does.
+    clock, group, store, flusher, data = _setup(total=64 * KiB, depth=4)
+    flusher.poll()
+    assert len(store.pending) == 4
+    while store.pending:
+        store.finish(0, ok=False)
+    assert flusher.stats()["upload_errors"] == 4
+    assert flusher.backoff[0] == 0.2
+    clock.advance(0.2)
+    flusher.poll()
+    assert len(store.pending) == 4  # the next round

@@ -3,4 +3,5 @@ import { runConformanceTests } from "@durable-streams/server-conformance-tests"
 
 const baseUrl = process.env.CONFORMANCE_TEST_URL
 if (!baseUrl) throw new Error("CONFORMANCE_TEST_URL is required")
-runConformanceTests({ baseUrl })
+// URSULA_SUBSCRIPTIONS=1 also runs the opt-in "Reserved subscription APIs" group (6 tests)
+runConformanceTests({ baseUrl, subscriptions: process.env.URSULA_SUBSCRIPTIONS === "1" })

@@ -6,7 +6,9 @@ with vitest, stops the server, and prints ``conformance: N passed, M failed, K s
 Exits non-zero if any test failed or fewer than ``--expect`` tests passed.
 
 Usage: python tests/conformance/run_conformance.py [--expect 332] [--url URL] [--cores C]
-       [--hot-bytes N]
+       [--hot-bytes N] [--subscriptions]
+       (--subscriptions, or URSULA_SUBSCRIPTIONS=1, also runs the suite's opt-in group
+       "Reserved subscription APIs": 338 tests in all)
        (--url runs against an already running server instead of starting one; --cores sets
        ``[node] cores``: with 2 the suite's connections are spread over both core processes
        by SO_REUSEPORT, so many requests reach a core that does not own their stream)
@@ -44,11 +46,13 @@ def install(cache: pathlib.Path) -> pathlib.Path:
     return target
 
 
-def run_suite(suite: pathlib.Path, url: str) -> dict:
+def run_suite(suite: pathlib.Path, url: str, subscriptions: bool = False) -> dict:
     for name in ("conformance.test.mjs", "vitest.config.mjs"):
         shutil.copy(HERE / name, suite / name)
     report = pathlib.Path(tempfile.mkstemp(suffix=".json")[1])
     env = {**os.environ, "CONFORMANCE_TEST_URL": url, "NO_COLOR": "1"}
+    if subscriptions:
+        env["URSULA_SUBSCRIPTIONS"] = "1"
     subprocess.run([str(suite / "node_modules" / ".bin" / "vitest"), "run", "--config",
                     "vitest.config.mjs", "--reporter=dot", "--reporter=json",
                     f"--outputFile.json={report}"], cwd=suite, env=env)
@@ -107,6 +111,9 @@ def main() -> int:
     parser.add_argument("--hot-bytes", type=int, default=0,
                         help="[storage] hot_bytes per group (small: reads cross into the cold "
                              "tier)")
+    parser.add_argument("--subscriptions", action="store_true",
+                        default=os.environ.get("URSULA_SUBSCRIPTIONS") == "1",
+                        help="also run the opt-in subscription group (6 more tests)")
     parser.add_argument("--cache", default=os.environ.get(
         "URSULA_CONFORMANCE_CACHE", str(pathlib.Path.home() / ".cache" / "ursula-conformance")))
     args = parser.parse_args()
@@ -122,7 +129,7 @@ def main() -> int:
                 workdir)
             url = f"http://127.0.0.1:{port}"
             wait_until_serving(url, process)
-        raw = run_suite(suite, url)
+        raw = run_suite(suite, url, args.subscriptions)
         if process is not None and args.hot_bytes:
             cold = cold_counts(workdir / "node.ini")
             print(f"cold tier: {cold.get('uploads', 0):.0f} chunks uploaded, "

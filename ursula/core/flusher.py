@@ -258,9 +258,14 @@ class Flusher:
     def _back_off(self, failure, group, what: str) -> None:
         gid = group.group_id
         self.counts["upload_errors"] += 1
+        error = getattr(failure.value, "subFailure", failure).value
+        now = self.reactor.seconds()
+        if now < self.retry_at.get(gid, 0.0):
+            # another chunk of the same round failed: one back-off step per round
+            log.debug("cold tier: {what} failed ({error})", what=what, error=error)
+            return
         delay = min(self.backoff_max_s, self.backoff.get(gid, 0.1) * 2)
         self.backoff[gid] = delay
-        self.retry_at[gid] = self.reactor.seconds() + delay
-        error = getattr(failure.value, "subFailure", failure).value
+        self.retry_at[gid] = now + delay
         log.warn("cold tier: {what} failed ({error}); retrying in {delay:.1f} s", what=what,
                  error=error, delay=delay)
