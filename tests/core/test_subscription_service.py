@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from twisted.internet import defer, task
 
 from ursula.core.subscriptions import SubscriptionService, SubscriptionSettings
-from ursula.core.webhooks import AnswerTooLarge, WebhookSender
+from ursula.core.webhooks import AddressRefused, AnswerTooLarge, WebhookSender
 from ursula.stream import StreamMachine
 from ursula.stream import commands as C
 from ursula.stream.machine import StreamError
@@ -266,3 +266,22 @@ def test_the_sender_bounds_the_answer():
     results = []
     sender.deliver("http://h/", b"{}", {}).addCallback(results.append)
     assert results == [(204, b"")]
+
+
+def test_the_sender_checks_what_a_name_resolves_to_before_each_post():
+    clock = task.Clock()
+    post = FakePost()
+    answers = {"hooks.example.com": "93.184.216.34", "evil.example.com": "10.1.2.3",
+               "meta.example.com": "169.254.169.254"}
+    sender = WebhookSender(clock, 1, 100, post=post,
+                           resolve=lambda host: defer.succeed(answers[host]))
+    outcomes = []
+    for host in answers:
+        sender.deliver(f"https://{host}/h", b"{}", {}).addBoth(outcomes.append)
+    assert outcomes[0] == (200, b"{}")
+    assert [o.check(AddressRefused) for o in outcomes[1:]] == [AddressRefused] * 2
+    assert [r[0] for r in post.requests] == ["https://hooks.example.com/h"]
+    strict = WebhookSender(clock, 1, 100, post=post, allow_loopback=False)
+    failed = []
+    strict.deliver("http://127.0.0.1:9/h", b"{}", {}).addErrback(failed.append)
+    assert failed and failed[0].check(AddressRefused)

@@ -183,3 +183,22 @@ def test_bad_tokens_are_401(node):
         got, body = call("POST", base + "/__ds/subscriptions/tok/ack",
                          {"wake_id": "w", "generation": 1}, {"authorization": "Bearer " + token})
         assert 400 <= got < 500, (token, got, body)
+
+
+def test_the_bucket_layout_has_its_own_subscriptions(node):
+    assert request("PUT", node + "/photos")[0] in (200, 201)
+    request("PUT", node + "/photos/wakes", b"", {"content-type": "application/json"})
+    status, created = call("PUT", node + "/photos/__ds/subscriptions/b1",
+                           {"type": "pull-wake", "pattern": "*", "wake_stream": "wakes"})
+    assert status == 201, created
+    assert call("GET", node + "/v1/stream/__ds/subscriptions/b1")[0] == 404  # another bucket
+    request("PUT", node + "/photos/album-1", b"pic", {"content-type": "text/plain"})
+
+    def woken():
+        status, _, raw = request("GET", node + "/photos/wakes?offset=-1")
+        return status == 200 and b'"subscription_id":"b1"' in raw
+    wait_for(woken)
+    status, claimed = call("POST", node + "/photos/__ds/subscriptions/b1/claim",
+                           {"worker": "w"})
+    assert status == 200 and claimed["streams"][0]["path"] == "album-1"
+    assert call("GET", node + "/photos/__ds/jwks.json")[0] == 200

@@ -31,6 +31,7 @@ B = "_default"
     ("events/**", "events/a/b/c", True), ("**", "x/y", True), ("a/*/c", "a/b/c", True),
     ("a/*/c", "a/b/d", False), ("a/**/c", "a/c", True), ("a/**/c", "a/x/y/c", True),
     ("exact", "exact", True), ("exact", "exactly", False),
+    ("album-*", "album-1", False), ("album-*", "album-*", True),
 ])
 def test_glob(pattern, path, expected):
     assert glob_match(pattern, path) is expected
@@ -128,6 +129,7 @@ def test_pull_wake_claim_ack_release():
     assert op(m, "p", "claim", 2, worker="w1", wake_id="x").error == "NO_PENDING_WORK"
     claimed = op(m, "p", "claim", 3, worker="w1", wake_id="x", tails=[["events/a", 1, 5]])
     assert claimed.error is None and claimed.payload["generation"] == 1
+    assert m.subscriptions.get(B, "p").wake.delivered  # claimed: no wake event to write
     busy = op(m, "p", "claim", 4, worker="w2", wake_id="y")
     assert busy.error == "ALREADY_CLAIMED" and busy.payload["current_holder"] == "w1"
     args = {"wake_id": "x", "generation": 1, "token_generation": 1}
@@ -148,6 +150,13 @@ def test_pull_wake_claim_ack_release():
     op(m, "p", "claim", 1400, worker="w3", wake_id="q")
     assert op(m, "p", "claim", 1400 + 999, worker="w4", wake_id="r").error == "ALREADY_CLAIMED"
     assert op(m, "p", "claim", 1400 + 1000, worker="w4", wake_id="r").error is None
+
+
+def test_the_wake_stream_is_never_linked_by_the_pattern():
+    m = StreamMachine()
+    put(m, "p", config("pull-wake", pattern="**"), 1)
+    op(m, "p", "tails", 2, tails=[["wake/pool", 1, 40], ["events/a", 2, 5]])
+    assert sorted(m.subscriptions.get(B, "p").links) == ["events/a"]
 
 
 def test_recreated_stream_restarts_its_cursor():

@@ -439,7 +439,8 @@ def attach(core, config, reactor, keys):
         tick_ms=s.tick_ms, reconcile_ms=s.reconcile_ms, retry_initial_ms=s.retry_initial_ms,
         retry_max_ms=s.retry_max_ms, token_ttl_ms=s.token_ttl_ms,
         max_list_streams=config.limits.max_list_streams)
-    sender = WebhookSender(reactor, s.webhook_timeout_ms / 1000.0, s.max_webhook_answer_bytes)
+    sender = WebhookSender(reactor, s.webhook_timeout_ms / 1000.0, s.max_webhook_answer_bytes,
+                           allow_loopback=s.allow_loopback_webhooks)
     service = SubscriptionService(reactor, raft, core, keys, sender, settings)
     reactor.callWhenRunning(service.start)
     return service

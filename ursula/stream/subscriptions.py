@@ -66,7 +66,8 @@ def key_command(seed: bytes) -> Subscription:
 
 
 def glob_match(pattern: str, path: str) -> bool:
-    """``*`` matches one path segment, ``**`` zero or more; other segments literally."""
+    """``*`` matches one path segment, ``**`` zero or more; other segments literally (a ``*``
+    inside a segment, as in ``album-*``, is a literal character, as in the reference server)."""
     return _match(pattern.split("/"), path.split("/"))
 
 
@@ -164,8 +165,11 @@ class Sub:
         return self.config["lease_ttl_ms"]
 
     def matches(self, path: str) -> bool:
+        """The pattern matches ``path`` (never the subscription's own wake stream: its wake
+        events would wake it again)."""
         pattern = self.pattern
-        return pattern is not None and glob_match(pattern, path)
+        return (pattern is not None and glob_match(pattern, path)
+                and path != self.config.get("wake_stream"))
 
     def pending(self) -> bool:
         return any(link.pending for link in self.links.values())
@@ -395,6 +399,8 @@ class SubscriptionTable:
             wake = sub.wake
         wake.holder = str(args["worker"])
         wake.lease_until = now_ms + sub.lease_ttl_ms
+        wake.delivered = True  # the worker has it: no (more) wake event to write
+        wake.attempts = 0
         return Result(payload={"wake_id": wake.wake_id, "generation": sub.generation,
                                "streams": sub.stream_infos(),
                                "lease_ttl_ms": sub.lease_ttl_ms})

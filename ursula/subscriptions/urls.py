@@ -8,8 +8,8 @@ reserved or unspecified range, or a name that is local by convention (``*.local`
 ``allow_loopback`` ([subscriptions] allow_loopback_webhooks, default true: the conformance
 suite's receiver listens on loopback). Plain ``http`` is allowed for loopback targets and, for
 others, only with ``allow_http`` ([subscriptions] allow_http_webhooks, default false).
-``address_allowed`` applies the same rule to an address a name resolved to (checked again at
-delivery time).
+``address_allowed`` applies the same rule to an address a name resolved to (the webhook sender
+checks it before every POST).
 
 May import: the standard library only.
 """
@@ -23,7 +23,8 @@ _LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".home.arpa")
 
 
-def _literal(host: str):
+def literal_address(host: str):
+    """The ``ipaddress`` address ``host`` spells, or None for a name."""
     try:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -31,7 +32,7 @@ def _literal(host: str):
 
 
 def address_allowed(address, allow_loopback: bool) -> bool:
-    ip = address if not isinstance(address, str) else _literal(address)
+    ip = address if not isinstance(address, str) else literal_address(address)
     if ip is None:
         return False
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -43,7 +44,7 @@ def address_allowed(address, allow_loopback: bool) -> bool:
 
 
 def is_loopback_host(host: str) -> bool:
-    ip = _literal(host)
+    ip = literal_address(host)
     if ip is not None:
         return ip.is_loopback
     return host in _LOCAL_NAMES or host.endswith(".localhost")
@@ -74,13 +75,12 @@ def check_webhook_url(url: str, allow_loopback: bool = True, allow_http: bool = 
         if not allow_loopback:
             raise ValueError("loopback webhook URLs are not allowed on this server")
         return url
+    ip = literal_address(host)
+    if ip is not None and not address_allowed(ip, allow_loopback):
+        raise ValueError("webhook.url targets a private, link-local or reserved address")
+    if ip is None and (host.endswith(_LOCAL_SUFFIXES) or host.startswith("metadata.")
+                       or "." not in host):
+        raise ValueError("webhook.url targets a local network name")
     if parts.scheme != "https" and not allow_http:
         raise ValueError("webhook.url must use https (http only for localhost)")
-    ip = _literal(host)
-    if ip is not None:
-        if not address_allowed(ip, allow_loopback):
-            raise ValueError("webhook.url targets a private, link-local or reserved address")
-        return url
-    if host.endswith(_LOCAL_SUFFIXES) or host.startswith("metadata.") or "." not in host:
-        raise ValueError("webhook.url targets a local network name")
     return url
