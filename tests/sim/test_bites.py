@@ -41,6 +41,10 @@ FIRST_SEED = {
     ("lazy_fsync", 3): 2,
     ("lazy_fsync", 5): 4,
     ("unsynced_vote", 3): 108,
+    ("flush_before_upload", 3): 0,
+    ("flush_before_upload", 5): 0,
+    ("chunk_key_per_stream", 3): 0,
+    ("chunk_key_per_stream", 5): 0,
     ("torn_tail_kept", 3): 4,
     ("torn_tail_kept", 5): 8,
 }

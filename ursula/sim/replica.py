@@ -97,6 +97,7 @@ class Replica:
             record_applied=True, broken=sim.driver_rules,
         )
         self.last_applied = self.driver.applied
+        self.flusher = sim.new_flusher(self) if sim.cold else None
         self.turn_scheduled = False
         self.led_term = -1
         self.up = True
@@ -155,6 +156,11 @@ class Replica:
         return self.sim.disk_delay()
 
     # -- every input goes through here ----------------------------------------------------------
+    def event(self, inc: int, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` as an input of incarnation ``inc`` (dropped if it crashed since,
+        queued while frozen): for the I/O around the replica, such as cold-tier uploads."""
+        self._event(inc, fn, *args)
+
     def _event(self, inc: int, fn: Callable[..., Any], *args: Any) -> None:
         if inc != self.incarnation or not self.up:
             return  # crashed meanwhile: lost
@@ -180,6 +186,8 @@ class Replica:
 
     def _tick(self) -> None:
         self.driver.tick()
+        if self.flusher is not None:
+            self.flusher.tick()
         self.sim.world.after(self.tick_interval, self._event, self.incarnation, self._tick)
 
     def deliver(self, msg: Any) -> None:
@@ -260,8 +268,7 @@ class Replica:
         for token in out.reads:
             stream, reply = token
             try:
-                r = driver.machine.read(sim.bucket, stream, 0, 1 << 30, sim.world.now_ms)
-                reply(("read", r.data))
+                reply(("read", sim.read_stream(driver.machine, stream, f"node {self.id}")))
             except StreamError as err:
                 reply(("read_error", err.code))
 
@@ -313,6 +320,13 @@ class Replica:
         # with its decoded form, as the node runtime does: the leader applies its own entries
         # without decoding them (the checker compares its outcomes with the followers')
         rejection = self.driver.propose(reply, cmd, request_id, decode_command(cmd))
+        if rejection is not None:
+            self._answer(reply, rejection)
+
+    def propose_internal(self, raw: bytes, cmd, reply: Reply) -> None:
+        """A command of the node itself (the cold tier's ColdFlushed), without a request id;
+        ``reply`` gets what a client would."""
+        rejection = self.driver.propose(reply, raw, None, cmd)
         if rejection is not None:
             self._answer(reply, rejection)
 

@@ -11,6 +11,11 @@ an append acknowledged within `heal_bound_ticks` ticks; (3) clients stop, every 
 catch up with the leader's commit index, and each replica's streams are checked against
 every acknowledgement.
 
+With ``cold=True`` (``--cold``) the leader also moves stream bytes to a simulated cold tier
+(``ursula.sim.cold``: pipelined uploads, ColdFlushed through Raft, store outages), and every
+read stitches cold chunks to hot bytes; its parameters come from a random stream of their own,
+so runs without it are unchanged.
+
 May import: the standard library, cbor2, ursula.raft, ursula.stream, ursula.replica and
 ursula.sim.
 """
@@ -23,6 +28,7 @@ from dataclasses import dataclass, field
 from ursula.raft import LEADER
 from ursula.sim.checker import Checker, Violation
 from ursula.sim.client import Client
+from ursula.sim.cold import SimColdStore, SimFlusher, stitched_read
 from ursula.sim.replica import Replica
 from ursula.sim.world import MS, NetParams, Network, World
 from ursula.stream.machine import StreamError
@@ -48,6 +54,9 @@ BROKEN_RULES: dict[str, dict] = {
     "no_request_dedup": {"driver": {"no_request_dedup"}},
     "send_before_persist": {"driver": {"send_before_persist"}},
     "reuse_stale_proposal": {"driver": {"reuse_stale_proposal"}},
+    # the cold tier (they switch it on: ursula.sim.cold)
+    "flush_before_upload": {"cold": "flush_before_upload"},
+    "chunk_key_per_stream": {"cold": "chunk_key_per_stream"},
     # storage (the fake disk)
     "lazy_fsync": {"disk": "lazy_fsync"},
     "unsynced_vote": {"disk": "unsynced_vote"},
@@ -69,6 +78,7 @@ class Result:
     snapshots: int = 0
     leaders: int = 0
     checks: int = 0
+    cold_uploads: int = 0  # chunks stored in the simulated cold tier
     broken: str | None = None
     options: dict = field(default_factory=dict)
 
@@ -81,7 +91,7 @@ class Result:
         if self.broken:
             cmd += f" --broken {self.broken}"
         for k, v in sorted(self.options.items()):
-            cmd += f" --{k.replace('_', '-')} {v}"
+            cmd += f" --{k.replace('_', '-')}" + ("" if v is True else f" {v}")
         return cmd
 
 
@@ -94,6 +104,7 @@ class Simulation:
         fault_ms: int = 3000,
         clients: int = 3,
         trace: bool = False,
+        cold: bool = False,
     ) -> None:
         self.seed = seed
         self.rng = rng = random.Random(seed)
@@ -137,6 +148,16 @@ class Simulation:
         self.raft_config.update(rule.get("raft", {}))
         self.driver_rules = frozenset(rule.get("driver", ()))
         self.disk_mode = rule.get("disk")
+        self.cold_rule = rule.get("cold")
+        self.cold = cold or self.cold_rule is not None
+        self.cold_store = None
+        if self.cold:
+            # its own random stream: a run without the cold tier is the same as before it
+            self.cold_rng = random.Random(seed * 1_000_003 + 17)
+            self.cold_store = SimColdStore(self.world, random.Random(self.cold_rng.getrandbits(64)))
+            self.cold_hot_bytes = self.cold_rng.choice([0, 64, 256])
+            self.cold_chunk_bytes = self.cold_rng.choice([32, 128, 400])
+            self.cold_depth = self.cold_rng.choice([1, 2, 4])
         skews = [rng.uniform(-0.25, 0.25) for _ in self.ids]
         self.replicas = {i: Replica(self, i, skews[i - 1]) for i in self.ids}
         self.clients = [Client(self, k, f"s{k % 2}") for k in range(clients)]
@@ -145,6 +166,25 @@ class Simulation:
         self.snapshots_installed = 0
 
     # -- knobs used by replicas and clients -------------------------------------------------------
+    def new_flusher(self, replica: Replica) -> SimFlusher:
+        return SimFlusher(replica, self.cold_store, self.cold_hot_bytes, self.cold_chunk_bytes,
+                          self.cold_depth, self.cold_rule)
+
+    def read_stream(self, machine, stream: str, where: str) -> bytes:
+        """A replica's whole stream (its cold chunks from the store); StreamError if none."""
+        if self.cold_store is None:
+            return machine.read(self.bucket, stream, 0, 1 << 30, self.world.now_ms).data
+        return stitched_read(machine, self.cold_store, self.bucket, stream, self.world.now_ms,
+                             where)
+
+    def _cold_outage(self) -> None:
+        if self.healed:
+            return
+        rng = self.cold_rng
+        self.cold_store.outage(self.world.now + rng.randint(20, 600) * MS)
+        self.log("fault cold_outage")
+        self.world.after(rng.randint(200, 1500) * MS, self._cold_outage)
+
     def disk_delay(self) -> int:
         return self.rng.randint(0, self.max_disk_delay) if self.max_disk_delay else 0
 
@@ -257,7 +297,7 @@ class Simulation:
                 continue
             for stream in self.checker.acked:
                 try:
-                    data = r.machine.read(self.bucket, stream, 0, 1 << 30, self.world.now_ms).data
+                    data = self.read_stream(r.machine, stream, f"replica {i}")
                 except StreamError:
                     data = b""
                 self.checker.check_stream_data(f"replica {i}", stream, data)
@@ -271,6 +311,8 @@ class Simulation:
                 c.start()
             w.after(self.rng.randint(50, 300) * MS, self._fault)
             w.after(500 * MS, self._audit)
+            if self.cold:
+                w.after(self.cold_rng.randint(100, 1000) * MS, self._cold_outage)
             w.run_until(self.fault_ms * MS)
             self._heal()
             heal_at = w.now
@@ -306,6 +348,7 @@ class Simulation:
         res.snapshots = self.snapshots_installed
         res.leaders = len(self.checker.leader_of_term)
         res.checks = self.checker.checks
+        res.cold_uploads = self.cold_store.uploads if self.cold_store is not None else 0
         return res
 
     def _converged(self) -> bool:
