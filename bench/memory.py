@@ -13,7 +13,9 @@ that much to one stream in 1 MiB POSTs over 4 connections, and prints:
 
 Configurations: ``hot64`` = ``[storage] node_hot_bytes = 64 MiB`` (a 64 MiB hot cap for the
 node); ``embedded`` = no ``[storage]`` section at all (the defaults of ``twistd -n ursula``,
-listening on a free port instead of 4437). Both use the local cold directory
+listening on a free port instead of 4437); ``nocold`` = ``[cold] backend = none`` (no cold
+tier: everything stays in memory), the fill rate without a flusher to compare with. ``hot64`` and
+``embedded`` use the local cold directory
 (``<data_dir>/cold``). ``--s3`` adds ``s3``: the same as ``hot64`` with ``[cold] backend = s3``
 against a moto server started here (``moto[server]``, from the test extras), for the catch-up
 figure from S3.
@@ -42,6 +44,7 @@ CONNS = 4
 CONFIGS = {
     "hot64": "[storage]\nnode_hot_bytes = 67108864\n",
     "embedded": "",
+    "nocold": "[cold]\nbackend = none\n",
     "s3": ("[storage]\nnode_hot_bytes = 67108864\n[cold]\nbackend = s3\nbucket = ursula-bench\n"
            "endpoint_url = {endpoint}\nregion = us-east-1\n"),
 }
