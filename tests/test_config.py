@@ -149,3 +149,14 @@ def test_node_hot_bytes_lowers_each_groups_share():
         parse_config("[cluster]\ngroups = 4\n[storage]\nnode_hot_bytes = 2048\n")
     keep = core_settings(parse_config("[cluster]\nlog_keep_bytes = 1024\n"))
     assert keep.snapshot_keep_bytes == 1024
+
+
+def test_the_flusher_keys_have_lower_bounds_and_reach_the_core():
+    from ursula.supervisor import core_settings
+
+    config = parse_config("[cold]\nflush_depth = 2\nsweep_interval_s = 30\norphan_grace_s = 120\n")
+    settings = core_settings(config)
+    assert (settings.flush_depth, settings.sweep_interval_s, settings.orphan_grace_s) == (2, 30, 120)
+    for key, bad in (("flush_depth", 0), ("sweep_interval_s", 0), ("orphan_grace_s", 59)):
+        with pytest.raises(ConfigError, match=rf"\[cold\] {key}"):
+            parse_config(f"[cold]\n{key} = {bad}\n")

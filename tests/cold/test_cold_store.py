@@ -114,6 +114,13 @@ def test_local_store(tmp_path):
         yield store.get("g0/s1/a.chunk")
     with pytest.raises(Exception, match="relative"):
         yield store.get("../etc/passwd")
+    yield store.put("g1/s2/b.chunk", b"b")
+    yield store.put("g10/s3/c.chunk", b"c")
+    (tmp_path / "cold" / "g1" / "s2" / "d.chunk.tmp99").write_bytes(b"half")  # never listed
+    listed = yield store.list("g1/")
+    assert [key for key, _ in listed] == ["g1/s2/b.chunk"]
+    assert abs(listed[0][1] - (tmp_path / "cold" / "g1" / "s2" / "b.chunk").stat().st_mtime) < 1
+    assert [key for key, _ in (yield store.list(""))] == ["g1/s2/b.chunk", "g10/s3/c.chunk"]
 
 
 def _free_port() -> int:
@@ -151,6 +158,12 @@ def test_s3_store(moto_s3):
     assert (yield store.get("g0/s1/a.chunk", 32 + 2, 32 + 5)) == b"234"
     cache = ChunkCache(store)
     assert (yield cache.get(0, 10, "g0/s1/a.chunk", crc)) == b"0123456789"
+    yield store.put("g1/s2/b.chunk", b"b")
+    yield store.put("g10/s3/c.chunk", b"c")
+    listed = yield store.list("g1/")
+    assert [key for key, _ in listed] == ["g1/s2/b.chunk"]  # without the store's prefix
+    assert listed[0][1] > 1_700_000_000
+    assert len((yield store.list(""))) == 3
     yield store.delete("g0/s1/a.chunk")
     with pytest.raises(ChunkMissing):
         yield store.get("g0/s1/a.chunk")

@@ -150,6 +150,9 @@ def test_leadership_lost_with_chunks_proposed_changes_nothing_and_the_next_term_
     assert store.pending == []  # a follower never flushes
     group.is_leader = True
     flusher.poll()
+    assert store.pending == []  # a lost proposal pauses the plan until a later poll
+    clock.advance(flusher.interval_s)
+    flusher.poll()
     while store.pending:
         store.finish(0)
         group.commit_all()
@@ -224,3 +227,65 @@ def test_chunks_failing_in_one_round_back_off_one_step():
     clock.advance(0.2)
     flusher.poll()
     assert len(store.pending) == 4  # the next round
+
+
+def test_the_sweep_deletes_old_unreferenced_objects_of_its_group_only():
+    from ursula.cold import MemoryColdStore
+
+    clock = task.Clock()
+    clock.advance(1_000_000)
+    group = FakeGroup()
+    group.machine.apply(C.CreateStream(B, "s", OCT), 1)
+    for _ in range(6):
+        group.machine.apply(C.Append(B, "s", OCT, b"x" * 4 * KiB), 1)
+    store = MemoryColdStore(clock)
+    flusher = Flusher(clock, {0: group}, store, hot_bytes=8 * KiB, chunk_bytes=8 * KiB,
+                      sweep_interval_s=60, orphan_grace_s=300)
+    flusher.poll()
+    group.commit_all()
+    flushed = {chunk[2] for chunk in _stream(group).chunks}
+    assert len(flushed) == 2
+    store.put("g0/s9-dead/0000000000000000-0000000000000010.chunk", b"orphan")  # old
+    store.put("g1/s1-other/0000000000000000-0000000000000010.chunk", b"another group's")
+    clock.advance(400)
+    store.put("g0/s9-dead/0000000000000010-0000000000000020.chunk", b"recent orphan")
+    flusher.poll()  # first sweep of the group: 400 s after its first poll
+    assert set(store.objects) == flushed | {
+        "g1/s1-other/0000000000000000-0000000000000010.chunk",
+        "g0/s9-dead/0000000000000010-0000000000000020.chunk"}
+    assert flusher.stats()["orphans_deleted"] == 1
+    clock.advance(30)
+    flusher.poll()  # not yet time for the next sweep
+    assert "g0/s9-dead/0000000000000010-0000000000000020.chunk" in store.objects
+    clock.advance(300)
+    flusher.poll()
+    assert set(store.objects) == flushed | {"g1/s1-other/0000000000000000-0000000000000010.chunk"}
+
+
+def test_the_sweep_spares_chunks_in_flight_and_a_follower_never_sweeps():
+    from ursula.cold import MemoryColdStore
+
+    clock = task.Clock()
+    group = FakeGroup()
+    group.machine.apply(C.CreateStream(B, "s", OCT), 1)
+    group.machine.apply(C.Append(B, "s", OCT, b"y" * 20 * KiB), 1)
+    store = MemoryColdStore(clock)
+    flusher = Flusher(clock, {0: group}, store, hot_bytes=8 * KiB, chunk_bytes=8 * KiB,
+                      sweep_interval_s=10, orphan_grace_s=0)
+    flusher.poll()  # uploads done at once (memory store), proposals not yet committed
+    uploaded = set(store.objects)
+    assert uploaded and flusher.in_flight(0) > 0
+    clock.advance(10)
+    flusher.poll()
+    assert set(store.objects) == uploaded  # in flight: not orphans
+    group.lose_all()  # the proposals are lost: now they are orphans
+    group.is_leader = False
+    clock.advance(10)
+    flusher.poll()
+    assert set(store.objects) == uploaded  # a follower does not sweep
+    group.is_leader = True
+    clock.advance(10)
+    flusher.poll()
+    group.commit_all()  # the new plan re-uploads the same ranges (same keys) and commits
+    referenced = {chunk[2] for chunk in _stream(group).chunks}
+    assert referenced and set(store.objects) == referenced

@@ -1,4 +1,4 @@
-"""``IColdStore``: where cold chunks live (put, ranged get, delete; Deferreds out), and the
+"""``IColdStore``: where cold chunks live (put, ranged get, delete, list; Deferreds out), and the
 errors of the cold tier.
 
 May import: zope.interface.
@@ -33,3 +33,7 @@ class IColdStore(Interface):
 
     def delete(key: str) -> object:
         """A Deferred firing once the object is gone (no error if it was not there)."""
+
+    def list(prefix: str) -> object:
+        """A Deferred of ``[(key, modified)]`` for every object whose key starts with
+        ``prefix`` (``modified``: when it was last written, seconds since the epoch)."""

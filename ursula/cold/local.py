@@ -61,3 +61,18 @@ class LocalColdStore(ThreadedStore):
             os.unlink(self.path(key))
         except FileNotFoundError:
             pass
+
+    def _list(self, prefix: str) -> list[tuple[str, float]]:
+        out = []
+        for directory, _, files in os.walk(self.root):
+            relative = os.path.relpath(directory, self.root)
+            base = "" if relative == "." else relative.replace(os.sep, "/") + "/"
+            for name in files:
+                key = base + name
+                if ".tmp" in name or not key.startswith(prefix):
+                    continue
+                try:
+                    out.append((key, os.stat(os.path.join(directory, name)).st_mtime))
+                except FileNotFoundError:
+                    pass
+        return sorted(out)

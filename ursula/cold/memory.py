@@ -15,8 +15,10 @@ from ursula.cold.interfaces import ChunkMissing, ColdError, IColdStore
 
 @implementer(IColdStore)
 class MemoryColdStore:
-    def __init__(self):
+    def __init__(self, clock=None):
         self.objects: dict[str, bytes] = {}
+        self.modified: dict[str, float] = {}
+        self.clock = clock.seconds if clock is not None else (lambda: 0.0)
         self.fail = False
         self.gets = 0
         self.puts = 0
@@ -32,7 +34,16 @@ class MemoryColdStore:
             return defer.fail(error)
         self.puts += 1
         self.objects[key] = bytes(data)
+        self.modified[key] = self.clock()
         return defer.succeed(None)
+
+    def list(self, prefix):
+        try:
+            self._check()
+        except ColdError as error:
+            return defer.fail(error)
+        return defer.succeed([(key, self.modified.get(key, 0.0)) for key in sorted(self.objects)
+                              if key.startswith(prefix)])
 
     def get(self, key, start=0, end=None):
         try:

@@ -60,3 +60,16 @@ class S3ColdStore(ThreadedStore):
             self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
         except (BotoCoreError, ClientError) as error:
             raise ColdError(f"s3 delete {self.prefix}{key}: {error}") from None
+
+    def _list(self, prefix: str) -> list[tuple[str, float]]:
+        out = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix)
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    out.append((item["Key"][len(self.prefix):],
+                                item["LastModified"].timestamp()))
+        except (BotoCoreError, ClientError) as error:
+            raise ColdError(f"s3 list {self.prefix}{prefix}: {error}") from None
+        return out

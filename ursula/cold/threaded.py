@@ -1,5 +1,5 @@
 """``ThreadedStore``: the Twisted face of a cold store whose I/O blocks (files, boto3): each
-call runs the subclass's ``_put`` / ``_get`` / ``_delete`` in the reactor's thread pool (or the
+call runs the subclass's ``_put`` / ``_get`` / ``_delete`` / ``_list`` in the reactor's thread pool (or the
 pool given) and answers with a Deferred.
 
 May import: Twisted.
@@ -26,3 +26,6 @@ class ThreadedStore:
 
     def delete(self, key):
         return self._run(self._delete, key)
+
+    def list(self, prefix):
+        return self._run(self._list, prefix)

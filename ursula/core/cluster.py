@@ -55,7 +55,8 @@ class CoreSettings:
                  snapshot_keep=1000, max_live_readers=10_000, snapshot_log_bytes=16 << 20,
                  snapshot_keep_bytes=4 << 20,
                  hot_bytes=32 << 20, hot_max_bytes=0, chunk_bytes=4 << 20,
-                 cold_cache_bytes=64 << 20, parallel_write=True):
+                 cold_cache_bytes=64 << 20, parallel_write=True, flush_depth=4,
+                 sweep_interval_s=600.0, orphan_grace_s=600.0):
         self.tick_ms = tick_ms
         self.parallel_write = parallel_write  # the leader's fsync beside replication
         self.election_ticks = election_ticks
@@ -71,6 +72,9 @@ class CoreSettings:
         self.hot_max_bytes = hot_max_bytes or 4 * hot_bytes  # per group: refuse appends here
         self.chunk_bytes = chunk_bytes
         self.cold_cache_bytes = cold_cache_bytes
+        self.flush_depth = flush_depth
+        self.sweep_interval_s = sweep_interval_s
+        self.orphan_grace_s = orphan_grace_s
 
 
 @implementer(ICore)
@@ -107,7 +111,9 @@ class RaftCore:
             self.cache = ChunkCache(cold_store, self.settings.cold_cache_bytes)
             self.flusher = Flusher(reactor, self.groups, cold_store, self.cache,
                                    self.settings.hot_bytes, self.settings.hot_max_bytes,
-                                   self.settings.chunk_bytes)
+                                   self.settings.chunk_bytes, depth=self.settings.flush_depth,
+                                   sweep_interval_s=self.settings.sweep_interval_s,
+                                   orphan_grace_s=self.settings.orphan_grace_s)
         self.reads = ReadPath(reactor, self.groups, self._group_for, self.settings,
                               self.now_ms, self.cache, self.timeouts)
         self.stopped = False

@@ -20,6 +20,13 @@ stream's oldest hot bytes (at most ``chunk_bytes``), uploads them as one chunk, 
 * Collection: the chunks of dropped streams (``StreamMachine.cold_garbage``, replicated) are
   deleted from the store by the leader after the drop committed, then acknowledged with
   ``ColdCollected`` (never while the group has chunks in flight).
+* Orphans: an upload whose ``ColdFlushed`` never applied (its leader lost the lead, an
+  earlier chunk failed, the range was planned again with other bounds) leaves an object no
+  stream references. Every ``sweep_interval_s`` the leader lists its group's keys
+  (``g<group>/``) and deletes those that no stream of the group references (its own chunks,
+  soft-deleted sources of forks included; a fork in another group only references chunks its
+  source still holds), that are not in flight and that are older than ``orphan_grace_s`` (an
+  upload of a deposed leader may still commit meanwhile).
 
 May import: Twisted, zope.interface, ``ursula.cold``, ``ursula.stream``, ``ursula.core``.
 """
@@ -67,7 +74,8 @@ class _GroupPlan:
 class Flusher:
     def __init__(self, reactor, groups: dict, store, cache=None, hot_bytes: int = 32 << 20,
                  max_hot_bytes: int = 128 << 20, chunk_bytes: int = 4 << 20,
-                 interval_s: float = 0.1, backoff_max_s: float = 30.0, depth: int = 4):
+                 interval_s: float = 0.1, backoff_max_s: float = 30.0, depth: int = 4,
+                 sweep_interval_s: float = 600.0, orphan_grace_s: float = 600.0):
         self.reactor = reactor
         self.groups = groups
         self.store = store
@@ -78,11 +86,16 @@ class Flusher:
         self.interval_s = interval_s
         self.backoff_max_s = backoff_max_s
         self.depth = max(1, depth)
+        self.sweep_interval_s = sweep_interval_s
+        self.orphan_grace_s = orphan_grace_s
+        self.sweeping: set[int] = set()
+        self._last_sweep: dict[int, float] = {}
         self.busy: set[int] = set()  # groups collecting garbage
         self.plans: dict[int, _GroupPlan] = {}
         self.retry_at: dict[int, float] = {}
         self.backoff: dict[int, float] = {}
-        self.counts = {"uploads": 0, "uploaded_bytes": 0, "upload_errors": 0, "collected": 0}
+        self.counts = {"uploads": 0, "uploaded_bytes": 0, "upload_errors": 0, "collected": 0,
+                       "orphans_deleted": 0}
         self.stopped = False
         self._loop = None
 
@@ -122,6 +135,55 @@ class Flusher:
     def poll(self) -> None:
         for group in self.groups.values():
             self._run(group)
+            self._maybe_sweep(group)
+
+    # -- orphans -----------------------------------------------------------------------------
+
+    def _maybe_sweep(self, group) -> None:
+        gid = group.group_id
+        if self.stopped or not group.is_leader or gid in self.sweeping:
+            return
+        now = self.reactor.seconds()
+        last = self._last_sweep.setdefault(gid, now)
+        if now - last < self.sweep_interval_s:
+            return
+        self._last_sweep[gid] = now
+        self.sweeping.add(gid)
+        d = self.store.list(f"g{gid}/")
+        d.addCallback(self._delete_orphans, group)
+        d.addErrback(lambda failure: log.warn(
+            "cold tier: the orphan sweep of group {group} failed ({error})", group=gid,
+            error=failure.value))
+        d.addBoth(lambda _: self.sweeping.discard(gid))
+
+    def orphans(self, group, listing) -> list[str]:
+        """The keys of ``listing`` (``[(key, modified)]``) that nothing of the group refers
+        to, that are not in flight, and that are older than ``orphan_grace_s``."""
+        machine = group.machine
+        referenced = {chunk[2] for stream in machine.streams.values() for chunk in stream.chunks}
+        referenced.update(machine.cold_garbage)
+        plan = self.plans.get(group.group_id)
+        if plan is not None:
+            referenced.update(chunk.command.key for chunk in plan.chunks)
+        oldest = self.reactor.seconds() - self.orphan_grace_s
+        return [key for key, modified in listing if key not in referenced and modified <= oldest]
+
+    def _delete_orphans(self, listing, group):
+        if not group.is_leader:
+            return None
+        keys = self.orphans(group, listing)
+        if not keys:
+            return None
+        log.info("cold tier: deleting {count} orphaned objects of group {group}",
+                 count=len(keys), group=group.group_id)
+        if self.cache is not None:
+            for key in keys:
+                self.cache.forget(key)
+
+        def deleted(results):
+            self.counts["orphans_deleted"] += sum(1 for ok, _ in results if ok)
+        return defer.DeferredList([self.store.delete(key) for key in keys],
+                                  consumeErrors=True).addCallback(deleted)
 
     def in_flight(self, group_id: int) -> int:
         """How many of the group's chunks are uploading or proposed."""
@@ -201,6 +263,11 @@ class Flusher:
         """``chunk`` failed: so do the uploaded chunks after it that wait to be proposed (the
         ones uploading are done when their upload ends, the proposed ones when they apply)."""
         plan.failed = True
+        # the next plan waits for a poll at least (a proposal dropped while this node still
+        # leads must not be re-planned and re-proposed in a tight loop)
+        gid = group.group_id
+        self.retry_at[gid] = max(self.retry_at.get(gid, 0.0),
+                                 self.reactor.seconds() + self.interval_s)
         for waiting in [c for c in plan.chunks if c.uploaded and not c.proposed]:
             plan.chunks.remove(waiting)
             plan.bytes -= waiting.size

@@ -120,7 +120,9 @@ class _ColdCollector:
                 ("ursula_cold_uploaded_bytes", "uploaded_bytes", "Bytes uploaded to the cold tier"),
                 ("ursula_cold_upload_errors", "upload_errors",
                  "Failed uploads and deletes of cold chunks (retried)"),
-                ("ursula_cold_collected", "collected", "Cold chunks of dropped streams deleted")):
+                ("ursula_cold_collected", "collected", "Cold chunks of dropped streams deleted"),
+                ("ursula_cold_orphans_deleted", "orphans_deleted",
+                 "Cold objects no stream referenced, deleted by the orphan sweep")):
             yield CounterMetricFamily(name, text, value=counts[key])
         yield CounterMetricFamily("ursula_cold_cache_hits", "Chunk cache hits", value=cache.hits)
         yield CounterMetricFamily("ursula_cold_cache_misses", "Chunk cache misses",
