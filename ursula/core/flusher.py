@@ -296,8 +296,7 @@ class Flusher:
         if not plan.chunks:
             plan.ends.clear()  # every range planned is applied or abandoned
             plan.failed = False
-        if self.plans.get(group.group_id) is plan:
-            self._run(group)
+        self._run(group)
 
     def _collect(self, group, keys: list[str]) -> None:
         gid = group.group_id

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING
 from ursula.sim.checker import Violation
 from ursula.stream import commands as C
 from ursula.stream import encode_command
-from ursula.stream.machine import StreamError
 
 if TYPE_CHECKING:
     from ursula.sim.replica import Replica
@@ -192,9 +191,3 @@ class SimFlusher:
             self.ends.clear()
             self.failed = False
 
-
-def read_or_empty(machine, store, bucket, stream, now_ms, where) -> bytes:
-    try:
-        return stitched_read(machine, store, bucket, stream, now_ms, where)
-    except StreamError:
-        return b""
