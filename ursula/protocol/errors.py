@@ -25,6 +25,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalid_producer": 400,
     "invalid_fork": 400,
     "invalid_offset": 400,
+    "if_match_with_producer": 400,
+    "if_match_wildcard": 400,
     "producer_epoch_stale": 403,
     "not_found": 404,
     "bucket_not_found": 404,
@@ -37,6 +39,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "soft_deleted_conflict": 409,
     "bucket_not_empty": 409,
     "gone": 410,
+    "precondition_failed": 412,
     "too_large": 413,
 }
 
@@ -48,6 +51,8 @@ REASON_BY_CODE: dict[str, str] = {
     "invalid_producer": "a new producer epoch must start at Producer-Seq 0",
     "invalid_fork": "invalid fork offset",
     "invalid_offset": "offset is beyond the stream tail",
+    "if_match_with_producer": "If-Match cannot be combined with producer headers",
+    "if_match_wildcard": 'If-Match: * is not supported (send the quoted tail offset)',
     "producer_epoch_stale": "producer epoch is stale",
     "not_found": "stream not found",
     "bucket_not_found": "bucket not found",
@@ -60,6 +65,8 @@ REASON_BY_CODE: dict[str, str] = {
     "soft_deleted_conflict": "stream was deleted and is still referenced by forks",
     "bucket_not_empty": "bucket is not empty",
     "gone": "stream was deleted",
+    "precondition_failed": "If-Match does not match the stream's tail (the current tail is in "
+                           "ETag and Stream-Next-Offset)",
     "too_large": "payload too large",
 }
 

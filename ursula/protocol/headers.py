@@ -1,7 +1,8 @@
 """Parsing and validation of the Durable Streams request headers.
 
 The functions take a ``get(name) -> str | None`` callable (lower-case header names) so that they
-work on any request object. Every malformed value raises ``ProtocolError(400, reason)``.
+work on any request object (``parse_if_match`` takes the list of values: a repeated header
+matters there). Every malformed value raises ``ProtocolError(400, reason)``.
 
 May import: the standard library and ``ursula.protocol`` modules.
 """
@@ -14,8 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ursula.protocol.errors import ProtocolError
+from ursula.protocol.offsets import parse_wire_offset
 
 HeaderGetter = Callable[[str], "str | None"]
+
+#: ``If-Match: *`` in a command's ``if_match``: parsed, and refused by the state machine
+#: (400) after the checks that come before it (404, 409 closed, 409 content type).
+IF_MATCH_ANY = -1
+IF_MATCH_HINT = 'a quoted stream offset, e.g. If-Match: "0000000000000000_0000000000000005"'
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -114,3 +121,28 @@ def parse_sub_offset(value: str) -> int:
     if not _DECIMAL.fullmatch(value) or int(value) > MAX_SAFE_INTEGER:
         raise ProtocolError(400, "Stream-Fork-Sub-Offset must be a non-negative integer")
     return int(value)
+
+
+def parse_if_match(values: list[str] | None) -> int | None:
+    """``If-Match`` of an append: the quoted tail offset the writer expects (its position),
+    ``IF_MATCH_ANY`` for ``*``, or None when absent. Raises ProtocolError(400) for anything
+    else: more than one value (a list or a repeated header), a weak tag, an unquoted value, a
+    quoted value that is not an offset of this server (the ETag of a GET is not one)."""
+    if values is None:
+        return None
+    if len(values) != 1:
+        raise ProtocolError(400, "If-Match must be given once, with one offset")
+    value = values[0].strip()
+    if value == "*":
+        return IF_MATCH_ANY
+    if "," in value:
+        raise ProtocolError(400, "If-Match takes one offset, not a list")
+    if value.startswith(("W/", "w/")):
+        raise ProtocolError(400, f"If-Match takes a strong tag: {IF_MATCH_HINT}")
+    if len(value) < 2 or value[0] != '"' or value[-1] != '"':
+        raise ProtocolError(400, f"If-Match must be {IF_MATCH_HINT}")
+    try:
+        return parse_wire_offset(value[1:-1])
+    except ProtocolError:
+        raise ProtocolError(400, f"If-Match must be {IF_MATCH_HINT} (the tail: Stream-Next-"
+                                 f"Offset or the ETag of an append)") from None

@@ -25,6 +25,12 @@ def render_offset(position: int) -> str:
     return f"0000000000000000_{position:016d}"
 
 
+def tail_etag(position: int) -> str:
+    """The ETag of a stream's tail, as an append answers it and ``If-Match`` expects it: the
+    quoted wire offset (a GET's ETag has another form)."""
+    return f'"{render_offset(position)}"'
+
+
 def parse_wire_offset(text: str) -> int:
     """Parse a concrete wire offset (no sentinels). Raises ProtocolError(400)."""
     match = _WIRE.fullmatch(text)

@@ -1,7 +1,11 @@
 """The commands of the stream state machine, and their cbor2 encoding.
 
 A command is a frozen dataclass; ``encode_command`` turns it into compact cbor2 bytes
-(``[tag, field, field, ...]``) for the Raft log, and ``decode_command`` reverses it.
+(``[tag, field, field, ...]``) for the Raft log, and ``decode_command`` reverses it. Fields
+added later have defaults: an entry written before one existed decodes with the default, and
+the late fields in ``_LATE_FIELDS`` are left out of the encoding while they hold their default
+(None), so a command that does not use them encodes as it did before they existed (a node of
+the previous version reads it).
 
 May import: the standard library and cbor2.
 """
@@ -49,16 +53,22 @@ class Append:
     close: bool = False
     producer: Producer | None = None
     stream_seq: str | None = None
+    # If-Match: the tail the writer expects (a byte position), or IF_MATCH_ANY
+    # (``ursula.protocol.headers``) for ``*``; checked at apply, before producer and Stream-Seq
+    if_match: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class AppendBatch:
-    """Frames appended in order; each frame is judged on its own (no producer)."""
+    """Frames appended in order; each frame is judged on its own (no producer). With
+    ``if_match`` the batch is conditional: all frames are appended, at the expected tail, or
+    none."""
 
     bucket: str
     stream: str
     content_type: str | None
     frames: tuple[bytes, ...]
+    if_match: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +180,8 @@ _FIELDS = {cls: tuple(field.name for field in fields(cls)) for cls in _TYPES}
 _REQUIRED = {cls: sum(1 for field in fields(cls) if field.default is MISSING
                       and field.default_factory is MISSING) for cls in _TYPES}
 _TUPLE_FIELDS = ("frames", "fork_ids", "keys")
+# Trailing fields left out of the encoding while they are None (see the module docstring).
+_LATE_FIELDS = {Append: 1, AppendBatch: 1}
 
 
 def _to_plain(command) -> list:
@@ -181,6 +193,10 @@ def _to_plain(command) -> list:
         elif isinstance(value, tuple):
             value = list(value)
         out.append(value)
+    late = _LATE_FIELDS.get(type(command), 0)
+    while late and out[-1] is None:
+        out.pop()
+        late -= 1
     return out
 
 

@@ -1,6 +1,8 @@
 """``StreamMachine``: applies commands to the streams of one group; answers read queries.
 
-Every state change is ``apply(command, now_ms) -> Outcome``. Queries (``head``, ``read``,
+Every state change is ``apply(command, now_ms) -> Outcome``. Conditional appends (``if_match``
+on ``Append`` and ``AppendBatch``) compare the expected tail here, at apply, so the check and
+the write are one step in log order on every replica. Queries (``head``, ``read``,
 ``list_streams``) raise ``StreamError`` with an error code from
 ``ursula.protocol.errors.STATUS_BY_CODE``. Expired streams are treated as absent by queries and
 removed by the next command that touches them (plus a small bounded sweep on every command).
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 import cbor2
 
 from ursula.protocol.errors import ProtocolError
-from ursula.protocol.headers import DEFAULT_CONTENT_TYPE, is_json_type, media_type
+from ursula.protocol.headers import DEFAULT_CONTENT_TYPE, IF_MATCH_ANY, is_json_type, media_type
 from ursula.protocol.jsonmode import split_messages
 from ursula.protocol.names import DEFAULT_BUCKET
 from ursula.stream.commands import (
@@ -344,6 +346,14 @@ class StreamMachine:
         stream, error = self._writable(cmd.bucket, cmd.stream, now_ms)
         if stream is None:
             return Outcome(error=error)
+        if cmd.if_match is not None:
+            refused = _precondition(stream, cmd.content_type, bool(cmd.body), cmd.producer,
+                                    cmd.if_match)
+            if refused is not None:
+                return refused
+            if stream.closed:  # close-only on a closed stream, at the expected tail: a no-op
+                self._touch(stream, now_ms)
+                return Outcome(start_offset=stream.tail, next_offset=stream.tail, closed=True)
         return self._append_to(stream, cmd.content_type, cmd.body, cmd.close, cmd.producer,
                                cmd.stream_seq, now_ms)
 
@@ -411,9 +421,43 @@ class StreamMachine:
         stream, error = self._writable(cmd.bucket, cmd.stream, now_ms)
         if stream is None:
             return Outcome(error=error)
+        if cmd.if_match is not None:
+            return self._conditional_batch(stream, cmd, now_ms)
         results = [self._append_to(stream, cmd.content_type, frame, False, None, None, now_ms)
                    for frame in cmd.frames]
         return Outcome(next_offset=stream.tail, closed=stream.closed, results=results)
+
+    def _conditional_batch(self, stream: Stream, cmd: AppendBatch, now_ms: int) -> Outcome:
+        """All frames at the expected tail, or none: a frame that would be refused refuses
+        the batch (its error, ``payload["frame"]`` its index)."""
+        refused = _precondition(stream, cmd.content_type, True, None, cmd.if_match)
+        if refused is not None:
+            return refused
+        parsed: list[list[bytes]] = []
+        for index, frame in enumerate(cmd.frames):
+            code = None
+            if not frame:
+                code = "empty_append"
+            else:
+                try:
+                    records = _records(frame, stream.json)
+                except ProtocolError:
+                    code = "invalid_json"
+                else:
+                    if not records:
+                        code = "empty_json_array"
+            if code is not None:
+                return Outcome(error=code, next_offset=stream.tail, payload={"frame": index})
+            parsed.append(records)
+        first = stream.tail
+        results = []
+        for records in parsed:
+            start = stream.tail
+            stream.write_records(records)
+            results.append(Outcome(start_offset=start, next_offset=stream.tail))
+        self.total_bytes += stream.tail - first
+        self._touch(stream, now_ms)
+        return Outcome(start_offset=first, next_offset=stream.tail, results=results)
 
     def _delete_stream(self, cmd: DeleteStream, now_ms: int) -> Outcome:
         stream, error = self._writable(cmd.bucket, cmd.stream, now_ms)
@@ -606,6 +650,27 @@ class StreamMachine:
             machine.cold_bytes += stream.cold_bytes
             machine._track_deadline(stream)
         return machine
+
+
+def _precondition(stream: Stream, content_type, has_body: bool, producer,
+                  expected: int) -> Outcome | None:
+    """The checks of a conditional append (If-Match), in the order the protocol proposal
+    gives (after 404 and 410): 409 closed (an append with a body; a close-only request on a
+    closed stream goes on to the tail check), 409 content type, 400 producer headers or
+    ``*``, 412 when the tail is not ``expected``. None: go on (producer-free) as usual."""
+    if stream.closed and has_body:
+        return Outcome(error="closed", next_offset=stream.tail, closed=True)
+    if has_body and (content_type is None
+                     or media_type(content_type) != media_type(stream.content_type)):
+        return Outcome(error="content_type_mismatch", next_offset=stream.tail)
+    if producer is not None:
+        return Outcome(error="if_match_with_producer", next_offset=stream.tail)
+    if expected == IF_MATCH_ANY:
+        return Outcome(error="if_match_wildcard", next_offset=stream.tail)
+    if stream.tail != expected:
+        return Outcome(error="precondition_failed", next_offset=stream.tail,
+                       closed=stream.closed)
+    return None
 
 
 def _records(body: bytes, json_mode: bool) -> list[bytes]:
