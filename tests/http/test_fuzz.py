@@ -1,6 +1,6 @@
 """Seeded fuzzing of the data plane: mutated raw requests over loopback sockets to a real
 listening node (every route, bad bytes in the request line, header names and values, lengths,
-chunk sizes, offsets, producer headers). No answer may be >= 500, nothing may log a traceback
+chunk sizes, offsets, producer headers, If-Match). No answer may be >= 500, nothing may log a traceback
 or an error, and the node must still answer a good request afterwards.
 
 ``FUZZ_SEED`` and ``FUZZ_REQUESTS`` (default 2000) change the run; a failure prints the seed and
@@ -38,7 +38,13 @@ HEADER_NAMES = [b"Content-Type", b"Content-Length", b"Transfer-Encoding", b"Expe
                 b"Connection", b"Host", b"Producer-Id", b"Producer-Epoch", b"Producer-Seq",
                 b"Stream-Seq", b"Stream-TTL", b"Stream-Expires-At", b"Stream-Closed",
                 b"Stream-Forked-From", b"Stream-Fork-Offset", b"Stream-Fork-Sub-Offset",
-                b"If-None-Match", b"Upgrade", b"X-\xff", b"Bad Name", b"", b"\x00"]
+                b"If-None-Match", b"If-Match", b"Upgrade", b"X-\xff", b"Bad Name", b"",
+                b"\x00"]
+# If-Match values: the tail of f1 (5) and of a fresh stream, stale ones, and malformed ones
+IF_MATCHES = [b'"0000000000000000_0000000000000005"', b'"0000000000000000_0000000000000000"',
+              b'"0000000000000000_0000000000000009"', b"*", b'W/"0000000000000000_0000000000000005"',
+              b'"a", "b"', b"0000000000000000_0000000000000005", b'"', b'""', b'"-1"',
+              b'"1:0:3"', b'"0000000000000000_99999999999999999"', b"\xff", b'"\x00"']
 
 
 SUB_IDS = ["s1", "p1", "bad id", "%2F", "x" * 300, "", "s1/extra"]
@@ -77,6 +83,19 @@ def templates(rng: random.Random):
         ("POST", "/v1/stream/prod", text + [(b"Producer-Id", b"p1"), (b"Producer-Epoch", b"0"),
                                             (b"Producer-Seq", seq.encode())], b"x"),
         ("POST", "/v1/stream/f1", text + [(b"Stream-Seq", b"00a")], b"y"),
+        # If-Match conditional appends (a bad value is 400, a stale one 412, never a 5xx)
+        ("POST", "/v1/stream/f1", text + [(b"If-Match", rng.choice(IF_MATCHES))], b"m"),
+        ("POST", f"/v1/stream/{name}", text + [(b"If-Match", rng.choice(IF_MATCHES)),
+                                               (b"Stream-Closed", b"true")], b""),
+        ("POST", "/v1/stream/json", jtype + [(b"If-Match", rng.choice(IF_MATCHES)),
+                                             (b"Stream-Seq", seq.encode())],
+         rng.choice([b"[1]", b"[]", b"{", b"2"])),
+        ("POST", "/v1/stream/prod", text + [(b"If-Match", rng.choice(IF_MATCHES)),
+                                            (b"Producer-Id", b"p2"), (b"Producer-Epoch", b"0"),
+                                            (b"Producer-Seq", seq.encode())], b"x"),
+        ("POST", "/fuzz/s/append-batch", text + [(b"If-Match", rng.choice(IF_MATCHES))]
+         + [(b"If-Match", rng.choice(IF_MATCHES))] * rng.choice([0, 0, 1]),
+         encode_frames(rng.choice([[b"a"], [b"a", b""], [b"b", b"c"]]))),
         ("GET", f"/v1/stream/f1?offset={offset}", [], b""),
         ("GET", f"/v1/stream/{name}?offset={offset}", [(b"If-None-Match", b'"1:0:3"')], b""),
         ("GET", f"/v1/stream/f1?offset={offset}&live=long-poll", [], b""),
@@ -264,6 +283,10 @@ def test_mutated_requests_never_get_5xx_nor_log_a_traceback(tmp_path):
         assert not bad, f"seed {SEED}: {len(bad)} answers >= 500, e.g. {bad[:3]}"
         answered = sum(1 for codes in results if codes)
         assert answered > REQUESTS // 2  # most mutated requests do get an answer
+        # the If-Match cases reached both the header check (400) and the state machine (412)
+        conditional = {code for data, codes in zip(cases, results, strict=True)
+                       if b"\r\nIf-Match: " in data for code in codes}
+        assert {400, 412} <= conditional, conditional
         codes = yield threads.deferToThread(good_requests, port)
         assert codes == [200, 201, 200]
     finally:

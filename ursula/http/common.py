@@ -6,9 +6,9 @@ May import: the standard library and ``ursula.protocol``.
 from __future__ import annotations
 
 ALLOW_HEADERS = (
-    "content-type, authorization, if-none-match, Stream-Seq, Stream-TTL, Stream-Expires-At, "
-    "Stream-Closed, Producer-Id, Producer-Epoch, Producer-Seq, Stream-Forked-From, "
-    "Stream-Fork-Offset, Stream-Fork-Sub-Offset"
+    "content-type, authorization, if-none-match, if-match, Stream-Seq, Stream-TTL, "
+    "Stream-Expires-At, Stream-Closed, Producer-Id, Producer-Epoch, Producer-Seq, "
+    "Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset"
 )
 EXPOSE_HEADERS = (
     "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Producer-Epoch, "

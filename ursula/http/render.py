@@ -8,26 +8,30 @@ from __future__ import annotations
 from ursula.http.common import error_body
 from ursula.protocol.errors import reason_for, status_for
 from ursula.protocol.jsonmode import render_records
-from ursula.protocol.offsets import render_offset
+from ursula.protocol.offsets import render_offset, tail_etag
 
 CACHE_HISTORICAL = b"public, max-age=60, stale-while-revalidate=300"
 
 
-def outcome_error(request, outcome) -> bytes:
-    """Render a failed ``Outcome`` with the headers its error code calls for."""
+def outcome_error(request, outcome, reason: str | None = None) -> bytes:
+    """Render a failed ``Outcome`` with the headers its error code calls for (``reason``
+    replaces the code's one-line reason)."""
     code = outcome.error
     headers: dict[str, str] = {}
     if code in ("closed", "content_type_mismatch", "stream_seq_conflict", "producer_seq_gap",
-                "empty_append", "producer_epoch_stale"):
+                "empty_append", "producer_epoch_stale", "precondition_failed"):
         headers["Stream-Next-Offset"] = render_offset(outcome.next_offset)
-    if code == "closed" or (code == "producer_epoch_stale" and outcome.closed):
+    if code == "precondition_failed":  # the current tail, for the writer's retry
+        headers["ETag"] = tail_etag(outcome.next_offset)
+    if code == "closed" or (outcome.closed and code in ("producer_epoch_stale",
+                                                         "precondition_failed")):
         headers["Stream-Closed"] = "true"
     if code == "producer_epoch_stale":
         headers["Producer-Epoch"] = str(outcome.producer_epoch)
     if code == "producer_seq_gap":
         headers["Producer-Expected-Seq"] = str(outcome.expected_seq)
         headers["Producer-Received-Seq"] = str(outcome.received_seq)
-    return error_body(request, status_for(code), reason_for(code), headers)
+    return error_body(request, status_for(code), reason or reason_for(code), headers)
 
 
 def stream_error(request, code: str) -> bytes:

@@ -14,10 +14,17 @@ from urllib.parse import unquote
 
 from ursula.http import render
 from ursula.protocol import headers as H
-from ursula.protocol.errors import ProtocolError, status_for
+from ursula.protocol.errors import ProtocolError, reason_for, status_for
 from ursula.protocol.framing import split_frames
 from ursula.protocol.names import DEFAULT_BUCKET, check_bucket, check_stream
-from ursula.protocol.offsets import NOW, START, parse_read_offset, parse_wire_offset, render_offset
+from ursula.protocol.offsets import (
+    NOW,
+    START,
+    parse_read_offset,
+    parse_wire_offset,
+    render_offset,
+    tail_etag,
+)
 from ursula.stream import commands as C
 
 
@@ -113,6 +120,7 @@ class StreamHandlers:
         close = H.flag(get, "stream-closed")
         content_type = get("content-type") or None
         producer = H.parse_producer(get)
+        if_match = if_match_of(request)
         if body and content_type is None:
             raise ProtocolError(400, "Content-Type is required to append a body")
         if not body and not close:
@@ -120,16 +128,19 @@ class StreamHandlers:
         command = C.Append(
             bucket=bucket, stream=name, content_type=content_type, body=body, close=close,
             producer=C.Producer(producer.id, producer.epoch, producer.seq) if producer else None,
-            stream_seq=get("stream-seq"))
+            stream_seq=get("stream-seq"), if_match=if_match)
         self.metrics.count_append(len(body))
-        return self.core.submit(command).addCallback(self._appended, request, bool(body))
+        return self.core.submit(command).addCallback(self._appended, request, bool(body),
+                                                     if_match is not None)
 
-    def _appended(self, outcome, request, had_body: bool):
+    def _appended(self, outcome, request, had_body: bool, conditional: bool = False):
         if outcome.error:
             return render.outcome_error(request, outcome)
         producer = outcome.producer_epoch is not None
         request.setResponseCode(200 if producer and had_body and not outcome.duplicate else 204)
         request.setHeader(b"stream-next-offset", render_offset(outcome.next_offset).encode())
+        if conditional:  # the new tail, for the writer's next If-Match
+            request.setHeader(b"etag", tail_etag(outcome.next_offset).encode())
         if outcome.closed:
             request.setHeader(b"stream-closed", b"true")
         if producer:
@@ -142,14 +153,27 @@ class StreamHandlers:
         content_type = get("content-type") or None
         if content_type is None:
             raise ProtocolError(400, "Content-Type is required for append-batch")
+        if_match = if_match_of(request)
+        if if_match is not None and H.parse_producer(get) is not None:
+            # append-batch takes no producer headers; a conditional batch says so (400)
+            raise ProtocolError(400, "If-Match cannot be combined with producer headers")
         frames = split_frames(request_body(request), self.config.limits.max_batch_frames)
         command = C.AppendBatch(bucket=bucket, stream=name, content_type=content_type,
-                                frames=tuple(frames))
-        return self.core.submit(command).addCallback(self._batched, request)
+                                frames=tuple(frames), if_match=if_match)
+        return self.core.submit(command).addCallback(self._batched, request,
+                                                     if_match is not None)
 
-    def _batched(self, outcome, request):
+    def _batched(self, outcome, request, conditional: bool = False):
         if outcome.error:
+            frame = outcome.payload.get("frame") if isinstance(outcome.payload, dict) else None
+            if frame is not None:  # a conditional batch refused because of one frame
+                return render.outcome_error(
+                    request, outcome,
+                    f"append-batch frame {frame}: {reason_for(outcome.error)}; nothing was "
+                    f"appended")
             return render.outcome_error(request, outcome)
+        if conditional:
+            request.setHeader(b"etag", tail_etag(outcome.next_offset).encode())
         items = []
         for result in outcome.results:
             if result.error:
@@ -237,6 +261,11 @@ def _etag_matches(header: bytes | None, tag: bytes) -> bool:
         return False
     candidates = [part.strip() for part in header.split(b",")]
     return tag in candidates or b"*" in candidates or (b"W/" + tag) in candidates
+
+
+def if_match_of(request) -> int | None:
+    """The parsed ``If-Match`` of an append (every value of the header: one is allowed)."""
+    return H.parse_if_match(request.requestHeaders.getRawHeaders("if-match"))
 
 
 def parse_offset_arg(request):
