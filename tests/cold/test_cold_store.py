@@ -97,6 +97,25 @@ def test_cache_never_serves_a_corrupt_chunk():
     assert _results(cache.get(0, 4, "k", crc)) == [b"good"]
 
 
+def test_cache_reads_a_chunk_of_a_pack_with_a_ranged_get():
+    from ursula.cold.chunks import chunk_ref, pack_key
+    store = MemoryColdStore()
+    a, crc_a = encode_chunk(0, 3, b"abc")
+    b, crc_b = encode_chunk(10, 15, b"hello")
+    key = pack_key(0, [(1, 0, 3), (2, 10, 15)])
+    assert key == pack_key(0, [(1, 0, 3), (2, 10, 15)]) != pack_key(0, [(1, 0, 3)])
+    store.objects[key] = a + b
+    asked = []
+    real_get = store.get
+    store.get = lambda k, start=0, end=None: asked.append((k, start, end)) or real_get(k, start, end)
+    cache = ChunkCache(store)
+    assert _results(cache.get(10, 15, chunk_ref(key, len(a)), crc_b)) == [b"hello"]
+    assert _results(cache.get(0, 3, chunk_ref(key, 0), crc_a)) == [b"abc"]
+    assert asked == [(key, len(a), len(a) + len(b)), (key, 0, len(a))]
+    wrong = _results(ChunkCache(store).get(0, 3, chunk_ref(key, len(a)), crc_a))  # not its own
+    assert wrong[0].check(ChunkCorrupt)
+
+
 @pytest_twisted.inlineCallbacks
 def test_local_store(tmp_path):
     from twisted.internet import reactor

@@ -289,3 +289,129 @@ def test_the_sweep_spares_chunks_in_flight_and_a_follower_never_sweeps():
     group.commit_all()  # the new plan re-uploads the same ranges (same keys) and commits
     referenced = {chunk[2] for chunk in _stream(group).chunks}
     assert referenced and set(store.objects) == referenced
+
+
+# -- packs: the small ranges of many streams in one object ------------------------------------
+
+def _read(objects, ref, start, end, checksum):
+    """A chunk's payload read as the cache reads it (a ranged get of its object)."""
+    from ursula.cold.chunks import fetch_range
+    key, first, last = fetch_range(ref, start, end)
+    return decode_chunk(objects[key][first:last], ref, start, end, checksum)
+
+
+def _setup_many(streams=24, each=3 * KiB, hot=16 * KiB, chunk=32 * KiB, depth=2):
+    clock = task.Clock()
+    group = FakeGroup()
+    data = {}
+    for i in range(streams):
+        name = f"s{i}"
+        group.machine.apply(C.CreateStream(B, name, OCT), 1)
+        payload = bytes((i + j) % 251 for j in range(each + 17 * i))
+        group.machine.apply(C.Append(B, name, OCT, payload), 1)
+        data[name] = payload
+    store = ManualStore()
+    flusher = Flusher(clock, {0: group}, store, hot_bytes=hot, max_hot_bytes=1 << 20,
+                      chunk_bytes=chunk, depth=depth, backoff_max_s=1.0)
+    return clock, group, store, flusher, data
+
+
+def test_many_small_streams_go_out_in_one_pack_and_read_back():
+    clock, group, store, flusher, data = _setup_many(chunk=128 * KiB)
+    total = group.machine.total_bytes
+    flusher.poll()
+    assert len(store.pending) == 1  # one object for the streams that hold the most
+    key, blob, _ = store.pending[0]
+    assert key.startswith("g0/packs/") and key.endswith(".pack")
+    store.finish(0)
+    ranges = len(group.proposed)
+    assert ranges > 1 and all(c.key.startswith(key + "#") for c, _ in group.proposed)
+    group.commit_all()
+    # down to the low-water mark (hot_bytes less a quarter), in one upload
+    assert group.machine.total_bytes <= flusher.low_water_bytes < 16 * KiB < total
+    assert flusher.stats()["uploads"] == 1
+    for name, payload in data.items():
+        stream = group.machine.streams[(B, name)]
+        cold = b"".join(_read(store.objects, ref, start, end, checksum)
+                        for start, end, ref, checksum in stream.chunks)
+        assert cold + bytes(stream.data) == payload, name
+
+
+def test_a_pack_is_deleted_once_no_stream_refers_to_it():
+    from ursula.cold.chunks import object_key
+    clock, group, store, flusher, data = _setup_many(chunk=128 * KiB)
+    flusher.poll()
+    store.finish(0)
+    group.commit_all()
+    (pack,) = store.objects
+    holders = [name for name in data
+               if any(object_key(c[2]) == pack for c in group.machine.streams[(B, name)].chunks)]
+    assert len(holders) > 1
+    group.machine.apply(C.DeleteStream(B, holders[0]), 1)
+    flusher.poll()
+    group.commit_all()  # ColdCollected of the first holder's chunk: the pack stays
+    assert pack in store.objects and not group.machine.cold_garbage
+    for name in holders[1:]:
+        group.machine.apply(C.DeleteStream(B, name), 1)
+    while group.machine.cold_garbage:
+        flusher.poll()
+        group.commit_all()
+    assert pack not in store.objects
+    assert flusher.stats()["collected"] == len(holders)
+
+
+def test_any_interleaving_with_packs_and_deletes_loses_nothing():
+    # Seeded random schedules over many small streams (packs), with stream deletes: every live
+    # stream's chunks are contiguous from 0 and read back its bytes, every object a stream
+    # refers to exists, and the group ends at or below hot_bytes.
+    import random
+
+    from ursula.cold.chunks import object_key
+    for seed in range(200):
+        rng = random.Random(seed)
+        clock, group, store, flusher, data = _setup_many(
+            streams=rng.randint(2, 30), depth=rng.randint(1, 4),
+            chunk=rng.choice([8 * KiB, 32 * KiB]))
+        deleted = set()
+        for _ in range(200):
+            action = rng.random()
+            if action < 0.3 and store.pending:
+                store.finish(rng.randrange(len(store.pending)), ok=rng.random() > 0.2)
+            elif action < 0.55 and group.proposed:
+                command, d = group.proposed.pop(0)
+                d.callback(group.machine.apply(command, 1))
+            elif action < 0.6 and group.proposed:
+                group.lose_all()
+            elif action < 0.65:
+                group.is_leader = not group.is_leader
+            elif action < 0.7:
+                name = rng.choice(sorted(data))
+                group.machine.apply(C.DeleteStream(B, name), 1)
+                deleted.add(name)
+            elif action < 0.8:
+                clock.advance(rng.random())
+            else:
+                flusher.poll()
+        group.is_leader = True
+        for _ in range(100):  # drain
+            clock.advance(1.0)
+            flusher.poll()
+            while store.pending or group.proposed:
+                if store.pending:
+                    store.finish(0)
+                group.commit_all()
+        assert not group.machine.cold_garbage, seed
+        for name, payload in data.items():
+            stream = group.machine.streams.get((B, name))
+            if name in deleted:
+                assert stream is None, seed
+                continue
+            position = 0
+            for start, end, ref, checksum in stream.chunks:
+                assert start == position, seed
+                assert object_key(ref) in store.objects, (seed, ref)
+                assert _read(store.objects, ref, start, end, checksum) == payload[start:end]
+                position = end
+            assert position == stream.base and bytes(stream.data) == payload[stream.base:]
+        assert group.machine.total_bytes <= 16 * KiB, seed
+        assert flusher.in_flight(0) == 0, seed

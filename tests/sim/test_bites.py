@@ -45,6 +45,8 @@ FIRST_SEED = {
     ("flush_before_upload", 5): 0,
     ("chunk_key_per_stream", 3): 0,
     ("chunk_key_per_stream", 5): 0,
+    ("pack_refs_at_zero", 3): 0,
+    ("pack_refs_at_zero", 5): 0,
     ("torn_tail_kept", 3): 4,
     ("torn_tail_kept", 5): 8,
 }

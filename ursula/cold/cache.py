@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ursula.cold.chunks import decode_chunk
+from ursula.cold.chunks import decode_chunk, fetch_range
 from ursula.cold.interfaces import ChunkCorrupt
 
 log = Logger()
@@ -33,7 +33,8 @@ class ChunkCache:
         self._fetching: dict[str, list[defer.Deferred]] = {}
 
     def get(self, start: int, end: int, key: str, checksum: int) -> defer.Deferred:
-        """A Deferred of the chunk's payload (the stream bytes ``[start, end)``)."""
+        """A Deferred of the chunk's payload (the stream bytes ``[start, end)``); ``key`` is a
+        chunk reference (an object's key, or a chunk's place in a pack)."""
         payload = self._chunks.get(key)
         if payload is not None:
             self.hits += 1
@@ -46,7 +47,7 @@ class ChunkCache:
             waiters.append(d)
             return d
         self._fetching[key] = [d]
-        fetch = self.store.get(key)
+        fetch = self.store.get(*fetch_range(key, start, end))
         fetch.addCallback(decode_chunk, key, start, end, checksum)
         fetch.addBoth(self._fetched, key)
         return d

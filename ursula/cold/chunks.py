@@ -15,6 +15,12 @@ stream's bytes.
 Keys are deterministic (group, stream uid, a hash of the stream's name, the range), so an
 upload retried by a new leader overwrites the same object.
 
+A *pack* holds the small chunks of several streams of one group in one object: the chunks'
+bytes (header and payload each, as above) one after the other. A stream refers to its chunk in
+a pack as ``<pack key>#<offset>`` (a *chunk reference*; a plain key refers to a whole object),
+and a read fetches just that range. A pack's key is derived from the group and the ranges it
+holds, so a retried upload of the same plan overwrites the same object.
+
 May import: the standard library.
 """
 
@@ -63,6 +69,43 @@ def decode_chunk(blob: bytes, key: str, start: int, end: int, expected: int) -> 
     if len(payload) != end - start or checksum(payload) != expected:
         raise ChunkCorrupt(f"cold chunk {key}: checksum mismatch")
     return bytes(payload) if not isinstance(blob, bytes) else blob[HEADER_BYTES:]
+
+
+def chunk_ref(key: str, offset: int) -> str:
+    """The reference to the chunk at byte ``offset`` of the pack ``key``."""
+    return f"{key}#{offset}"
+
+
+def locate(ref: str) -> tuple[str, int | None]:
+    """The object key of a chunk reference and the chunk's offset in it (None: the whole
+    object is the chunk)."""
+    key, sep, offset = ref.rpartition("#")
+    if not sep:
+        return ref, None
+    return key, int(offset)
+
+
+def object_key(ref: str) -> str:
+    """The key of the object that holds the chunk ``ref``."""
+    return ref.rpartition("#")[0] or ref
+
+
+def fetch_range(ref: str, start: int, end: int) -> tuple[str, int, int | None]:
+    """What to ask the store for to read the chunk ``ref`` of the stream range ``[start, end)``:
+    the object key and the byte range ``[first, last)`` (``last`` None: to the end)."""
+    key, offset = locate(ref)
+    if offset is None:
+        return key, 0, None
+    return key, offset, offset + HEADER_BYTES + (end - start)
+
+
+def pack_key(group: int, ranges) -> str:
+    """The key of a pack of ``group`` holding ``ranges`` (``(uid, start, end)`` in pack order)."""
+    digest = hashlib.blake2b(digest_size=10)
+    for uid, start, end in ranges:
+        digest.update(struct.pack("<QQQ", uid, start, end))
+    first_uid, first_start, _ = ranges[0]
+    return f"g{group}/packs/{first_uid}-{first_start:016x}-{digest.hexdigest()}.pack"
 
 
 def chunk_key(group: int, uid: int, bucket: str, stream: str, start: int, end: int) -> str:

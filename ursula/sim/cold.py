@@ -7,10 +7,12 @@ What lives here:
   upload completes after a random delay; it fails with a small probability, and always while
   an outage lasts (`outage(until)`, a fault the run schedules from its own random stream);
 - `SimFlusher`: what ``ursula.core.flusher.Flusher`` does, on a replica while it leads: above
-  ``hot_bytes`` it plans chunks of at most ``chunk_bytes`` from the largest stream's hot start,
-  up to ``depth`` in flight, uploads them side by side and proposes their ``ColdFlushed`` in
-  plan order once uploaded; any failure (an upload, a lost proposal, a refused range) stops
-  the plan until the chunks in flight are done. It is lost when its replica crashes;
+  ``hot_bytes`` it plans objects down to a low-water mark, from the hot starts of the streams
+  that hold the most: one stream's range alone (at most ``chunk_bytes``), or the ranges of
+  several streams packed in one object (chunk references ``<key>#<offset>``); up to ``depth``
+  in flight, uploaded side by side, their ``ColdFlushed`` proposed in plan order once
+  uploaded; any failure (an upload, a lost proposal, a refused range) stops the plan until the
+  objects in flight are done. It is lost when its replica crashes;
 - `stitched_read`: a replica's whole stream, its cold spans fetched from the store: a span
   whose object is missing or fails its checksum is a violation (the state machine may only
   reference a chunk that is stored, whole).
@@ -18,7 +20,7 @@ What lives here:
 Planted twins (``BROKEN_RULES`` of ``ursula.sim.run``): ``flush_before_upload`` proposes a
 chunk's ``ColdFlushed`` when it is planned, before its upload is done (or even succeeded);
 ``chunk_key_per_stream`` names chunks by stream only, so a later chunk overwrites an older
-one's object.
+one's object; ``pack_refs_at_zero`` refers every chunk of a pack to the pack's first bytes.
 
 May import: the standard library, ursula.stream and ursula.sim.
 """
@@ -71,8 +73,11 @@ def stitched_read(machine, store: SimColdStore, bucket: str, stream: str, now_ms
     """The stream's bytes from offset 0: cold spans from the store, then the hot bytes."""
     result = machine.read(bucket, stream, 0, 1 << 30, now_ms)
     parts = []
-    for start, end, key, checksum, c_start, c_end in result.cold:
+    for start, end, ref, checksum, c_start, c_end in result.cold:
+        key, _, offset = ref.partition("#")
         payload = store.objects.get(key)
+        if payload is not None and offset:
+            payload = payload[int(offset):int(offset) + c_end - c_start]
         if payload is None:
             raise Violation(f"cold: {where} references chunk {key} of {stream} "
                             f"[{c_start}, {c_end}), which the store does not hold")
@@ -85,12 +90,17 @@ def stitched_read(machine, store: SimColdStore, bucket: str, stream: str, now_ms
 
 
 class _Chunk:
-    __slots__ = ("command", "uploaded", "proposed")
+    """One object in flight: its ``ColdFlushed`` commands (one per stream range)."""
 
-    def __init__(self, command) -> None:
-        self.command = command
+    __slots__ = ("commands", "size", "uploaded", "proposed", "pending", "refused")
+
+    def __init__(self, commands: list) -> None:
+        self.commands = commands
+        self.size = sum(c.end - c.start for c in commands)
         self.uploaded = False
         self.proposed = False
+        self.pending = 0
+        self.refused = False
 
 
 class SimFlusher:
@@ -118,26 +128,50 @@ class SimFlusher:
                 return
 
     def _plan_one(self, machine) -> bool:
-        best, start, left = None, 0, 0
+        candidates = []
         for stream in machine.streams.values():
             first = max(stream.base, self.ends.get(stream.uid, 0))
-            if stream.tail - first > left:
-                best, start, left = stream, first, stream.tail - first
-        if best is None:
+            if stream.tail > first:
+                candidates.append((stream.tail - first, stream.uid, first, stream))
+        if not candidates:
             return False
-        end = start + min(self.chunk_bytes, left)
-        payload = bytes(best.slice(start, end))
-        if self.broken == "chunk_key_per_stream":
-            key = f"g0/s{best.uid}"
+        low_water = self.hot_bytes - min(self.hot_bytes // 4, self.chunk_bytes)
+        wanted = max(1, machine.total_bytes - self.planned - low_water)
+        candidates.sort(key=lambda c: (-c[0], c[1]))
+        picked, size = [], 0
+        for left, _, first, stream in candidates:
+            take = min(left, self.chunk_bytes - size)
+            picked.append((stream, first, first + take))
+            size += take
+            if size >= wanted or size >= self.chunk_bytes:
+                break
+        commands, parts = [], []
+        if len(picked) == 1:
+            stream, start, end = picked[0]
+            if self.broken == "chunk_key_per_stream":
+                key = f"g0/s{stream.uid}"
+            else:
+                key = f"g0/s{stream.uid}/{start:016x}-{end:016x}"
+            refs = [key]
         else:
-            key = f"g0/s{best.uid}/{start:016x}-{end:016x}"
-        chunk = _Chunk(C.ColdFlushed(best.bucket, best.name, best.uid, start, end, key,
-                                     zlib.crc32(payload)))
+            key = "g0/packs/" + "+".join(f"{s.uid}:{a:x}-{b:x}" for s, a, b in picked)
+            refs, offset = [], 0
+            for _, start, end in picked:
+                at_zero = self.broken == "pack_refs_at_zero"
+                refs.append(f"{key}#{0 if at_zero else offset}")
+                offset += end - start
+        for (stream, start, end), ref in zip(picked, refs, strict=True):
+            payload = bytes(stream.slice(start, end))
+            parts.append(payload)
+            commands.append(C.ColdFlushed(stream.bucket, stream.name, stream.uid, start, end,
+                                          ref, zlib.crc32(payload)))
+            self.ends[stream.uid] = end
+        chunk = _Chunk(commands)
         self.chunks.append(chunk)
-        self.ends[best.uid] = end
-        self.planned += end - start
+        self.planned += chunk.size
         inc = self.replica.incarnation
-        self.store.put(key, payload, lambda ok: self.replica.event(inc, self._uploaded, chunk, ok))
+        self.store.put(key, b"".join(parts),
+                       lambda ok: self.replica.event(inc, self._uploaded, chunk, ok))
         if self.broken == "flush_before_upload":
             chunk.uploaded = True
             self._propose_ready()
@@ -149,6 +183,7 @@ class SimFlusher:
         if not ok:
             self.retry_at = self.replica.sim.world.now + 50 * MS
             self._abandon(chunk)
+            self._done(chunk)
             return
         chunk.uploaded = True
         if self.failed:
@@ -162,15 +197,20 @@ class SimFlusher:
                 break
             if not chunk.proposed:
                 chunk.proposed = True
-                self.replica.propose_internal(
-                    encode_command(chunk.command), chunk.command,
-                    lambda answer, chunk=chunk: self._answered(chunk, answer))
+                chunk.pending = len(chunk.commands)
+                for command in chunk.commands:
+                    self.replica.propose_internal(
+                        encode_command(command), command,
+                        lambda answer, chunk=chunk: self._answered(chunk, answer))
 
     def _answered(self, chunk: _Chunk, answer: tuple) -> None:
         kind, outcome = answer
         if kind != "ok" or outcome.error is not None:
-            self._abandon(chunk)
-        else:
+            if not chunk.refused:
+                chunk.refused = True
+                self._abandon(chunk)
+        chunk.pending -= 1
+        if chunk.pending == 0:
             self._done(chunk)
 
     def _abandon(self, chunk: _Chunk) -> None:
@@ -178,16 +218,14 @@ class SimFlusher:
         self.failed = True
         for waiting in [c for c in self.chunks if c.uploaded and not c.proposed]:
             self._drop(waiting)
-        self._done(chunk)
 
     def _drop(self, chunk: _Chunk) -> None:
         if chunk in self.chunks:
             self.chunks.remove(chunk)
-            self.planned -= chunk.command.end - chunk.command.start
+            self.planned -= chunk.size
 
     def _done(self, chunk: _Chunk) -> None:
         self._drop(chunk)
         if not self.chunks:
             self.ends.clear()
             self.failed = False
-

@@ -5,7 +5,9 @@ checker, and the fault schedule) and `run_seed()`, which returns a `Result`.  Ev
 choice, fault parameters included, is drawn from `random.Random(seed)`: the same seed and
 options give the same run, event for event.
 
-Phases: (1) faults for `fault_ms` of simulated time while clients append and read;
+Phases: (1) faults for `fault_ms` of simulated time while clients append and read (the
+idempotent producers and plain writers of `Client`, and `cas_clients` If-Match writers,
+`CasClient`, on the stream of a plain writer);
 (2) heal: the network becomes reliable and every crashed node restarts; each client must get
 an append acknowledged within `heal_bound_ticks` ticks; (3) clients stop, every replica must
 catch up with the leader's commit index, and each replica's streams are checked against
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 
 from ursula.raft import LEADER
 from ursula.sim.checker import Checker, Violation
-from ursula.sim.client import Client
+from ursula.sim.client import CasClient, Client
 from ursula.sim.cold import SimColdStore, SimFlusher, stitched_read
 from ursula.sim.replica import Replica
 from ursula.sim.world import MS, NetParams, Network, World
@@ -35,7 +37,9 @@ from ursula.stream.machine import StreamError
 
 #: Deliberately broken rules, to show the checker bites.  Each names what it switches on:
 #: ``raft`` flags of `ursula.raft.Config`, ``driver`` rules of `ursula.replica.GroupDriver`
-#: (its BROKEN_RULES), or a ``disk`` mode of `ursula.sim.disk.FakeDisk`.
+#: (its BROKEN_RULES), a ``cold`` rule of `ursula.sim.cold`, a ``sim`` rule of the simulated
+#: node around the driver (`ursula.sim.replica`), or a ``disk`` mode of
+#: `ursula.sim.disk.FakeDisk`.
 BROKEN_RULES: dict[str, dict] = {
     # the Raft core
     "vote_twice": {"raft": {"unsafe_vote_twice": True}},
@@ -57,6 +61,9 @@ BROKEN_RULES: dict[str, dict] = {
     # the cold tier (they switch it on: ursula.sim.cold)
     "flush_before_upload": {"cold": "flush_before_upload"},
     "chunk_key_per_stream": {"cold": "chunk_key_per_stream"},
+    "pack_refs_at_zero": {"cold": "pack_refs_at_zero"},
+    # If-Match judged where the request arrives instead of at apply (ursula.sim.replica)
+    "ifmatch_at_submit": {"sim": "ifmatch_at_submit"},
     # storage (the fake disk)
     "lazy_fsync": {"disk": "lazy_fsync"},
     "unsynced_vote": {"disk": "unsynced_vote"},
@@ -79,6 +86,7 @@ class Result:
     leaders: int = 0
     checks: int = 0
     cold_uploads: int = 0  # chunks stored in the simulated cold tier
+    refused: int = 0  # If-Match appends answered 412 (the writers' acks are in acks)
     broken: str | None = None
     options: dict = field(default_factory=dict)
 
@@ -105,6 +113,7 @@ class Simulation:
         clients: int = 3,
         trace: bool = False,
         cold: bool = False,
+        cas_clients: int = 2,
     ) -> None:
         self.seed = seed
         self.rng = rng = random.Random(seed)
@@ -148,6 +157,7 @@ class Simulation:
         self.raft_config.update(rule.get("raft", {}))
         self.driver_rules = frozenset(rule.get("driver", ()))
         self.disk_mode = rule.get("disk")
+        self.sim_rule = rule.get("sim")
         self.cold_rule = rule.get("cold")
         self.cold = cold or self.cold_rule is not None
         self.cold_store = None
@@ -161,6 +171,9 @@ class Simulation:
         skews = [rng.uniform(-0.25, 0.25) for _ in self.ids]
         self.replicas = {i: Replica(self, i, skews[i - 1]) for i in self.ids}
         self.clients = [Client(self, k, f"s{k % 2}") for k in range(clients)]
+        # If-Match writers, all on one stream with an unconditional writer (s1 when clients > 1)
+        self.clients += [CasClient(self, k, "s1" if clients > 1 else "s0")
+                         for k in range(clients, clients + cas_clients)]
         self.crashes = 0
         self.freezes = 0
         self.snapshots_installed = 0
@@ -348,6 +361,7 @@ class Simulation:
         res.snapshots = self.snapshots_installed
         res.leaders = len(self.checker.leader_of_term)
         res.checks = self.checker.checks
+        res.refused = self.checker.cas_refused
         res.cold_uploads = self.cold_store.uploads if self.cold_store is not None else 0
         return res
 
