@@ -160,3 +160,36 @@ def test_the_flusher_keys_have_lower_bounds_and_reach_the_core():
     for key, bad in (("flush_depth", 0), ("sweep_interval_s", 0), ("orphan_grace_s", 59)):
         with pytest.raises(ConfigError, match=rf"\[cold\] {key}"):
             parse_config(f"[cold]\n{key} = {bad}\n")
+
+
+@pytest.mark.parametrize("text, where, words", [
+    ("[node]\nadmin_listen = tcp:4438", "[node] admin_token", "not on loopback"),
+    ("[node]\nadmin_listen = tcp:4438:interface=0.0.0.0", "[node] admin_token", "0.0.0.0"),
+    ("[node]\nadmin_listen = tcp:4437", "[node] admin_listen", "public port"),
+    ("[node]\nadmin_listen = tcp:4439:interface=10.0.0.5\nadmin_token = short",
+     "[node] admin_token", "at least 16"),
+    ("[node]\nadmin_token_file = /nonexistent", "[node] admin_token_file", "cannot read"),
+    ("[node]\nadmin_drain_timeout_s = 0", "[node] admin_drain_timeout_s", "at least 1"),
+])
+def test_the_admin_plane_is_loopback_or_token_protected(text, where, words):
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text)
+    message = str(raised.value)
+    assert message.startswith(where) and words in message and "\n" not in message
+
+
+def test_admin_token_from_the_config_or_a_file(tmp_path):
+    assert parse_config("").admin_token == ""
+    assert parse_config("[node]\nadmin_listen = unix:/tmp/admin.sock\n").admin_token == ""
+    v6 = parse_config("[node]\nadmin_listen = tcp6:4438:interface=\\:\\:1\n")
+    assert v6.node.admin_listen.startswith("tcp6")  # loopback: no token needed
+    token = "0123456789abcdef-token"
+    config = parse_config(f"[node]\nadmin_listen = tcp:4438:interface=0.0.0.0\n"
+                          f"admin_token = {token}\n")
+    assert config.admin_token == token
+    path = tmp_path / "token"
+    path.write_text(token + "\n")
+    config = parse_config(f"[node]\nadmin_listen = tcp:4438\nadmin_token_file = {path}\n")
+    assert config.admin_token == token
+    with pytest.raises(ConfigError, match="not both"):
+        parse_config(f"[node]\nadmin_token = {token}\nadmin_token_file = {path}\n")

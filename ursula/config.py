@@ -11,6 +11,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field, fields
 
 MiB = 1024 * 1024
@@ -28,6 +29,9 @@ class NodeSection:
     backlog: int = 1024
     cores: int = 0  # 0: the machine's CPU count (at most [cluster] groups); 1: one process
     malloc_mmap_threshold: int = 0  # glibc: fix its mmap threshold (0: glibc's dynamic one)
+    admin_token: str = ""  # bearer token of the admin plane (required off loopback)
+    admin_token_file: str = ""  # or read it from this file
+    admin_drain_timeout_s: int = 30  # how long POST /__ursula/drain waits for leadership to move
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,15 @@ class NodeConfig:
         return storage.hot_bytes
 
     @property
+    def admin_token(self) -> str:
+        """The admin plane's bearer token (``[node] admin_token`` or the first line of
+        ``admin_token_file``), or "" for none."""
+        if self.node.admin_token_file:
+            with open(self.node.admin_token_file, encoding="utf-8") as handle:
+                return handle.read().strip()
+        return self.node.admin_token
+
+    @property
     def cluster_secret(self) -> bytes:
         if self.cluster.secret_file:
             with open(self.cluster.secret_file, "rb") as handle:
@@ -192,7 +205,7 @@ _CHOICES = {("log", "level"): ("debug", "info", "warn", "error"),
             ("log", "format"): ("text", "json"),
             ("storage", "fsync"): ("always", "never"),
             ("cold", "backend"): ("auto", "local", "s3", "memory", "none")}
-_MINIMUM = {("node", "backlog"): 1, ("http", "long_poll_timeout_ms"): 1, ("http", "sse_max_duration_ms"): 1000,
+_MINIMUM = {("node", "backlog"): 1, ("node", "admin_drain_timeout_s"): 1, ("http", "long_poll_timeout_ms"): 1, ("http", "sse_max_duration_ms"): 1000,
             ("http", "sse_heartbeat_ms"): 100, ("http", "cursor_interval_ms"): 1000,
             ("limits", "max_body_bytes"): 1, ("limits", "max_header_bytes"): 1024,
             ("limits", "max_headers"): 10, ("limits", "max_stream_name_bytes"): 1,
@@ -275,6 +288,81 @@ def parse_peers(text: str) -> dict[int, Peer]:
     return peers
 
 
+#: The shortest admin token accepted (bytes).
+MIN_ADMIN_TOKEN = 16
+_LOOPBACK = ("127.", "::1", "localhost", "0:0:0:0:0:0:0:1")
+
+
+def _endpoint_parts(rest: str) -> list[str]:
+    return re.split(r"(?<!\\):", rest)
+
+
+def endpoint_interface(listen: str) -> str | None:
+    """The ``interface=`` of a tcp/ssl endpoint string ("" when it listens on every
+    interface), or None for an endpoint that is not TCP (a unix socket)."""
+    kind, _, rest = listen.partition(":")
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return None
+    for part in _endpoint_parts(rest):
+        key, sep, value = part.partition("=")
+        if sep and key == "interface":
+            return value.replace("\\:", ":").strip("[]")
+    return ""
+
+
+def endpoint_port(listen: str) -> int | None:
+    """The port of a tcp/ssl endpoint string, or None."""
+    kind, _, rest = listen.partition(":")
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return None
+    for i, part in enumerate(_endpoint_parts(rest)):
+        key, sep, value = part.partition("=")
+        if not sep and i == 0 and key.isdigit():
+            return int(key)
+        if sep and key == "port" and value.isdigit():
+            return int(value)
+    return None
+
+
+def is_loopback(interface: str | None) -> bool:
+    """Whether an endpoint's interface is loopback only (a unix socket counts as local)."""
+    return interface is None or interface.startswith(_LOOPBACK)
+
+
+def _check_admin(config: NodeConfig) -> None:
+    """The admin plane: never on the public port; off loopback only with a bearer token."""
+    node = config.node
+    if node.admin_token_file:
+        try:
+            with open(node.admin_token_file, encoding="utf-8") as handle:
+                token = handle.read().strip()
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or "not UTF-8 text"
+            raise ConfigError(f"[node] admin_token_file: cannot read {node.admin_token_file!r} "
+                              f"({reason})") from None
+        if node.admin_token:
+            raise ConfigError("[node] admin_token_file: set admin_token or admin_token_file, "
+                              "not both")
+        where = "[node] admin_token_file"
+    else:
+        token = node.admin_token.strip()
+        where = "[node] admin_token"
+    if token and len(token.encode()) < MIN_ADMIN_TOKEN:
+        raise ConfigError(f"{where}: must be at least {MIN_ADMIN_TOKEN} bytes")
+    if node.admin_listen == "none":
+        return
+    port = endpoint_port(node.admin_listen)
+    if port and port == endpoint_port(node.listen):
+        raise ConfigError(f"[node] admin_listen: port {port} is the public port ([node] "
+                          "listen); the admin plane needs a port of its own")
+    interface = endpoint_interface(node.admin_listen)
+    if not is_loopback(interface) and not token:
+        shown = interface or "every interface"
+        raise ConfigError(f"[node] admin_token: required when admin_listen is not on loopback "
+                          f"({node.admin_listen!r} listens on {shown}); set admin_token or "
+                          "admin_token_file")
+
+
 def _check_cluster(config: NodeConfig) -> None:
     cluster = config.cluster
     peers = parse_peers(cluster.peers)
@@ -333,6 +421,7 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     _check_endpoint("[node] listen", config.node.listen)
     if config.node.admin_listen != "none":
         _check_endpoint("[node] admin_listen", config.node.admin_listen)
+    _check_admin(config)
     _check_cluster(config)
     config = _resolve_cold(config)
     if config.cold.backend == "s3" and not config.cold.bucket:

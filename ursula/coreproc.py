@@ -7,6 +7,8 @@ dialing port + k of every peer: Raft traffic goes core k to core k), the local l
 (``<data_dir>/core-<k>.sock``, served here; the other cores' sockets dialed, see
 ``ursula.core.routed``), and the public port, bound with SO_REUSEPORT so the kernel spreads
 connections over the cores. SIGTERM hands this core's groups' leadership over, then exits.
+The supervisor's admin plane reaches this core's ``RaftCore`` over the local link (op
+``admin``: ``AdminCalls``).
 ``ps`` shows ``ursula node <id> core <k>/<C>``.
 
 May import: everything in ``ursula``, Twisted, setproctitle.
@@ -73,6 +75,48 @@ def reuseport_socket(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
+class AdminCalls:
+    """This core's local-link handler: the admin plane's operations (op ``admin``, args
+    ``[name, params]``, asked by the node supervisor: ``ursula.nodesup.NodeView``) go to the
+    core's ``RaftCore``; every other call to its ``CoreServer``. A refused operation answers
+    ``["err", "admin", [status, reason, leader]]``."""
+
+    OPERATIONS = {
+        "status": lambda raft: raft.node_status(),
+        "transfer_leader": lambda raft, group, to: raft.transfer_leader(group, to),
+        "snapshot_group": lambda raft, group: raft.snapshot_group(group),
+        "drain": lambda raft, timeout_s: raft.drain(timeout_s),
+        "undrain": lambda raft: raft.undrain(),
+        "backup_group": lambda raft, group: raft.backup_group(group),
+    }
+
+    def __init__(self, server, raft):
+        self.server = server
+        self.raft = raft
+
+    def handle(self, link, op, args):
+        if op != "admin":
+            return self.server.handle(link, op, args)
+        from twisted.internet import defer
+
+        from ursula.core.cluster import AdminError
+
+        def refused(failure):
+            if failure.check(AdminError):
+                error = failure.value
+                return ["err", "admin", [error.status, str(error), error.leader]]
+            return ["err", "admin", [503, failure.getErrorMessage()[:2000], None]]
+        name, params = args
+        operation = self.OPERATIONS.get(name)
+        if operation is None:
+            return ["err", "admin", [404, f"no admin operation {name!r}", None]]
+        d = defer.maybeDeferred(operation, self.raft, *params)
+        return d.addCallbacks(lambda value: ["ok", value], refused)
+
+    def __getattr__(self, name):  # on_changed, link_connected, link_lost
+        return getattr(self.server, name)
+
+
 def _die_with_parent() -> None:
     """Linux: the kernel kills this core if the supervisor dies (kill -9 of the node)."""
     try:
@@ -131,7 +175,8 @@ def build_core(config, k: int, reactor):
     path = socket_path(data_dir, k)
     if os.path.exists(path):
         os.unlink(path)
-    reactor.listenUNIX(path, LocalLinkFactory(CoreServer(routed, metrics), reactor), mode=0o600)
+    handler = AdminCalls(CoreServer(routed, metrics), raft)
+    reactor.listenUNIX(path, LocalLinkFactory(handler, reactor), mode=0o600)
     for j, proxy in proxies.items():
         client = LocalClient(socket_path(data_dir, j), proxy, reactor)
         proxy.attach(client)

@@ -7,7 +7,9 @@ SIGTERM to every core (each hands its groups' leadership over, then exits) and w
 (SIGKILL after 30 s). It serves the admin plane (``[node] admin_listen``, Klein,
 ``ursula.admin``): health (this process runs), ready (every core says ready over the local
 link), metrics (every core's Prometheus text, fetched over the local link, each sample with a
-``core`` label, plus ``ursula_core_restarts_total``) and groups (every core's groups).
+``core`` label, plus ``ursula_core_restarts_total``), groups and status (every core's groups), and
+the admin operations, each sent to the core that owns the group (transfer-leader, snapshot,
+backup images) or to every core (drain, undrain).
 ``ps`` shows ``ursula node <id> supervisor`` and ``ursula node <id> core <k>/<C>``.
 
 May import: everything in ``ursula``, Twisted, prometheus_client, setproctitle.
@@ -169,6 +171,11 @@ class NodeView:
         from ursula.wire.local import LocalClient
         self.supervisor = supervisor
         self.reactor = reactor
+        self.node_id = config.cluster.node_id
+        self.group_count = config.cluster.groups
+        self.cores = config.cores
+        self.drain_timeout_s = float(config.node.admin_drain_timeout_s)
+        self.call_timeout_s = config.cluster.request_timeout_ms / 1000 + 5.0
         self.clients = {k: LocalClient(socket_path(config.node.data_dir, k), _Quiet(), reactor)
                         for k in range(config.cores)}
 
@@ -203,6 +210,73 @@ class NodeView:
                     out.append({**row, "core": k})
             return sorted(out, key=lambda row: row["group"])
         return self._ask("group_stats").addCallback(merge)
+
+    # -- the admin operations (ursula.coreproc.AdminCalls answers them) ----------------------
+
+    def _admin(self, k: int, name: str, *params, timeout_s: float | None = None):
+        from ursula.core.cluster import AdminError
+        from ursula.core.interfaces import Unavailable
+
+        def answer(item):
+            if item[0] == "ok":
+                return item[1]
+            if item[1] == "admin":
+                status, reason, leader = item[2]
+                raise AdminError(status, reason, leader)
+            raise Unavailable(f"core {k} could not answer ({item[2]})")
+
+        def lost(failure):
+            failure.trap(Exception)
+            if failure.check(AdminError):
+                return failure
+            raise Unavailable(f"core {k} is not reachable ({failure.getErrorMessage()})")
+        d = self.clients[k].call("admin", [name, list(params)])
+        d.addTimeout(timeout_s or self.call_timeout_s, self.reactor)
+        return d.addCallback(answer).addErrback(lost)
+
+    def _core_of(self, group: int) -> int:
+        from ursula.core.cluster import AdminError
+        if not 0 <= group < self.group_count:
+            raise AdminError(404, f"group {group} is not held here (groups: 0-"
+                                  f"{self.group_count - 1})")
+        return group % self.cores
+
+    def node_status(self):
+        d = defer.gatherResults([self._admin(k, "status") for k in sorted(self.clients)],
+                                consumeErrors=True)
+        d.addErrback(lambda failure: failure.value.subFailure)
+
+        def merge(answers):
+            groups = sorted(({**row, "core": k} for k, answer in enumerate(answers)
+                             for row in answer["groups"]), key=lambda row: row["group"])
+            return {"node": self.node_id, "cores": self.cores, "group_count": self.group_count,
+                    "draining": any(a["draining"] for a in answers), "groups": groups,
+                    "core_restarts": sum(self.supervisor.restarts.values())}
+        return d.addCallback(merge)
+
+    def transfer_leader(self, group: int, to: int):
+        return defer.maybeDeferred(self._core_of, group).addCallback(
+            lambda k: self._admin(k, "transfer_leader", group, to))
+
+    def snapshot_group(self, group: int):
+        return defer.maybeDeferred(self._core_of, group).addCallback(
+            lambda k: self._admin(k, "snapshot_group", group))
+
+    def backup_group(self, group: int):
+        return defer.maybeDeferred(self._core_of, group).addCallback(
+            lambda k: self._admin(k, "backup_group", group))
+
+    def drain(self, timeout_s: float):
+        d = defer.gatherResults([self._admin(k, "drain", timeout_s, timeout_s=timeout_s + 5)
+                                 for k in sorted(self.clients)], consumeErrors=True)
+        d.addErrback(lambda failure: failure.value.subFailure)
+        return d.addCallback(lambda answers: sorted(g for led in answers for g in led))
+
+    def undrain(self):
+        d = defer.gatherResults([self._admin(k, "undrain") for k in sorted(self.clients)],
+                                consumeErrors=True)
+        return d.addErrback(lambda failure: failure.value.subFailure).addCallback(
+            lambda _: None)
 
     def render(self):
         from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -288,7 +362,9 @@ def build_supervisor(config, config_path, reactor) -> service.MultiService:
              cores=config.cores, listen=config.node.listen)
     if config.node.admin_listen != "none":
         endpoint = serverFromString(reactor, config.node.admin_listen)
-        admin_service = StreamServerEndpointService(endpoint, admin_site(view, view))
+        admin_service = StreamServerEndpointService(endpoint, admin_site(
+            view, view, token=config.admin_token,
+            drain_timeout_s=config.node.admin_drain_timeout_s))
         admin_service._raiseSynchronously = True
         admin_service.setServiceParent(top)
         log.info("ursula serving the admin plane on {listen}", listen=config.node.admin_listen)

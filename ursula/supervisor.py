@@ -101,7 +101,7 @@ class CoreService(service.Service):
         yield super().stopService()
 
 
-def _check_cluster_identity(config: NodeConfig) -> None:
+def check_cluster_identity(config: NodeConfig) -> None:
     """Groups and node id are fixed at cluster creation: refuse to start with others."""
     path = os.path.join(config.node.data_dir, "cluster.json")
     identity = {"node_id": config.cluster.node_id, "groups": config.cluster.groups,
@@ -255,7 +255,7 @@ def build_node(config: NodeConfig, reactor=None, config_path: str | None = None
     if reactor is None:
         from twisted.internet import reactor
     if config.cores > 1:
-        _check_cluster_identity(config)
+        check_cluster_identity(config)
         from ursula.nodesup import build_supervisor
         return build_supervisor(config, config_path, reactor)
     from ursula.admin import admin_site
@@ -264,7 +264,7 @@ def build_node(config: NodeConfig, reactor=None, config_path: str | None = None
     from ursula.http.dataplane import data_plane_factory
     from ursula.http.metrics import Metrics
 
-    _check_cluster_identity(config)
+    check_cluster_identity(config)
     cluster = config.cluster
     lean_poll(reactor)  # this process runs the core: no logging context per I/O event
     tune_malloc(config.node.malloc_mmap_threshold)  # big blocks back to the kernel when freed
@@ -300,8 +300,9 @@ def build_node(config: NodeConfig, reactor=None, config_path: str | None = None
     log.info("ursula serving the Durable Streams API on {listen}", listen=config.node.listen)
     if config.node.admin_listen != "none":
         admin_endpoint = serverFromString(reactor, config.node.admin_listen)
-        admin_service = StreamServerEndpointService(admin_endpoint,
-                                                    admin_site(core, metrics))
+        admin_service = StreamServerEndpointService(admin_endpoint, admin_site(
+            core, metrics, token=config.admin_token,
+            drain_timeout_s=config.node.admin_drain_timeout_s))
         admin_service._raiseSynchronously = True
         admin_service.setServiceParent(top)
         log.info("ursula serving the admin plane on {listen}", listen=config.node.admin_listen)

@@ -1,32 +1,57 @@
 """``AdminApp``: the control plane's Klein routes, on the admin listener (loopback by default).
 
-``GET /__ursula/metrics`` (Prometheus text), ``/__ursula/health``, ``/__ursula/ready`` (also
-served on the public port, for load balancers), ``/__ursula/groups`` (each local group's term,
-leader, role, commit and applied index, snapshot) and ``/`` (an index). Anything else is a 404
-with a one-line reason; tracebacks are never shown. The core's answers may be Deferreds (the
-supervisor of a multi-core node asks its cores over the local link).
+Read-only: ``GET /__ursula/metrics`` (Prometheus text), ``/__ursula/health``, ``/__ursula/ready``
+(also served on the public port, for load balancers), ``/__ursula/groups`` (each local group's
+term, leader, role, commit and applied index, snapshot, hot and cold bytes), ``/__ursula/status``
+(the node, whether it is draining, its groups) and ``/`` (an index).
+
+Operations (``POST``): ``/__ursula/groups/<g>/transfer-leader?to=<node>``,
+``/__ursula/groups/<g>/snapshot``, ``/__ursula/snapshot`` (every group held here),
+``/__ursula/drain``, ``/__ursula/undrain``; for backups ``GET /__ursula/backup/info`` and
+``GET /__ursula/backup/group/<g>`` (a consistent image of the group: ``ursula.backup``).
+
+With a bearer token (``[node] admin_token``; required when the listener is not on loopback)
+every route but health and ready needs ``Authorization: Bearer <token>`` (401 otherwise).
+Anything unknown is a 404 with a one-line reason; a refused operation answers its status with a
+one-line reason; tracebacks are never shown. The core's answers may be Deferreds (the supervisor
+of a multi-core node asks its cores over the local link).
 
 May import: Twisted, Klein (and werkzeug, its router), ``ursula.http.metrics``, ``ursula.core``
-(interfaces).
+(interfaces and ``AdminError``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 
 from klein import Klein
 from twisted.internet import defer
-from twisted.web import server
+from twisted.web import resource, server
 
-INDEX = b"ursula admin: /__ursula/metrics /__ursula/health /__ursula/ready /__ursula/groups\n"
+from ursula.core.cluster import AdminError
+from ursula.core.interfaces import Unavailable
+
+#: The version of the backup image format (``ursula.backup`` checks it).
+BACKUP_FORMAT_VERSION = 1
+
+INDEX = (b"ursula admin: GET /__ursula/metrics /__ursula/health /__ursula/ready "
+         b"/__ursula/groups /__ursula/status /__ursula/backup/info /__ursula/backup/group/<g>; "
+         b"POST /__ursula/groups/<g>/transfer-leader?to=<node> /__ursula/groups/<g>/snapshot "
+         b"/__ursula/snapshot /__ursula/drain /__ursula/undrain\n")
+
+#: Answered without the bearer token (they are on the public port too).
+OPEN_PATHS = frozenset({b"/__ursula/health", b"/__ursula/ready"})
 
 
 class AdminApp:
     app = Klein()
 
-    def __init__(self, core, metrics):
+    def __init__(self, core, metrics, drain_timeout_s: float = 30.0):
         self.core = core
         self.metrics = metrics
+        self.drain_timeout_s = drain_timeout_s
 
     def resource(self):
         return self.app.resource()
@@ -37,6 +62,33 @@ class AdminApp:
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         return json.dumps(value, separators=(",", ":")).encode()
+
+    @staticmethod
+    def _refused(request, status: int, reason: str, leader=None) -> bytes:
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        if leader:
+            request.setHeader(b"ursula-leader", str(leader).encode())
+        if status == 503:
+            request.setHeader(b"retry-after", b"1")
+        return (" ".join(reason.split()) + "\n").encode()
+
+    def _operation(self, request, call, render):
+        """Run an admin operation of the core; its refusals become one-line answers."""
+        def refused(failure):
+            if failure.check(AdminError):
+                error = failure.value
+                return self._refused(request, error.status, str(error), error.leader)
+            if failure.check(Unavailable, defer.TimeoutError):
+                return self._refused(request, 503, failure.getErrorMessage() or "timed out")
+            return failure
+        return defer.maybeDeferred(call).addCallbacks(render, refused)
+
+    def _supports(self, request, name: str):
+        if not hasattr(self.core, name):
+            return self._refused(request, 501, f"this node's core has no {name.replace('_', ' ')}")
+        return None
 
     @app.route("/", methods=["GET"])
     def index(self, request):
@@ -71,6 +123,79 @@ class AdminApp:
         return defer.maybeDeferred(self.core.group_stats).addCallback(
             lambda stats: self._json(request, 200, {"groups": stats}))
 
+    @app.route("/__ursula/status", methods=["GET"])
+    def status(self, request):
+        return self._supports(request, "node_status") or self._operation(
+            request, self.core.node_status, lambda value: self._json(request, 200, value))
+
+    @app.route("/__ursula/groups/<int:group>/transfer-leader", methods=["POST"])
+    def transfer_leader(self, request, group):
+        raw = (request.args.get(b"to") or [b""])[0].decode("latin-1")
+        if not raw.isdigit() or int(raw) < 1:
+            return self._refused(request, 400, f"to: expected a node id, got {raw!r}")
+        to = int(raw)
+        return self._supports(request, "transfer_leader") or self._operation(
+            request, lambda: self.core.transfer_leader(group, to),
+            lambda leader: self._json(request, 200, {"group": group, "leader": leader}))
+
+    @app.route("/__ursula/groups/<int:group>/snapshot", methods=["POST"])
+    def snapshot_one(self, request, group):
+        return self._supports(request, "snapshot_group") or self._operation(
+            request, lambda: self.core.snapshot_group(group),
+            lambda value: self._json(request, 200, value))
+
+    @app.route("/__ursula/snapshot", methods=["POST"])
+    def snapshot_all(self, request):
+        missing = self._supports(request, "snapshot_group")
+        if missing:
+            return missing
+
+        def every():
+            d = defer.maybeDeferred(self.core.group_stats)
+            return d.addCallback(lambda stats: defer.gatherResults(
+                [defer.maybeDeferred(self.core.snapshot_group, row["group"]) for row in stats],
+                consumeErrors=True).addErrback(lambda f: f.value.subFailure))
+        return self._operation(request, every,
+                               lambda rows: self._json(request, 200, {"snapshots": rows}))
+
+    @app.route("/__ursula/drain", methods=["POST"])
+    def drain(self, request):
+        def drained(leading):
+            return self._json(request, 200, {"node": getattr(self.core, "node_id", None),
+                                             "draining": True, "drained": not leading,
+                                             "leading": leading})
+        return self._supports(request, "drain") or self._operation(
+            request, lambda: self.core.drain(self.drain_timeout_s), drained)
+
+    @app.route("/__ursula/undrain", methods=["POST"])
+    def undrain(self, request):
+        return self._supports(request, "undrain") or self._operation(
+            request, self.core.undrain,
+            lambda _: self._json(request, 200, {"draining": False}))
+
+    @app.route("/__ursula/backup/info", methods=["GET"])
+    def backup_info(self, request):
+        missing = self._supports(request, "backup_group")
+        if missing:
+            return missing
+        return self._json(request, 200, {"format_version": BACKUP_FORMAT_VERSION,
+                                         "group_count": self.core.group_count,
+                                         "node": self.core.node_id})
+
+    @app.route("/__ursula/backup/group/<int:group>", methods=["GET"])
+    def backup_group(self, request, group):
+        def image(value):
+            data = value["data"]
+            request.setHeader(b"content-type", b"application/octet-stream")
+            request.setHeader(b"cache-control", b"no-store")
+            request.setHeader(b"ursula-backup-format", str(BACKUP_FORMAT_VERSION).encode())
+            request.setHeader(b"ursula-backup-index", str(value["index"]).encode())
+            request.setHeader(b"ursula-backup-term", str(value["term"]).encode())
+            request.setHeader(b"ursula-backup-sha256", hashlib.sha256(data).hexdigest().encode())
+            return data
+        return self._supports(request, "backup_group") or self._operation(
+            request, lambda: self.core.backup_group(group), image)
+
     @app.handle_errors
     def failed(self, request, failure):
         from werkzeug.exceptions import HTTPException
@@ -82,9 +207,36 @@ class AdminApp:
         return b"internal server error\n"
 
 
-def admin_site(core, metrics) -> server.Site:
-    """The twisted.web Site of the admin listener (no access log, no tracebacks)."""
-    site = server.Site(AdminApp(core, metrics).resource())
+class TokenGuard(resource.Resource):
+    """Every request but health and ready must carry ``Authorization: Bearer <token>``."""
+
+    isLeaf = True
+
+    def __init__(self, inner, token: str):
+        super().__init__()
+        self.inner = inner
+        self.expected = f"Bearer {token}".encode()
+
+    def render(self, request):
+        if request.path not in OPEN_PATHS:
+            given = request.getHeader(b"authorization") or b""
+            if not hmac.compare_digest(given, self.expected):
+                request.setResponseCode(401)
+                request.setHeader(b"www-authenticate", b'Bearer realm="ursula admin"')
+                request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+                reason = (b"a bearer token is required" if not given
+                          else b"the bearer token is not valid")
+                return reason + b"\n"
+        return self.inner.render(request)
+
+
+def admin_site(core, metrics, token: str = "", drain_timeout_s: float = 30.0) -> server.Site:
+    """The twisted.web Site of the admin listener (no access log, no tracebacks); with
+    ``token``, every route but health and ready needs it as a bearer token."""
+    root = AdminApp(core, metrics, drain_timeout_s).resource()
+    if token:
+        root = TokenGuard(root, token)
+    site = server.Site(root)
     site.displayTracebacks = False
     site.log = lambda request: None
     return site

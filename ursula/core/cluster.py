@@ -15,7 +15,10 @@ and the parts that run them, each with one job (and an interface in ``ursula.cor
 ``RaftCore`` itself is the facade that wires them: lifecycle (start, hand-over, stop, fatal),
 the hooks the groups call (persist, send, notify, after_apply, leader_changed), routing of a
 command to its group (placement is static: ``ursula.core.placement``; bucket commands go to
-every group), the transport's callbacks, and stats.
+every group), the transport's callbacks, stats, and the operations of the admin plane
+(``ursula.admin``): leadership transfer, snapshots on demand, drain / undrain (move every
+leadership off this node and keep it off), and the consistent group image a backup takes
+(``backup_group``: a ReadIndex barrier, then the state machine's snapshot).
 
 May import: Twisted, zope.interface, ``ursula.raft``, ``ursula.replica``, ``ursula.stream``,
 ``ursula.cold``, ``ursula.loop``, ``ursula.core``.
@@ -47,6 +50,16 @@ from ursula.stream import commands as C
 log = Logger()
 
 __all__ = ["RETRY_DELAY_S", "CoreSettings", "MemoryPersister", "RaftCore"]
+
+
+class AdminError(Exception):
+    """An admin operation refused: ``status`` is the HTTP status the admin plane answers,
+    ``str()`` a one-line reason, ``leader`` the group's leader when that is the reason."""
+
+    def __init__(self, status: int, reason: str, leader: int | None = None):
+        super().__init__(reason)
+        self.status = status
+        self.leader = leader
 
 
 class CoreSettings:
@@ -117,6 +130,9 @@ class RaftCore:
         self.reads = ReadPath(reactor, self.groups, self._group_for, self.settings,
                               self.now_ms, self.cache, self.timeouts)
         self.stopped = False
+        self.draining = False  # drain(): leadership is moved off this node and kept off
+        self._drain_loop = None
+        self._drain_turn = 0
         # ursula.core.subscriptions: told of every stream change and applied Ready
         self.subscription_hooks: list = []
         if hasattr(persister, "on_holding_back"):
@@ -160,6 +176,8 @@ class RaftCore:
 
     def stop(self) -> None:
         self.stopped = True
+        if self._drain_loop is not None and self._drain_loop.running:
+            self._drain_loop.stop()
         self.scheduler.stop()
         if self.flusher is not None:
             self.flusher.stop()
@@ -230,6 +248,8 @@ class RaftCore:
 
     def leader_changed(self, group: GroupReplica) -> None:
         self.forwarder.leader_changed(group)
+        if self.draining and group.is_leader:
+            self._move_leadership(group)
 
     def owns_for(self, group_id: int):
         count = self.group_count
@@ -317,6 +337,134 @@ class RaftCore:
                         "flush_lag_bytes": (self.flusher.lag_bytes(group)
                                             if self.flusher is not None else 0)})
         return out
+
+
+    # -- the admin plane (ursula.admin) -------------------------------------------------
+
+    def _admin_group(self, group_id: int) -> GroupReplica:
+        group = self.groups.get(group_id)
+        if group is None:
+            raise AdminError(404, f"group {group_id} is not held here (groups: "
+                                  f"{', '.join(map(str, sorted(self.groups)))})")
+        return group
+
+    def _connected_peers(self, group: GroupReplica) -> list[int]:
+        if self.transport is None:
+            return []
+        return [v for v in group.node.voters
+                if v != self.node_id and self.transport.connected(v)]
+
+    def node_status(self) -> dict:
+        """This node (or core) as the admin plane's ``/__ursula/status`` shows it."""
+        return {"node": self.node_id, "draining": self.draining,
+                "group_count": self.group_count, "groups": self.group_stats()}
+
+    def transfer_leader(self, group_id: int, to: int, timeout_s: float | None = None):
+        """Move the leadership of a group this node leads to voter ``to``; a Deferred of the
+        new leader once it leads (``AdminError`` 409 if this node does not lead the group,
+        400 for a node that is not a voter, 503 if it has not moved within ``timeout_s``)."""
+        try:
+            group = self._admin_group(group_id)
+            voters = group.node.voters
+            if to not in voters:
+                raise AdminError(400, f"node {to} is not a voter of group {group_id} (voters: "
+                                      f"{', '.join(map(str, voters))})")
+            if to == self.node_id and group.is_leader:
+                return defer.succeed(to)
+            if not group.is_leader:
+                leader = group.node.leader
+                raise AdminError(409, f"node {self.node_id} does not lead group {group_id} "
+                                      f"(leader: {leader or 'unknown'})", leader or None)
+            if to not in self._connected_peers(group):
+                raise AdminError(503, f"node {to} is not connected to node {self.node_id}")
+        except AdminError as error:
+            return defer.fail(error)
+        group.node.transfer_leadership(to)
+        self.schedule(group)
+        if timeout_s is None:
+            timeout_s = 2 * self.settings.tick_ms * self.settings.election_ticks / 1000 + 1
+        deadline = self.reactor.seconds() + timeout_s
+
+        def check():
+            if group.node.leader == to and not group.is_leader:
+                return to
+            if self.reactor.seconds() >= deadline:
+                raise AdminError(503, f"group {group_id}: node {to} did not take the lead "
+                                      f"within {timeout_s:.1f} s")
+            return task.deferLater(self.reactor, 0.02, check)
+        return check()
+
+    def snapshot_group(self, group_id: int):
+        """Snapshot this replica of a group now (and compact its log); a Deferred of
+        ``{"group", "index", "taken"}`` once the snapshot is durable (``taken`` False when
+        nothing was applied since the last one, or one is being saved)."""
+        try:
+            group = self._admin_group(group_id)
+        except AdminError as error:
+            return defer.fail(error)
+        d = group.take_snapshot()
+        if d is None:
+            return defer.succeed({"group": group_id, "taken": False,
+                                  "index": group.storage.snapshot().meta.index})
+        return d.addCallback(lambda index: {"group": group_id, "taken": True, "index": index})
+
+    def drain(self, timeout_s: float = 30.0):
+        """Move the leadership of every group off this node and keep it off (a group this
+        node wins again is handed over at once) until ``undrain``. A Deferred of the groups
+        still led here when it gave up waiting (``[]``: drained)."""
+        if self.transport is None:
+            return defer.fail(AdminError(409, "a node of its own has no other node to lead"))
+        self.draining = True
+        if self._drain_loop is None or not self._drain_loop.running:
+            self._drain_loop = task.LoopingCall(self._drain_tick)
+            self._drain_loop.clock = self.reactor
+            self._drain_loop.start(max(0.05, self.settings.tick_ms / 1000 * 3), now=True)
+        deadline = self.reactor.seconds() + timeout_s
+
+        def check():
+            led = sorted(g.group_id for g in self.groups.values() if g.is_leader)
+            if not led or not self.draining or self.reactor.seconds() >= deadline:
+                return led
+            return task.deferLater(self.reactor, 0.05, check)
+        return check()
+
+    def undrain(self) -> None:
+        """This node may lead groups again (elections decide; nothing moves back at once)."""
+        self.draining = False
+        if self._drain_loop is not None and self._drain_loop.running:
+            self._drain_loop.stop()
+        self._drain_loop = None
+
+    def _drain_tick(self) -> None:
+        if not self.draining or self.stopped:
+            return
+        self._drain_turn += 1
+        for group in self.groups.values():
+            if group.is_leader:
+                self._move_leadership(group)
+
+    def _move_leadership(self, group: GroupReplica) -> None:
+        targets = self._connected_peers(group)
+        if not targets or group.node.lead_transferee != NONE:
+            return  # nobody to take it, or a transfer is under way (it times out by itself)
+        group.node.transfer_leadership(
+            targets[(group.group_id + self._drain_turn) % len(targets)])
+        self.schedule(group)
+
+    def backup_group(self, group_id: int):
+        """A consistent image of a group for a backup: after a ReadIndex barrier (so it holds
+        everything committed before the call, wherever the leader is), the state machine's
+        snapshot (streams, hot bytes, cold chunk references, producers, subscriptions). A
+        Deferred of ``{"group", "index", "term", "data"}``."""
+        try:
+            group = self._admin_group(group_id)
+        except AdminError as error:
+            return defer.fail(error)
+
+        def image(_):
+            return {"group": group_id, "index": group.applied, "term": group.node.term,
+                    "data": group.machine.snapshot()}
+        return self.reads.barrier(group).addCallback(image)
 
 
 _WRITES = (C.Append, C.AppendBatch, C.CreateStream)

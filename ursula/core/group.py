@@ -181,14 +181,31 @@ class GroupReplica:
         self._save_snapshot(snapshot)
         return True
 
-    def _save_snapshot(self, snapshot) -> None:
+    def take_snapshot(self) -> Deferred | None:
+        """Like ``snapshot_now``, for the admin plane: a Deferred of the snapshot's index once
+        it is durable, or None if there is nothing new (or a snapshot is being saved)."""
+        snapshot = self.driver.snapshot_now()
+        if snapshot is None:
+            return None
+        done = Deferred()
+        self._save_snapshot(snapshot, done)
+        return done
+
+    def _save_snapshot(self, snapshot, done: Deferred | None = None) -> None:
         def saved(_):
             index = self.driver.snapshot_saved(snapshot)
             self._release_snapshot_bytes()
             self.runtime.compacted(self.group_id, index)
+            if done is not None:
+                done.callback(index)
+
+        def failed(failure):
+            if done is not None:
+                done.errback(Unavailable(f"group {self.group_id}: saving a snapshot failed"))
+            return failure
 
         d = self.runtime.save_snapshot(self.group_id, snapshot)
-        d.addCallback(saved)
+        d.addCallbacks(saved, failed)
         d.addErrback(self.runtime.fatal, f"group {self.group_id}: saving a snapshot failed")
 
     def _release_snapshot_bytes(self) -> None:

@@ -1,0 +1,337 @@
+"""``ursula-admin``: the operator's command line for the admin plane (argparse; HTTP with treq
+through ``ursula.admin.client``).
+
+::
+
+    ursula-admin [--admin URL[,URL...]] [--token T | --token-file F] [--config node.ini] CMD
+      status [--json]                  nodes, groups, leaders, terms, commit/apply lag, bytes
+      transfer-leader GROUP --to NODE  move a group's leadership (asked of its leader)
+      snapshot [--group G]             snapshot (and compact) the groups of every node given
+      drain / undrain [--node ID]      move every leadership off a node and keep it off / stop
+
+The nodes are the ``--admin`` URLs (repeat the option or separate them with commas), else
+``$URSULA_ADMIN``, else the ``admin_listen`` of ``--config``, else ``http://127.0.0.1:4438``.
+The bearer token is ``--token``, ``--token-file``, ``$URSULA_ADMIN_TOKEN`` or the config's
+``[node] admin_token(_file)``. Exit status: 0 done, 1 refused or failed (one line on stderr
+saying why), 2 a usage or config error.
+
+May import: Twisted, treq, the standard library, ``ursula.config``,
+``ursula.admin``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from twisted.internet import defer, task
+
+from ursula.admin.client import AdminClient, AdminRefused, AdminUnreachable
+
+DEFAULT_ADMIN = "http://127.0.0.1:4438"
+
+
+class UsageError(Exception):
+    """A bad command line or config (exit status 2)."""
+
+
+class Failed(Exception):
+    """The operation was refused or failed (exit status 1)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ursula-admin", allow_abbrev=False,
+        description="Operate an ursula cluster through its admin plane.")
+    parser.add_argument("--admin", action="append", metavar="URL",
+                        help="a node's admin plane (repeat, or comma-separated); default: "
+                             "$URSULA_ADMIN, the --config node's admin_listen, "
+                             f"{DEFAULT_ADMIN}")
+    parser.add_argument("--token", help="the admin bearer token (or $URSULA_ADMIN_TOKEN)")
+    parser.add_argument("--token-file", help="read the bearer token from this file")
+    parser.add_argument("--config", help="a node's node.ini: its admin plane and token, its "
+                                         "[cold] store (backups in cold:NAME), its data_dir "
+                                         "(restore)")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds to wait for a node's answer (default 60)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    status = commands.add_parser("status", allow_abbrev=False, help="nodes, groups, leaders, lag, hot/cold bytes")
+    status.add_argument("--json", action="store_true", help="one JSON document")
+    transfer = commands.add_parser("transfer-leader", allow_abbrev=False, help="move a group's leadership")
+    transfer.add_argument("group", type=int)
+    transfer.add_argument("--to", type=int, required=True, metavar="NODE",
+                          help="the node id that is to lead the group")
+    snapshot = commands.add_parser("snapshot", allow_abbrev=False, help="snapshot groups now (every node given)")
+    snapshot.add_argument("--group", type=int, help="only this group (default: all)")
+    for name, text in (("drain", "move every leadership off a node (before maintenance)"),
+                       ("undrain", "let a drained node lead groups again")):
+        command = commands.add_parser(name, allow_abbrev=False, help=text)
+        command.add_argument("--node", type=int,
+                             help="the node's id, when several --admin URLs are given")
+    return parser
+
+
+# -- where the nodes are ------------------------------------------------------------------
+
+
+def _load_config(path: str | None):
+    if path is None:
+        return None
+    from ursula.config import ConfigError, load_config
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        raise UsageError(f"config error: {error}") from None
+
+
+def admin_url_of(config) -> str:
+    """The URL of a node's admin plane, from its ``admin_listen``."""
+    from ursula.config import endpoint_interface, endpoint_port
+    listen = config.node.admin_listen
+    port = endpoint_port(listen)
+    if listen == "none" or port is None:
+        raise UsageError(f"[node] admin_listen = {listen!r}: not a TCP port; give --admin")
+    host = endpoint_interface(listen) or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if listen.startswith("ssl:") else "http"
+    return f"{scheme}://{host}:{port}"
+
+
+def _urls(args, config) -> list[str]:
+    given = [u.strip() for item in (args.admin or []) for u in item.split(",") if u.strip()]
+    if not given and os.environ.get("URSULA_ADMIN"):
+        given = [u.strip() for u in os.environ["URSULA_ADMIN"].split(",") if u.strip()]
+    if not given and config is not None:
+        given = [admin_url_of(config)]
+    return given or [DEFAULT_ADMIN]
+
+
+def _token(args, config) -> str:
+    if args.token:
+        return args.token
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as handle:
+                return handle.read().strip()
+        except OSError as error:
+            raise UsageError(f"--token-file: cannot read {args.token_file!r} "
+                             f"({error.strerror})") from None
+    if os.environ.get("URSULA_ADMIN_TOKEN"):
+        return os.environ["URSULA_ADMIN_TOKEN"]
+    return config.admin_token if config is not None else ""
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+def human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                     for row in cells)
+
+
+def _why(failure) -> str:
+    return " ".join((failure.getErrorMessage() or failure.type.__name__).split())
+
+
+@defer.inlineCallbacks
+def _statuses(clients):
+    """``[(client, status or None, error or None)]`` of every node, asked at once."""
+    answers = yield defer.DeferredList([c.status() for c in clients], consumeErrors=True)
+    return [(client, value if ok else None, None if ok else _why(value))
+            for client, (ok, value) in zip(clients, answers, strict=True)]
+
+
+def cluster_view(statuses) -> dict:
+    """The cluster as ``status --json`` shows it: its nodes, and per group its leader, term
+    and every answering node's replica with its commit lag (the leader's commit minus its
+    own) and apply lag (its commit minus its applied index)."""
+    nodes = []
+    by_group: dict[int, list] = {}
+    for client, status, error in statuses:
+        if status is None:
+            nodes.append({"url": client.url, "error": error})
+            continue
+        led = sorted(r["group"] for r in status["groups"] if r["role"] == "leader")
+        nodes.append({"url": client.url, "node": status["node"],
+                      "cores": status.get("cores", 1), "draining": status["draining"],
+                      "group_count": status.get("group_count"), "leads": led,
+                      "hot_bytes": sum(r.get("hot_bytes", 0) for r in status["groups"]),
+                      "cold_bytes": sum(r.get("cold_bytes", 0) for r in status["groups"])})
+        for row in status["groups"]:
+            by_group.setdefault(row["group"], []).append({**row, "node": status["node"]})
+    groups = []
+    for group, rows in sorted(by_group.items()):
+        leaders = [r for r in rows if r["role"] == "leader"]
+        top = max(leaders, key=lambda r: r["term"]) if leaders else None
+        term = max(r["term"] for r in rows)
+        leader_commit = top["commit"] if top else max(r["commit"] for r in rows)
+        replicas = [{"node": r["node"], "role": r["role"], "term": r["term"],
+                     "commit": r["commit"], "applied": r["applied"],
+                     "commit_lag": max(0, leader_commit - r["commit"]),
+                     "apply_lag": max(0, r["commit"] - r["applied"]),
+                     "snapshot": r.get("snapshot", 0), "hot_bytes": r.get("hot_bytes", 0),
+                     "cold_bytes": r.get("cold_bytes", 0),
+                     "flush_lag_bytes": r.get("flush_lag_bytes", 0),
+                     **({"core": r["core"]} if "core" in r else {})}
+                    for r in sorted(rows, key=lambda r: r["node"])]
+        known = {r["leader"] for r in rows if r["leader"]}
+        groups.append({"group": group, "term": term,
+                       "leader": top["node"] if top else (known.pop() if len(known) == 1
+                                                          else None),
+                       "commit": leader_commit, "replicas": replicas})
+    return {"nodes": nodes, "groups": groups}
+
+
+def render_status(view: dict) -> str:
+    node_rows = []
+    for node in view["nodes"]:
+        if "error" in node:
+            node_rows.append(["?", node["url"], "-", "unreachable: " + node["error"], "", ""])
+            continue
+        node_rows.append([node["node"], node["url"], node["cores"],
+                          "draining" if node["draining"] else "serving",
+                          ",".join(map(str, node["leads"])) or "-",
+                          human_bytes(node["hot_bytes"])])
+    group_rows = []
+    for group in view["groups"]:
+        for r in group["replicas"]:
+            group_rows.append([group["group"], r["node"], r["role"], r["term"], r["commit"],
+                               r["applied"], r["commit_lag"], r["apply_lag"], r["snapshot"],
+                               human_bytes(r["hot_bytes"]), human_bytes(r["cold_bytes"])])
+    return (table(["NODE", "ADMIN", "CORES", "STATE", "LEADS", "HOT"], node_rows) + "\n\n"
+            + table(["GROUP", "NODE", "ROLE", "TERM", "COMMIT", "APPLIED", "COMMIT-LAG",
+                     "APPLY-LAG", "SNAPSHOT", "HOT", "COLD"], group_rows))
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+@defer.inlineCallbacks
+def cmd_status(args, clients, out, err):
+    statuses = yield _statuses(clients)
+    view = cluster_view(statuses)
+    if args.json:
+        out.write(json.dumps(view, indent=1) + "\n")
+    else:
+        out.write(render_status(view) + "\n")
+    unreachable = [n for n in view["nodes"] if "error" in n]
+    if unreachable:
+        raise Failed(f"{len(unreachable)} of {len(clients)} nodes did not answer: "
+                     + "; ".join(n["error"] for n in unreachable))
+
+
+@defer.inlineCallbacks
+def cmd_transfer_leader(args, clients, out, err):
+    statuses = yield _statuses(clients)
+    target = None
+    for client, status, _ in statuses:
+        if status and any(r["group"] == args.group and r["role"] == "leader"
+                          for r in status["groups"]):
+            target = client
+    if target is None:
+        if len(clients) > 1:
+            raise Failed(f"no node given leads group {args.group} (is it elected? give the "
+                         "admin URL of every node)")
+        target = clients[0]
+    answer = yield target.transfer_leader(args.group, args.to)
+    out.write(f"group {args.group}: node {answer['leader']} leads now\n")
+
+
+@defer.inlineCallbacks
+def cmd_snapshot(args, clients, out, err):
+    for client in clients:
+        answer = yield client.snapshot(args.group)
+        rows = [answer] if "snapshots" not in answer else answer["snapshots"]
+        for row in rows:
+            what = ("snapshot at index" if row["taken"]
+                    else "nothing new since the snapshot at index")
+            out.write(f"{client.url}: group {row['group']}: {what} {row['index']}\n")
+
+
+@defer.inlineCallbacks
+def _one_node(args, clients):
+    if args.node is None:
+        if len(clients) > 1:
+            raise UsageError("several nodes given: say which one with --node ID")
+        return clients[0]
+    for client, status, _ in (yield _statuses(clients)):
+        if status is not None and status["node"] == args.node:
+            return client
+    raise Failed(f"node {args.node} is not among the nodes that answered")
+
+
+@defer.inlineCallbacks
+def cmd_drain(args, clients, out, err):
+    client = yield _one_node(args, clients)
+    answer = yield client.drain()
+    who = f"node {answer['node']}" if answer.get("node") else client.url
+    if not answer["drained"]:
+        raise Failed(f"{who} still leads groups {answer['leading']} (are the other nodes "
+                     "up and connected?); it stays draining")
+    out.write(f"{who} drained: it leads no group, and hands over any it wins\n")
+
+
+@defer.inlineCallbacks
+def cmd_undrain(args, clients, out, err):
+    client = yield _one_node(args, clients)
+    yield client.undrain()
+    out.write(f"{client.url}: serving again (it may win elections)\n")
+
+
+COMMANDS = {"status": cmd_status, "transfer-leader": cmd_transfer_leader,
+            "snapshot": cmd_snapshot, "drain": cmd_drain, "undrain": cmd_undrain}
+
+
+@defer.inlineCallbacks
+def run(reactor, argv, out=None, err=None):
+    """Run one command; its exit status (0, 1 or 2)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        config = _load_config(args.config)
+        token = _token(args, config)
+        clients = [AdminClient(url, token, args.timeout) for url in _urls(args, config)]
+        yield COMMANDS[args.command](args, clients, out, err)
+    except UsageError as error:
+        err.write(f"ursula-admin: {error}\n")
+        return 2
+    except (Failed, AdminRefused, AdminUnreachable) as error:
+        err.write(f"ursula-admin: {error}\n")
+        return 1
+    return 0
+
+
+def main(argv=None) -> None:
+    """The ``ursula-admin`` console script."""
+    def react(reactor):
+        return run(reactor, argv if argv is not None else sys.argv[1:]).addCallback(_exit)
+
+    def _exit(code):
+        if code:
+            raise SystemExit(code)
+    task.react(react)
+
+
+if __name__ == "__main__":
+    main()
