@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import random
 
-from ursula.raft import Config, MemoryStorage, Message, RaftNode, Ready
+from ursula.raft import ENTRY_NORMAL, ConfChange, Config, MemoryStorage, Message, RaftNode, Ready
 
 
 class Cluster:
     def __init__(self, n: int = 3, seed: int = 0, **cfg) -> None:
         self.ids = list(range(1, n + 1))
+        self.genesis = list(self.ids)  # the membership the group was created with
         self.cfg = cfg
         self.rng = random.Random(seed)
         self.storages = {i: MemoryStorage(self.ids) for i in self.ids}
@@ -62,7 +63,7 @@ class Cluster:
             for e in rd.committed_entries:
                 assert e.index == self.applied_index[i] + 1, (i, e.index, self.applied_index[i])
                 self.applied_index[i] = e.index
-                if e.data:
+                if e.data and e.kind == ENTRY_NORMAL:
                     self.applied[i].append(e.data)
             self.read_states[i].extend(rd.read_states)
             node.advance(rd)
@@ -115,6 +116,23 @@ class Cluster:
         self.deliver()
         return idx
 
+    def change(self, i: int, op: int, node: int) -> int:
+        """Node i (the leader) proposes a membership change; delivered until quiet."""
+        idx = self.node(i).propose_conf_change(ConfChange(op, node))
+        self.deliver()
+        return idx
+
+    def join(self, i: int) -> RaftNode:
+        """A new node i with an empty disk: it starts from the group's genesis membership, which
+        it is not part of, and learns every change from the leader's log or snapshot."""
+        self.ids.append(i)
+        self.storages[i] = MemoryStorage(self.genesis)
+        self.applied[i] = []
+        self.applied_index[i] = 0
+        self.read_states[i] = []
+        self.nodes[i] = self._make(i)
+        return self.node(i)
+
     def cut(self, a: int, b: int) -> None:
         self.cut_pairs |= {(a, b), (b, a)}
 
@@ -143,7 +161,7 @@ class Cluster:
         """Node i snapshots its applied list and compacts its log up to applied - keep."""
         st = self.storages[i]
         idx = self.applied_index[i]
-        st.create_snapshot(idx, encode_list(self.applied[i]))
+        st.create_snapshot(idx, encode_list(self.applied[i]), self.node(i).conf_at(idx))
         if idx - keep > st.first_index() - 1:
             st.compact(idx - keep)
 

@@ -20,9 +20,16 @@ import cbor2
 
 NONE = 0
 
-#: Entry kinds.  Only NORMAL exists today; the field is on the wire so a later issue can add
-#: configuration-change entries without a format change.
+#: Entry kinds: an application command (or the leader's no-op, empty), or a membership change
+#: (`ConfChange`, applied by the Raft node itself, never by the application).
 ENTRY_NORMAL = 0
+ENTRY_CONF_CHANGE = 1
+
+#: `ConfChange` operations (one server at a time).
+ADD_LEARNER = 1  # a new member that receives the log and snapshots but does not vote
+PROMOTE = 2  # a learner becomes a voter
+REMOVE = 3  # a voter or a learner leaves
+_CONF_OPS = {ADD_LEARNER: "add_learner", PROMOTE: "promote", REMOVE: "remove"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,16 +70,70 @@ class HardState:
 
 @dataclass(frozen=True, slots=True)
 class ConfState:
-    """The voter set.  Stored with snapshot metadata so membership changes can be added later."""
+    """The membership of a group: its voters and its learners (stored with snapshot metadata;
+    changed by `ConfChange` entries)."""
 
     voters: tuple[int, ...] = ()
+    learners: tuple[int, ...] = ()
 
     def to_wire(self) -> list:
-        return list(self.voters)
+        # no learners: the flat list of voters, as before learners existed
+        if not self.learners:
+            return list(self.voters)
+        return [list(self.voters), list(self.learners)]
 
     @classmethod
     def from_wire(cls, w: list) -> ConfState:
+        if w and isinstance(w[0], list):
+            return cls(tuple(int(v) for v in w[0]), tuple(int(v) for v in w[1]))
         return cls(tuple(int(v) for v in w))
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        return self.voters + self.learners
+
+    def changed(self, cc: ConfChange) -> ConfState:
+        """This membership after ``cc`` (ValueError if ``cc`` does not apply to it)."""
+        voters, learners = set(self.voters), set(self.learners)
+        node = cc.node
+        if cc.op == ADD_LEARNER:
+            if node in voters or node in learners:
+                raise ValueError(f"node {node} is already a member")
+            learners.add(node)
+        elif cc.op == PROMOTE:
+            if node not in learners:
+                raise ValueError(f"node {node} is not a learner")
+            learners.discard(node)
+            voters.add(node)
+        elif cc.op == REMOVE:
+            if node not in voters and node not in learners:
+                raise ValueError(f"node {node} is not a member")
+            if voters == {node}:
+                raise ValueError(f"node {node} is the last voter")
+            voters.discard(node)
+            learners.discard(node)
+        else:
+            raise ValueError(f"unknown membership change {cc.op}")
+        return ConfState(tuple(sorted(voters)), tuple(sorted(learners)))
+
+
+@dataclass(frozen=True, slots=True)
+class ConfChange:
+    """One membership change, the data of an ``ENTRY_CONF_CHANGE`` entry."""
+
+    op: int
+    node: int
+
+    def encode(self) -> bytes:
+        return cbor2.dumps([self.op, self.node])
+
+    @classmethod
+    def decode(cls, data: bytes) -> ConfChange:
+        op, node = cbor2.loads(data)
+        return cls(int(op), int(node))
+
+    def __str__(self) -> str:
+        return f"{_CONF_OPS.get(self.op, self.op)} {self.node}"
 
 
 @dataclass(frozen=True, slots=True)

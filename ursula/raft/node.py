@@ -9,6 +9,7 @@ The node never reads a clock, never does I/O and draws randomness only from the
     node.tick()                 # every tick of the caller's clock
     node.step(msg)              # every message that arrives from a peer
     node.propose(data)          # leader only; returns the entry's index
+    node.propose_conf_change(cc)  # leader only: add a learner, promote it, remove a member
     node.read_index(ctx)        # linearizable read; answer comes back as a ReadState
     while node.has_ready():
         rd = node.ready()
@@ -17,6 +18,13 @@ The node never reads a clock, never does I/O and draws randomness only from the
         install rd.snapshot into the state machine, then apply rd.committed_entries
         serve reads in rd.read_states once applied >= their index
         node.advance(rd)
+
+Membership (`ConfChange`, one server at a time, as the Raft thesis and etcd have it): a
+learner receives the log and snapshots and never counts towards a quorum; a change is an entry
+of its own kind (`ENTRY_CONF_CHANGE`, which the application skips) that takes effect on every
+replica when it is applied (committed), and is kept in snapshots (`conf_at`). The leader takes
+one change at a time (the previous one applied) and none before it has committed an entry of
+its own term; a leader removed by a change steps down once the change is applied.
 
 May import: the standard library and ursula.raft.* only.
 """
@@ -28,9 +36,12 @@ from dataclasses import dataclass, field
 
 from ursula.raft.log import MemoryStorage, RaftLog
 from ursula.raft.messages import (
+    ENTRY_CONF_CHANGE,
     NONE,
     AppendEntries,
     AppendResponse,
+    ConfChange,
+    ConfState,
     Entry,
     HardState,
     Heartbeat,
@@ -74,7 +85,12 @@ class NotLeader(RaftError):
 
 
 class ProposalDropped(RaftError):
-    """The leader is handing leadership over and takes no proposals."""
+    """The leader is handing leadership over and takes no proposals, or cannot take this
+    membership change now (one is in flight, or it has not committed an entry of its term)."""
+
+
+class ConfChangeRefused(RaftError):
+    """A membership change that does not apply to the group's membership."""
 
 
 @dataclass
@@ -98,6 +114,8 @@ class Config:
     unsafe_commit_past_last_new: bool = False  # follower commit not capped by last new entry
     unsafe_heartbeat_commit_uncapped: bool = False  # heartbeats carry the leader's commit as is
     unsafe_read_no_quorum: bool = False  # answer ReadIndex without a quorum heartbeat round
+    unsafe_conf_changes_in_flight: bool = False  # take a change while another is not applied
+    unsafe_learners_count: bool = False  # count learners towards the commit quorum
 
     def validate(self) -> None:
         if self.id == NONE:
@@ -141,11 +159,16 @@ class RaftNode:
         self.id = config.id
         self.rng = rng
         self.storage = storage
+        # an empty membership: a node that joins an existing group (it waits for the leader's
+        # log or snapshot, and never campaigns until a change makes it a voter)
         hs, conf = storage.initial_state()
-        if not conf.voters:
-            raise ValueError("storage has no voter set (ConfState)")
         self.log = RaftLog(storage, config.max_apply_size)
-        self.tracker = ProgressTracker(conf.voters, config.max_inflight)
+        self.tracker = ProgressTracker(conf.voters, config.max_inflight, conf.learners)
+        if config.unsafe_learners_count:
+            self.tracker.unsafe_learners_count = True
+        # the memberships applied, (index, conf), oldest first: the snapshot's, then changes
+        self.confs: list[tuple[int, ConfState]] = [(self.log.first_index() - 1, conf)]
+        self.pending_conf_index = 0  # the last membership change this leader appended
         self.term = hs.term
         self.vote = hs.vote
         if hs.commit > self.log.committed:
@@ -164,11 +187,33 @@ class RaftNode:
         self._snap_recv: _SnapRecv | None = None
         self._prev_hs = hs
         self._become_follower(self.term, NONE)
+        # committed changes take effect now, before the application replays them
+        first = self.log.first_index()
+        if self.log.committed >= first:
+            for entry in self.log.slice(first, self.log.committed + 1) or ():
+                if entry.kind == ENTRY_CONF_CHANGE:
+                    self.apply_conf_entry(entry)
 
     # ------------------------------------------------------------------ introspection
     @property
     def voters(self) -> tuple[int, ...]:
         return self.tracker.voters
+
+    @property
+    def learners(self) -> tuple[int, ...]:
+        return self.tracker.learners
+
+    @property
+    def conf_state(self) -> ConfState:
+        """The membership in effect (the last change applied)."""
+        return self.confs[-1][1]
+
+    def conf_at(self, index: int) -> ConfState:
+        """The membership in effect once entry ``index`` is applied (for a snapshot there)."""
+        for at, conf in reversed(self.confs):
+            if at <= index:
+                return conf
+        return self.confs[0][1]
 
     @property
     def leader(self) -> int:
@@ -207,6 +252,27 @@ class RaftNode:
             raise ProposalDropped("leadership transfer in progress")
         index = self.log.last_index() + 1
         self.log.append([Entry(self.term, index, data)])
+        self._need_bcast = True
+        return index
+
+    def propose_conf_change(self, cc: ConfChange) -> int:
+        """Append a membership change; returns its index. It takes effect when applied."""
+        if self.role != LEADER:
+            raise NotLeader(self.lead)
+        if self.lead_transferee != NONE:
+            raise ProposalDropped("leadership transfer in progress")
+        if not self.config.unsafe_conf_changes_in_flight:
+            if not self._committed_in_term():
+                raise ProposalDropped("a new leader commits an entry of its term first")
+            if self.pending_conf_index > self.log.applied:
+                raise ProposalDropped("another membership change is in flight")
+        try:
+            self.conf_state.changed(cc)
+        except ValueError as error:
+            raise ConfChangeRefused(str(error)) from None
+        index = self.log.last_index() + 1
+        self.log.append([Entry(self.term, index, cc.encode(), ENTRY_CONF_CHANGE)])
+        self.pending_conf_index = index
         self._need_bcast = True
         return index
 
@@ -297,7 +363,38 @@ class RaftNode:
                     if self._maybe_commit():
                         self._need_bcast = True
         if rd.committed_entries:
+            for entry in rd.committed_entries:
+                if entry.kind == ENTRY_CONF_CHANGE:
+                    self.apply_conf_entry(entry)
             self.log.applied_to(rd.committed_entries[-1].index)
+
+    # ------------------------------------------------------------------ membership
+    def apply_conf_entry(self, entry: Entry) -> None:
+        """Put the committed membership change ``entry`` into effect (``advance`` does it for
+        the committed entries of a Ready; an application that applies entries before calling
+        ``advance`` calls it then, so that a snapshot of its state has the right ``conf_at``).
+        Idempotent."""
+        if entry.index <= self.confs[-1][0]:
+            return  # already in effect (replayed at start, or below a snapshot)
+        try:
+            conf = self.conf_state.changed(ConfChange.decode(entry.data))
+        except (ValueError, TypeError):
+            return  # one that does not apply changes nothing, on every replica alike
+        floor = self.log.first_index() - 1  # the snapshot's index: older changes are history
+        older = [c for c in self.confs if c[0] < floor]
+        self.confs = older[-1:] + [c for c in self.confs if c[0] >= floor]
+        self.confs.append((entry.index, conf))
+        self.tracker.set_members(conf.voters, conf.learners, self.log.last_index())
+        if self.role == LEADER:
+            if self.id not in conf.voters:
+                self._become_follower(self.term, NONE)  # removed: step down
+                return
+            if self.lead_transferee != NONE and self.lead_transferee not in conf.voters:
+                self.lead_transferee = NONE
+            self._maybe_commit()  # a smaller quorum may commit more
+            self._need_bcast = True
+        elif self.role != FOLLOWER and self.id not in conf.voters:
+            self._become_follower(self.term, NONE)
 
     # ------------------------------------------------------------------ role changes
     def _reset(self, term: int) -> None:
@@ -342,6 +439,8 @@ class RaftNode:
         self.lead = self.id
         self.role = LEADER
         self.tracker.progress[self.id].become_replicate()
+        # a change appended by an earlier leader may still be in flight
+        self.pending_conf_index = self.log.last_index()
         # A no-op entry of the new term: committing it commits everything before it (§5.4.2)
         # and lets ReadIndex know the commit index is current.
         self.log.append([Entry(self.term, self.log.last_index() + 1, b"")])
@@ -502,7 +601,7 @@ class RaftNode:
                 pr.snap_offset = m.offset
                 self._send_snapshot_chunk(m.src)
         elif isinstance(m, ReadIndexRequest):
-            if m.src not in self.tracker.voters:
+            if m.src not in self.tracker.progress:
                 return
             if not self._committed_in_term():
                 self.pending_reads.append((m.ctx, m.src))
@@ -724,8 +823,8 @@ class RaftNode:
             self.log.commit_to(meta.index)
             return False
         self.log.restore(snap)
-        if tuple(sorted(meta.conf.voters)) != self.tracker.voters:
-            self.tracker = ProgressTracker(meta.conf.voters, self.config.max_inflight)
+        self.confs = [(meta.index, meta.conf)]
+        self.tracker.set_members(meta.conf.voters, meta.conf.learners, self.log.last_index())
         self.tracker.reset_progress(self.id, self.log.last_index(), 0)
         return True
 
@@ -734,13 +833,13 @@ class RaftNode:
         self.msgs.append(m)
 
     def _bcast_append(self) -> None:
-        for v in self.tracker.voters:
+        for v in self.tracker.members:
             if v != self.id:
                 self._send_append(v)
 
     def _bcast_heartbeat(self, ctx: bytes) -> None:
         committed = self.log.committed
-        for v in self.tracker.voters:
+        for v in self.tracker.members:
             if v != self.id:
                 pr = self.tracker.progress[v]
                 commit = min(pr.match, committed)

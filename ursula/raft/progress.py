@@ -6,8 +6,9 @@ What lives here:
 - `Progress`: match/next indexes and the replication state of one follower:
   PROBE (one message at a time until we find where the logs match), REPLICATE (optimistic,
   pipelined), SNAPSHOT (an InstallSnapshot transfer is in progress, chunk by chunk).
-- `ProgressTracker`: the voter set, every Progress, the votes of an election, and the quorum
-  arithmetic (commit index by majority match, vote tally, check-quorum activity).
+- `ProgressTracker`: the voters and learners, every member's Progress, the votes of an
+  election, and the quorum arithmetic over the voters only (commit index by majority match,
+  vote tally, check-quorum activity); learners are replicated to and never counted.
 
 May import: the standard library and ursula.raft.messages only.
 """
@@ -152,26 +153,45 @@ class Progress:
 
 
 class ProgressTracker:
-    def __init__(self, voters: tuple[int, ...], max_inflight: int) -> None:
+    def __init__(self, voters: tuple[int, ...], max_inflight: int,
+                 learners: tuple[int, ...] = ()) -> None:
         self.voters: tuple[int, ...] = tuple(sorted(voters))
+        self.learners: tuple[int, ...] = tuple(sorted(learners))
         self.max_inflight = max_inflight
         self.progress: dict[int, Progress] = {}
         self.votes: dict[int, bool] = {}
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        return self.voters + self.learners
+
+    def set_members(self, voters, learners, last_index: int) -> None:
+        """A membership change: keep the Progress of members that stay, start new ones probing
+        from ``last_index + 1``, forget the ones that left."""
+        self.voters = tuple(sorted(voters))
+        self.learners = tuple(sorted(learners))
+        old = self.progress
+        self.progress = {m: old.get(m) or Progress(last_index + 1, self.max_inflight)
+                         for m in self.members}
+        self.votes = {v: g for v, g in self.votes.items() if v in self.voters}
 
     @property
     def quorum(self) -> int:
         return len(self.voters) // 2 + 1
 
     def reset_progress(self, self_id: int, last_index: int, self_match: int) -> None:
-        self.progress = {v: Progress(last_index + 1, self.max_inflight) for v in self.voters}
+        self.progress = {m: Progress(last_index + 1, self.max_inflight) for m in self.members}
         if self_id in self.progress:
             pr = self.progress[self_id]
             pr.match = self_match
             pr.recent_active = True
 
+    unsafe_learners_count = False  # BROKEN on purpose when set (tests only): see Config
+
     def committed(self) -> int:
         """The largest index that a majority of voters have in their logs."""
-        matches = sorted((self.progress[v].match for v in self.voters), reverse=True)
+        counted = self.members if self.unsafe_learners_count else self.voters
+        matches = sorted((self.progress[v].match for v in counted), reverse=True)
         return matches[self.quorum - 1]
 
     def reset_votes(self) -> None:

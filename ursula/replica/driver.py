@@ -35,7 +35,8 @@ import random
 from dataclasses import dataclass, field
 
 from ursula.raft import LEADER, NONE, Config, ProposalDropped, RaftNode
-from ursula.raft.messages import Entry, HardState, Message, Snapshot
+from ursula.raft.messages import ENTRY_NORMAL, Entry, HardState, Message, Snapshot
+from ursula.raft.node import ConfChangeRefused, NotLeader
 from ursula.stream import StreamMachine
 from ursula.stream import commands as C
 from ursula.stream.entries import apply_commands, apply_entry, encode_entry
@@ -59,7 +60,8 @@ _REUSABLE = frozenset({C.Append, C.AppendBatch})  # decode(encode(c)) == c, chec
 class Rejection:
     """A request the driver could not serve. ``kind``: ``not_leader`` (``leader`` says who
     leads, or NONE), ``retry`` (it may or may not be safe to retry: leadership changed, the
-    proposal was overwritten or dropped), ``shutdown``."""
+    proposal was overwritten or dropped), ``refused`` (a membership change that does not
+    apply), ``shutdown``."""
 
     kind: str
     reason: str
@@ -204,6 +206,21 @@ class GroupDriver:
             return Rejection("not_leader", "not the leader", self.node.leader)
         self._buffer.append((token, raw_command, request_id))
         self._buffer_commands.append(command if type(command) in _REUSABLE else None)
+        return None
+
+    def propose_conf_change(self, token, change) -> Rejection | None:
+        """Propose a membership change (``ursula.raft.ConfChange``; leader only); ``token``'s
+        outcome (an empty ``Outcome`` once the change is applied) comes back in a later Output.
+        Refused at once when it does not apply, or while another change is in flight."""
+        try:
+            index = self.node.propose_conf_change(change)
+        except NotLeader:
+            return Rejection("not_leader", "not the leader", self.node.leader)
+        except ProposalDropped as error:
+            return Rejection("retry", str(error))
+        except ConfChangeRefused as error:
+            return Rejection("refused", str(error))
+        self._pending[index] = (self.node.term, [token])
         return None
 
     def read(self, token) -> Rejection | None:
@@ -356,6 +373,10 @@ class GroupDriver:
             return
         self.applied = entry.index
         self.log_bytes += len(entry.data)
+        if entry.kind != ENTRY_NORMAL:  # a membership change: the Raft node's own
+            self.node.apply_conf_entry(entry)
+            self._answer_conf_change(entry, out)
+            return
         dedup = "no_request_dedup" not in self.broken
         decoded = self._decoded.pop(entry.index, None) if self._decoded else None
         if decoded is not None and (decoded[0] == entry.term
@@ -377,6 +398,17 @@ class GroupDriver:
         if term == entry.term:
             out.outcomes.extend((token, outcome)
                                 for token, (_, outcome) in zip(tokens, results, strict=True))
+        else:
+            rejection = Rejection("retry", "the proposal was overwritten by a new leader")
+            out.outcomes.extend((token, rejection) for token in tokens)
+
+    def _answer_conf_change(self, entry: Entry, out: Output) -> None:
+        pending = self._pending.pop(entry.index, None)
+        if pending is None:
+            return
+        term, tokens = pending
+        if term == entry.term:
+            out.outcomes.extend((token, Outcome()) for token in tokens)
         else:
             rejection = Rejection("retry", "the proposal was overwritten by a new leader")
             out.outcomes.extend((token, rejection) for token in tokens)
@@ -424,7 +456,8 @@ class GroupDriver:
             return None
         self.snapshotting = True
         self.log_bytes = 0
-        return storage.create_snapshot(self.applied, self.machine.snapshot())
+        return storage.create_snapshot(self.applied, self.machine.snapshot(),
+                                       self.node.conf_at(self.applied))
 
     def snapshot_now(self) -> Snapshot | None:
         """A snapshot of the applied state now, whatever the policy (None if one is being
@@ -438,7 +471,8 @@ class GroupDriver:
         self.snapshotting = True
         self.log_bytes = 0
         self._compact_all = True
-        return storage.create_snapshot(self.applied, self.machine.snapshot())
+        return storage.create_snapshot(self.applied, self.machine.snapshot(),
+                                       self.node.conf_at(self.applied))
 
     def snapshot_saved(self, snapshot: Snapshot) -> int | None:
         """The snapshot from an Output is durable: compact the log behind it. Returns the
