@@ -154,10 +154,13 @@ def test_node_hot_bytes_lowers_each_groups_share():
 def test_the_flusher_keys_have_lower_bounds_and_reach_the_core():
     from ursula.supervisor import core_settings
 
-    config = parse_config("[cold]\nflush_depth = 2\nsweep_interval_s = 30\norphan_grace_s = 120\n")
+    config = parse_config("[cold]\nflush_depth = 2\nsweep_interval_s = 30\norphan_grace_s = 120\n"
+                          "pack_ranges = 16\n")
     settings = core_settings(config)
-    assert (settings.flush_depth, settings.sweep_interval_s, settings.orphan_grace_s) == (2, 30, 120)
-    for key, bad in (("flush_depth", 0), ("sweep_interval_s", 0), ("orphan_grace_s", 59)):
+    assert (settings.flush_depth, settings.sweep_interval_s, settings.orphan_grace_s,
+            settings.pack_ranges) == (2, 30, 120, 16)
+    for key, bad in (("flush_depth", 0), ("sweep_interval_s", 0), ("orphan_grace_s", 59),
+                     ("pack_ranges", 0)):
         with pytest.raises(ConfigError, match=rf"\[cold\] {key}"):
             parse_config(f"[cold]\n{key} = {bad}\n")
 

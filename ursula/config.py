@@ -102,6 +102,7 @@ class ColdSection:
     chunk_bytes: int = 4 * MiB
     cache_bytes: int = 64 * MiB
     flush_depth: int = 4  # chunks of a group in flight at once (uploading or proposed)
+    pack_ranges: int = 256  # stream ranges in one pack at most
     sweep_interval_s: int = 600  # how often a group's leader looks for orphaned objects
     orphan_grace_s: int = 600  # an unreferenced object younger than this is not an orphan yet
 
@@ -219,6 +220,7 @@ _MINIMUM = {("node", "backlog"): 1, ("node", "admin_drain_timeout_s"): 1, ("http
             ("cluster", "snapshot_log_bytes"): 4096, ("storage", "segment_bytes"): 4096,
             ("storage", "hot_bytes"): 1024, ("cold", "chunk_bytes"): 1024,
             ("cold", "cache_bytes"): 0, ("cold", "flush_depth"): 1,
+            ("cold", "pack_ranges"): 1,
             ("cold", "sweep_interval_s"): 1, ("cold", "orphan_grace_s"): 60,
             ("subscriptions", "max_subscriptions"): 1, ("subscriptions", "max_streams"): 1,
             ("subscriptions", "max_body_bytes"): 1024, ("subscriptions", "max_id_bytes"): 8,

@@ -167,7 +167,7 @@ def core_settings(config: NodeConfig):
         hot_bytes=config.group_hot_bytes, hot_max_bytes=config.storage.hot_max_bytes,
         chunk_bytes=config.cold.chunk_bytes, cold_cache_bytes=config.cold.cache_bytes,
         flush_depth=config.cold.flush_depth, sweep_interval_s=config.cold.sweep_interval_s,
-        orphan_grace_s=config.cold.orphan_grace_s)
+        orphan_grace_s=config.cold.orphan_grace_s, pack_ranges=config.cold.pack_ranges)
 
 
 def cold_store(config: NodeConfig, reactor):

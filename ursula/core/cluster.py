@@ -69,7 +69,7 @@ class CoreSettings:
                  snapshot_keep_bytes=4 << 20,
                  hot_bytes=32 << 20, hot_max_bytes=0, chunk_bytes=4 << 20,
                  cold_cache_bytes=64 << 20, parallel_write=True, flush_depth=4,
-                 sweep_interval_s=600.0, orphan_grace_s=600.0):
+                 sweep_interval_s=600.0, orphan_grace_s=600.0, pack_ranges=256):
         self.tick_ms = tick_ms
         self.parallel_write = parallel_write  # the leader's fsync beside replication
         self.election_ticks = election_ticks
@@ -88,6 +88,7 @@ class CoreSettings:
         self.flush_depth = flush_depth
         self.sweep_interval_s = sweep_interval_s
         self.orphan_grace_s = orphan_grace_s
+        self.pack_ranges = pack_ranges
 
 
 @implementer(ICore)
@@ -126,7 +127,8 @@ class RaftCore:
                                    self.settings.hot_bytes, self.settings.hot_max_bytes,
                                    self.settings.chunk_bytes, depth=self.settings.flush_depth,
                                    sweep_interval_s=self.settings.sweep_interval_s,
-                                   orphan_grace_s=self.settings.orphan_grace_s)
+                                   orphan_grace_s=self.settings.orphan_grace_s,
+                                   pack_ranges=self.settings.pack_ranges)
         self.reads = ReadPath(reactor, self.groups, self._group_for, self.settings,
                               self.now_ms, self.cache, self.timeouts)
         self.stopped = False
