@@ -123,3 +123,48 @@ def test_rolling_restart_with_drain_loses_nothing(cluster):
     for writer in writers:
         _check_exactly_once(_read_all(cluster.nodes[0], writer.name_), writer.name_,
                             len(writer.acked))
+
+
+def test_replacing_a_dead_nodes_disk(cluster):
+    """The runbook: the node whose disk died is gone; once both survivors hold every committed
+    entry, each group's leadership moves to the other survivor (a new leader forgets what the
+    dead node had acknowledged); then the node starts with an empty data directory and catches
+    up from the leaders."""
+    import shutil
+
+    from procs import request
+    name = "replaced-disk"
+    assert request("PUT", f"{cluster.nodes[0].url}/v1/stream/{name}", None,
+                   {"Content-Type": "text/plain"})[0] in (200, 201)
+    for i in range(50):
+        assert request("POST", f"{cluster.nodes[0].url}/v1/stream/{name}", f"r:{i};".encode(),
+                       {"Content-Type": "text/plain"})[0] == 204
+    victim = cluster.nodes[2]
+    victim.kill()
+    shutil.rmtree(victim.directory / "data")  # the disk is gone
+    others = [n for n in cluster.nodes if n is not victim]
+    alive = {n.node_id for n in others}
+    deadline = time.monotonic() + 30
+    while True:  # 1. every group led by a survivor, both survivors holding every commit
+        view = json.loads(admin(cluster, "status", "--json", nodes=others).stdout)
+        if all(g["leader"] in alive and all(r["commit_lag"] == 0 and r["apply_lag"] == 0
+                                            for r in g["replicas"]) for g in view["groups"]):
+            break
+        assert time.monotonic() < deadline, json.dumps(view["groups"])
+        time.sleep(0.2)
+    for group in view["groups"]:  # 2. a new leader for every group
+        to = next(n for n in alive if n != group["leader"])
+        admin(cluster, "transfer-leader", str(group["group"]), "--to", str(to), nodes=others)
+    victim.start()  # 3. the new disk: an empty data directory
+    cluster.wait_ready([victim])
+    expected = _read_all(cluster.nodes[0], name)
+    deadline = time.monotonic() + 30
+    while True:  # 4. it catches up in every group
+        view = _view(cluster)
+        mine = [r for g in view["groups"] for r in g["replicas"] if r["node"] == victim.node_id]
+        if len(mine) == GROUPS and all(r["commit_lag"] == 0 and r["apply_lag"] == 0
+                                       for r in mine):
+            break
+        assert time.monotonic() < deadline, json.dumps(view["groups"])
+        time.sleep(0.2)
+    assert _read_all(victim, name) == expected and expected.count(b";") == 50

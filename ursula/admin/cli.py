@@ -8,6 +8,9 @@ through ``ursula.admin.client``).
       transfer-leader GROUP --to NODE  move a group's leadership (asked of its leader)
       snapshot [--group G]             snapshot (and compact) the groups of every node given
       drain / undrain [--node ID]      move every leadership off a node and keep it off / stop
+      backup create DEST               DEST: a directory, or cold:NAME (the cold store)
+      backup verify SOURCE             the images and every referenced cold chunk
+      backup restore SOURCE            into this fresh node (--config), before it starts
 
 The nodes are the ``--admin`` URLs (repeat the option or separate them with commas), else
 ``$URSULA_ADMIN``, else the ``admin_listen`` of ``--config``, else ``http://127.0.0.1:4438``.
@@ -15,7 +18,7 @@ The bearer token is ``--token``, ``--token-file``, ``$URSULA_ADMIN_TOKEN`` or th
 ``[node] admin_token(_file)``. Exit status: 0 done, 1 refused or failed (one line on stderr
 saying why), 2 a usage or config error.
 
-May import: Twisted, treq, the standard library, ``ursula.config``,
+May import: Twisted, treq, the standard library, ``ursula.config``, ``ursula.backup``,
 ``ursula.admin``.
 """
 
@@ -70,6 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, allow_abbrev=False, help=text)
         command.add_argument("--node", type=int,
                              help="the node's id, when several --admin URLs are given")
+    backup = commands.add_parser("backup", allow_abbrev=False, help="create, verify or restore a backup")
+    steps = backup.add_subparsers(dest="step", metavar="STEP", required=True)
+    create = steps.add_parser("create", allow_abbrev=False, help="back the cluster up (it keeps serving)")
+    create.add_argument("dest", help="a new directory, or cold:NAME (needs --config)")
+    verify = steps.add_parser("verify", allow_abbrev=False, help="check a backup against the cold tier")
+    verify.add_argument("source", help="a backup directory, or cold:NAME")
+    verify.add_argument("--no-chunks", action="store_true",
+                        help="check the images only, not the cold chunks")
+    restore = steps.add_parser("restore", allow_abbrev=False, help="restore into this fresh node before it starts")
+    restore.add_argument("source", help="a backup directory, or cold:NAME")
+    restore.add_argument("--no-chunks", action="store_true",
+                         help="do not check the cold chunks first (e.g. already verified)")
     return parser
 
 
@@ -294,6 +309,56 @@ def cmd_undrain(args, clients, out, err):
     out.write(f"{client.url}: serving again (it may win elections)\n")
 
 
+@defer.inlineCallbacks
+def cmd_backup(args, clients, out, err, config, reactor):
+    from ursula.backup import BackupError, open_location
+    try:
+        if args.step == "create":
+            from ursula.backup.create import create
+            location = open_location(args.dest, config, reactor)
+            manifest = yield create(clients, location, log=lambda line: out.write(line + "\n"))
+            streams = sum(g.streams for g in manifest.groups)
+            chunks = sum(g.chunks for g in manifest.groups)
+            out.write(f"backup written to {location.description}: {manifest.group_count} "
+                      f"groups, {streams} streams, {chunks} cold chunks referenced; it holds "
+                      f"every append acknowledged before {manifest.created_at}\n")
+            return
+        location = open_location(args.source, config, reactor)
+        manifest = yield location.manifest()
+        if args.step == "restore":
+            if config is None:
+                raise UsageError("backup restore needs --config (the node to restore into)")
+            from ursula.backup.restore import check_fresh, restore
+            check_fresh(config, manifest)  # before any chunk is fetched
+        report = yield _verify(location, manifest, config, reactor,
+                               not args.no_chunks)
+        if not report.ok:
+            for problem in report.problems[:50]:
+                err.write(f"ursula-admin: {problem}\n")
+            raise Failed(f"{location.description}: {len(report.problems)} problems found")
+        out.write(f"backup {location.description} ({manifest.created_at}): "
+                  f"{manifest.group_count} groups, {report.streams} streams, "
+                  f"{human_bytes(report.hot_bytes)} hot, {report.chunks} cold chunks "
+                  f"({human_bytes(report.cold_bytes)})"
+                  f"{' checked' if not args.no_chunks else ' (not checked)'}: ok\n")
+        if args.step == "restore":
+            images = {}
+            for entry in manifest.groups:
+                images[entry.group] = yield location.image(entry)
+            restore(config, manifest, images, log=lambda line: out.write(line + "\n"))
+            out.write(f"restored into {config.node.data_dir}: start the node now (every "
+                      "node of the new cluster restored from the same backup)\n")
+    except BackupError as error:
+        raise Failed(str(error)) from None
+
+
+def _verify(location, manifest, config, reactor, check_chunks):
+    from ursula.backup.format import cold_store_of
+    from ursula.backup.verify import verify
+    store = cold_store_of(config, reactor) if config is not None and check_chunks else None
+    return verify(location, store, check_chunks=check_chunks, manifest=manifest)
+
+
 COMMANDS = {"status": cmd_status, "transfer-leader": cmd_transfer_leader,
             "snapshot": cmd_snapshot, "drain": cmd_drain, "undrain": cmd_undrain}
 
@@ -311,8 +376,13 @@ def run(reactor, argv, out=None, err=None):
     try:
         config = _load_config(args.config)
         token = _token(args, config)
-        clients = [AdminClient(url, token, args.timeout) for url in _urls(args, config)]
-        yield COMMANDS[args.command](args, clients, out, err)
+        offline = args.command == "backup" and args.step != "create"  # no admin plane needed
+        clients = [] if offline else [AdminClient(url, token, args.timeout)
+                                      for url in _urls(args, config)]
+        if args.command == "backup":
+            yield cmd_backup(args, clients, out, err, config, reactor)
+        else:
+            yield COMMANDS[args.command](args, clients, out, err)
     except UsageError as error:
         err.write(f"ursula-admin: {error}\n")
         return 2
