@@ -136,6 +136,10 @@ class Frontend:
     def sleep(self, seconds: float):
         return asyncio.sleep(seconds)
 
+    def blocking(self, fn, *args):
+        """Run a blocking call (kill a process, wait for a node) off the event loop."""
+        return asyncio.to_thread(fn, *args)
+
 
 class AsyncioFrontend(Frontend):
     name = "asyncio"
@@ -176,6 +180,10 @@ class TwistedFrontend(Frontend):
         from twisted.internet import reactor
         from twisted.internet.task import deferLater
         return deferLater(reactor, seconds, lambda: None)
+
+    def blocking(self, fn, *args):
+        from twisted.internet.threads import deferToThread
+        return deferToThread(fn, *args)
 
     def gather(self, *coroutines):
         from twisted.internet import defer

@@ -232,16 +232,28 @@ class ProducerCore:
         return out
 
     def next_wakeup(self) -> float | None:
-        """The earliest time at which ``poll`` may have something new to do by itself."""
-        if self.failed is not None:
+        """The earliest time at which ``poll`` may have something new to do by itself (a
+        linger time or a back-off running out); None when only an answer can move it on."""
+        if self.failed is not None or self._claim_to is not None:
             return None
-        times = [b.not_before for b in self._batches if not b.in_flight and b.not_before > 0]
-        if self._open and not self._flush:
-            times.append(self._open_since + self.settings.linger)
+        limit = self.settings.max_in_flight if self._confirmed else 1
+        in_flight = sum(1 for b in self._batches if b.in_flight)
+        times = []
+        if in_flight < limit:
+            for index, batch in enumerate(self._batches):
+                if batch.in_flight or (batch.held_for_gap and index > 0):
+                    continue
+                if not self._confirmed and index > 0:
+                    break
+                times.append(batch.not_before)
+            free = all(b.in_flight for b in self._batches)
+            if self._open and free:
+                times.append(self._open_since + (0.0 if self._flush or self.closing
+                                                 else self.settings.linger))
         deadline = self.settings.delivery_timeout
         if deadline is not None:
             times.extend(b.first_sent + deadline for b in self._batches
-                         if b.first_sent is not None)
+                         if b.first_sent is not None and not b.in_flight)
         return min(times) if times else None
 
     @property
