@@ -15,7 +15,13 @@ raised at the first broken rule (the run stops there and reports it):
   at one index;
 - acknowledged appends: an acknowledged append was applied exactly once, at the offsets it
   was acknowledged with, and is readable there in every replica that applied that far;
-  a linearizable read sees every append acknowledged before the read was sent.
+  a linearizable read sees every append acknowledged before the read was sent;
+- conditional appends (If-Match), at apply (``on_applied_appends``, each log index once, in
+  log order): a stream's appends are contiguous, a conditional one succeeds only when its
+  expected offset is the tail at apply, and a 412 carries that tail; and as the client sees
+  them (``on_conditional``): a success started at the offset it expected, no two successes
+  expected the same offset of a stream, and a 412 carries a tail ahead of the expectation and
+  of every append acknowledged before the attempt was made.
 
 May import: the standard library only.
 """
@@ -51,6 +57,16 @@ class Checker:
         # stream -> list of (body, start, next, ack time)
         self.acked: dict[str, list[tuple[bytes, int, int, int]]] = {}
         self.acked_keys: set[tuple[str, int]] = set()
+        # stream -> the highest end offset of an acknowledged append
+        self.acked_tail: dict[str, int] = {}
+        # conditional appends: (stream, expected offset) -> the (writer, attempt) that won it
+        self.cas_won: dict[tuple[str, int], tuple[str, int]] = {}
+        self.cas_refused = 0
+        # the stream tails as the applied log makes them (each index judged once, in order)
+        self.model_tails: dict[str, int] = {}
+        self.model_index = 0
+        self.model_resets = 0
+        self.model_requests: set[str] = set()
         self.checks = 0
 
     def fail(self, what: str) -> None:
@@ -163,6 +179,77 @@ class Checker:
             return  # a duplicated reply
         self.acked_keys.add(key)
         self.acked.setdefault(stream, []).append((body, start, nxt, now))
+        if nxt > self.acked_tail.get(stream, 0):
+            self.acked_tail[stream] = nxt
+
+    # -- conditional appends (If-Match) ---------------------------------------------------------
+    def on_applied_appends(self, index: int, effects) -> None:
+        """The appends of log entry ``index`` as the state machine judged them: ``(request
+        id, stream, kind, if_match, error, duplicate, start, next)`` with kind ``create``,
+        ``append`` or ``batch``. Each index is judged once, at its first application (every
+        replica applies the same entries: state-machine safety), so the model tails follow
+        the log. A request id applied before is answered with its first outcome (the
+        machine's request memory) and changes nothing."""
+        if index <= self.model_index:
+            return
+        self.checks += 1
+        if index != self.model_index + 1:  # never seen: first applications have no gaps
+            self.model_tails.clear()
+            self.model_resets += 1
+        self.model_index = index
+        tails = self.model_tails
+        for rid, stream, kind, if_match, error, duplicate, start, nxt in effects:
+            if rid is not None:
+                if rid in self.model_requests:
+                    continue
+                self.model_requests.add(rid)
+            if kind == "create":  # duplicate: it existed already
+                if error is None and not duplicate:
+                    tails[stream] = nxt
+                continue
+            tail = tails.get(stream)
+            if tail is None:
+                continue  # not created in this run (a 404)
+            if if_match is not None:
+                if error is None and if_match != tail:
+                    self.fail(f"If-Match at apply: a conditional append to {stream} expecting "
+                              f"{if_match} succeeded at index {index}, the tail was {tail}")
+                if error == "precondition_failed" and (if_match == tail or nxt != tail):
+                    self.fail(f"If-Match at apply: a 412 on {stream} at index {index} expected "
+                              f"{if_match} and answered tail {nxt}; the tail was {tail}")
+            if error is None and not duplicate:
+                if kind == "append" and start != tail:
+                    self.fail(f"appends at apply: an append to {stream} at index {index} "
+                              f"started at {start}, the tail was {tail}")
+                tails[stream] = nxt
+
+    def on_conditional(self, writer: str, attempt: int, stream: str, expected: int, floor: int,
+                       error: str | None, start: int, nxt: int) -> None:
+        """What a writer was answered to a conditional append that expected the tail
+        ``expected``; ``floor`` is the highest end of an append acknowledged before the
+        attempt was made."""
+        self.checks += 1
+        what = f"If-Match {writer}/{attempt} on {stream} expecting {expected}"
+        if error is None:
+            if start != expected:
+                self.fail(f"{what}: succeeded at offset {start}")
+            if expected < floor:
+                self.fail(f"{what}: succeeded although appends up to {floor} were acknowledged "
+                          f"before it was sent")
+            other = self.cas_won.setdefault((stream, expected), (writer, attempt))
+            if other != (writer, attempt):
+                self.fail(f"{what}: succeeded, and so did {other[0]}/{other[1]} expecting the "
+                          f"same offset")
+            return
+        if error != "precondition_failed":
+            self.fail(f"{what}: unexpected error {error}")
+        self.cas_refused += 1
+        if nxt <= expected:
+            self.fail(f"{what}: 412 with tail {nxt}, not ahead of the expectation (tails only "
+                      f"grow, and the writer saw {expected})")
+        if nxt < floor:
+            self.fail(f"{what}: 412 with tail {nxt}, behind the {floor} acknowledged before the "
+                      f"attempt (a stale view)")
 
     def check_stream_data(self, where: str, stream: str, data: bytes, upto: int | None = None):
         """Every acknowledged append (of the first `upto`, default all) that `data` reaches is

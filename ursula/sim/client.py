@@ -1,7 +1,7 @@
 """Simulated clients: idempotent producers that append and read through whichever node they
 believe leads, retrying on timeout.
 
-What lives here: `Client`.  Each client owns one producer id (epoch 0) and appends bodies
+What lives here: `Client` and `CasClient` (below, its own docstring).  Each client owns one producer id (epoch 0) and appends bodies
 `<c{k}:{seq}>` (unique, so "exactly once" is a substring count) to one shared stream, one
 request at a time, always retrying the same seq until it is acknowledged.  Now and then it
 issues a linearizable read instead, and checks that the read shows every append
@@ -67,19 +67,22 @@ class Client:
                 # any node must serve a linearizable read (a follower asks the leader)
                 self.target = self.rng.choice(sim.ids)
         else:
-            body = b"<c%d:%d>" % (self.k, self.seq)
-            producer = None
-            if self.k % 2 == 0:
-                producer = C.Producer(id=self.producer, epoch=0, seq=self.seq)
-            cmd = C.Append(
-                bucket=sim.bucket,
-                stream=self.stream,
-                content_type=CONTENT_TYPE,
-                body=body,
-                producer=producer,
-            )
-            self.op = ("append", encode_command(cmd), body)
+            self.op = self._append_op()
         self._send()
+
+    def _append_op(self) -> tuple:
+        body = b"<c%d:%d>" % (self.k, self.seq)
+        producer = None
+        if self.k % 2 == 0:
+            producer = C.Producer(id=self.producer, epoch=0, seq=self.seq)
+        cmd = C.Append(
+            bucket=self.sim.bucket,
+            stream=self.stream,
+            content_type=CONTENT_TYPE,
+            body=body,
+            producer=producer,
+        )
+        return ("append", encode_command(cmd), body)
 
     def _send(self) -> None:
         sim = self.sim
@@ -98,7 +101,7 @@ class Client:
                 endpoint, target, lambda _: replica.submit_read(self.stream, reply), None
             )
         else:
-            rid = f"c{self.k}:{self.seq if op[0] == 'append' else 'create'}"
+            rid = f"{self.producer}:{self.seq if op[0] == 'append' else 'create'}"
             sim.client_net.send(
                 endpoint, target, lambda _: replica.submit(op[1], rid, reply), None
             )
@@ -143,6 +146,7 @@ class Client:
                 f"linearizable read at node {self.target}", self.stream, val, upto=op[1]
             )
             self.reads += 1
+            self._on_read(val)
             self._done()
             return
         out = val
@@ -152,7 +156,15 @@ class Client:
             self.created = True
             self._done()
             return
-        body = op[2]
+        self._on_appended(out)
+        self._done()
+
+    def _on_read(self, data: bytes) -> None:
+        pass
+
+    def _on_appended(self, out) -> None:
+        sim = self.sim
+        body = self.op[2]
         if out.error is not None:
             sim.checker.fail(f"append {self.producer}/{self.seq}: unexpected error {out.error}")
         if out.duplicate:
@@ -168,8 +180,54 @@ class Client:
         self.acks += 1
         if sim.healed:
             self.acks_after_heal += 1
-        self._done()
 
     def _done(self) -> None:
         self.op = None
         self.sim.world.after(self.rng.randint(0, self.sim.think_us), self._next)
+
+
+class CasClient(Client):
+    """A writer that appends only with If-Match: the tail it last saw (from its last success's
+    new tail, a 412's current tail, or a read), as a collaborator or an agent that must not
+    commit over a change it has not seen.
+
+    Each attempt is its own request (request id and body ``x{k}:{attempt}``: the checker's
+    key ``("x{k}", attempt)``); a re-send after a timeout repeats the attempt, and the state
+    machine answers it with its first outcome. A 412 is not an error: the next attempt
+    expects the tail it carried. The checker's client-side rules (``on_conditional``): a
+    success started at the expected tail, no two successes expected the same tail of a
+    stream, a 412's tail is ahead of the expectation and of every append acknowledged before
+    the attempt was made.
+    """
+
+    def __init__(self, sim: Simulation, k: int, stream: str) -> None:
+        super().__init__(sim, k, stream)
+        self.producer = f"x{k}"  # the checker's name of this writer (it sends no producer)
+        self.known = 0  # the tail it expects (the stream is created empty)
+        self.refused = 0
+
+    def _append_op(self) -> tuple:
+        body = b"<x%d:%d>" % (self.k, self.seq)
+        cmd = C.Append(bucket=self.sim.bucket, stream=self.stream, content_type=CONTENT_TYPE,
+                       body=body, if_match=self.known)
+        floor = self.sim.checker.acked_tail.get(self.stream, 0)
+        return ("append", encode_command(cmd), body, self.known, floor)
+
+    def _on_read(self, data: bytes) -> None:
+        self.known = max(self.known, len(data))
+
+    def _on_appended(self, out) -> None:
+        sim = self.sim
+        _, _, body, expected, floor = self.op
+        sim.checker.on_conditional(self.producer, self.seq, self.stream, expected, floor,
+                                   out.error, out.start_offset, out.next_offset)
+        self.known = out.next_offset
+        if out.error is None:
+            sim.checker.on_ack(self.producer, self.seq, self.stream, body, out.start_offset,
+                               out.next_offset, sim.world.now)
+            self.acks += 1
+            if sim.healed:
+                self.acks_after_heal += 1
+        else:
+            self.refused += 1
+        self.seq += 1  # the next attempt is a new request, with a new body

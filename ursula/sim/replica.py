@@ -18,7 +18,10 @@ I/O around it, as `ursula.core.group` does for a real node:
   completions and no client requests until `until`; everything that arrives meanwhile is
   queued and handled on resume, in an order shuffled from the seed (a woken reactor finds
   all its sockets readable at once), with the old in-memory state;
-- a slow disk (`slow_disk(until, max_delay)`): fsyncs take up to `max_delay` until `until`.
+- a slow disk (`slow_disk(until, max_delay)`): fsyncs take up to `max_delay` until `until`;
+- client requests: proposed with their decoded form. The planted twin ``ifmatch_at_submit``
+  (``BROKEN_RULES`` of ``ursula.sim.run``) judges If-Match here, against this node's applied
+  tail, instead of in the state machine at apply.
 
 May import: the standard library, cbor2, ursula.raft, ursula.stream, ursula.replica and
 ursula.sim.
@@ -26,6 +29,7 @@ ursula.sim.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -38,13 +42,14 @@ from ursula.replica import GroupDriver, Rejection, SnapshotPolicy
 from ursula.sim.checker import Violation
 from ursula.sim.disk import FakeDisk
 from ursula.stream import commands as C
-from ursula.stream import decode_command
-from ursula.stream.machine import StreamError
+from ursula.stream import decode_command, encode_command
+from ursula.stream.machine import Outcome, StreamError
 
 if TYPE_CHECKING:
     from ursula.sim.run import Simulation
 
 Reply = Callable[[tuple], Any]
+_KINDS = {C.CreateStream: "create", C.Append: "append", C.AppendBatch: "batch"}
 
 
 class Replica:
@@ -286,8 +291,15 @@ class Replica:
             decoded = cbor2.loads(e.data)
             rids = decoded[2] if len(decoded) > 2 else None
         outs = []
+        effects = []
         for i, (cmd, out) in enumerate(e.results):
             outs.append(out)
+            kind = _KINDS.get(type(cmd))
+            if kind is not None:
+                effects.append((rids[i] if rids is not None else None, cmd.stream, kind,
+                                getattr(cmd, "if_match", None), out.error,
+                                out.duplicate or (kind == "create" and not out.created),
+                                out.start_offset, out.next_offset))
             if isinstance(cmd, C.Append) and out.error is None and not out.duplicate:
                 if cmd.producer is not None:
                     key = (cmd.producer.id, cmd.producer.seq)
@@ -300,6 +312,7 @@ class Replica:
                              e.index)
         summary = tuple((o.error, o.duplicate, o.start_offset, o.next_offset) for o in outs)
         chk.on_apply(self.id, e.index, e.term, e.data, summary)
+        chk.on_applied_appends(e.index, effects)
 
     def _answer(self, token, result) -> None:
         reply = token[1] if isinstance(token, tuple) else token
@@ -319,7 +332,23 @@ class Replica:
     def _submit(self, cmd: bytes, request_id: str | None, reply: Reply) -> None:
         # with its decoded form, as the node runtime does: the leader applies its own entries
         # without decoding them (the checker compares its outcomes with the followers')
-        rejection = self.driver.propose(reply, cmd, request_id, decode_command(cmd))
+        decoded = decode_command(cmd)
+        if self.sim.sim_rule == "ifmatch_at_submit" and getattr(decoded, "if_match", None) \
+                is not None:
+            # planted twin: If-Match judged where the request arrives, against this node's
+            # applied tail, and the append then proposed without it (a check outside the
+            # state machine: two writers expecting the same tail can both pass it)
+            try:
+                tail = self.machine.head(decoded.bucket, decoded.stream,
+                                         self.sim.world.now_ms).tail
+            except StreamError:
+                tail = None
+            if tail is not None and tail != decoded.if_match:
+                reply(("ok", Outcome(error="precondition_failed", next_offset=tail)))
+                return
+            decoded = dataclasses.replace(decoded, if_match=None)
+            cmd = encode_command(decoded)
+        rejection = self.driver.propose(reply, cmd, request_id, decoded)
         if rejection is not None:
             self._answer(reply, rejection)
 
