@@ -10,6 +10,7 @@ found within those seeds, and that a replay is exact."""
 import pytest
 
 from ursula.sim import BROKEN_RULES, run_seed
+from ursula.sim.checker import Checker, Violation
 
 # (rule, nodes) -> first seed that finds it, and words one of which the violation names
 FIRST_SEED = {
@@ -78,3 +79,73 @@ def test_the_replay_reproduces_a_violation_exactly():
     r = run_seed(13, 3, "vote_twice")
     assert "election safety" in r.violation
     assert run_seed(13, 3, "vote_twice").violation == r.violation
+
+
+# == If-Match: the checker's rules on crafted histories, and planted machine bugs ===============
+
+def test_the_if_match_rules_as_writers_see_them():
+    c = Checker()
+    c.on_conditional("x3", 0, "s1", 6, 6, None, 6, 12)
+    c.on_conditional("x4", 0, "s1", 6, 6, "precondition_failed", 0, 12)
+    assert c.cas_won == {("s1", 6): ("x3", 0)} and c.cas_refused == 1
+    c.on_conditional("x3", 0, "s1", 6, 6, None, 6, 12)  # the same attempt answered again
+    for args, words in [
+        (("x4", 1, "s1", 12, 12, None, 18, 24), "succeeded at offset 18"),
+        (("x4", 1, "s1", 6, 6, None, 6, 12), "so did x3/0"),
+        (("x4", 1, "s1", 6, 12, None, 6, 12), "acknowledged before it was sent"),
+        (("x4", 1, "s1", 12, 12, "precondition_failed", 0, 12), "not ahead"),
+        (("x4", 1, "s1", 12, 30, "precondition_failed", 0, 24), "stale view"),
+        (("x4", 1, "s1", 12, 12, "closed", 0, 24), "unexpected error"),
+    ]:
+        with pytest.raises(Violation, match=words):
+            c.on_conditional(*args)
+
+
+def test_the_if_match_rules_at_apply():
+    c = Checker()
+    c.on_applied_appends(1, [(None, "s", "create", None, None, False, 0, 0)])
+    c.on_applied_appends(2, [("a:0", "s", "append", None, None, False, 0, 6),
+                             ("x:0", "s", "append", 6, None, False, 6, 12),
+                             ("x:1", "s", "append", 6, "precondition_failed", False, 0, 12)])
+    c.on_applied_appends(2, [("a:0", "s", "append", None, None, False, 0, 99)])  # seen: ignored
+    # a request id applied before is answered with its first outcome: not judged again
+    c.on_applied_appends(3, [("x:0", "s", "append", 6, None, False, 6, 12)])
+    assert c.model_tails == {"s": 12}
+    for effect, words in [
+        (("b:0", "s", "append", None, None, False, 6, 12), "started at 6"),
+        (("x:2", "s", "append", 6, None, False, 12, 18), "expecting 6 succeeded"),
+        (("x:3", "s", "append", 12, "precondition_failed", False, 0, 12), "412"),
+        (("x:4", "s", "append", 6, "precondition_failed", False, 0, 6), "412"),
+    ]:
+        with pytest.raises(Violation, match=words):
+            c.on_applied_appends(c.model_index + 1, [effect])
+    c.on_applied_appends(c.model_index + 5, [])  # a gap (never in a run): the model restarts
+    assert c.model_tails == {} and c.model_resets == 1
+
+
+def _loose_stale_wins(real):
+    def precondition(stream, content_type, has_body, producer, expected):
+        return real(stream, content_type, has_body, producer, max(expected, stream.tail))
+    return precondition
+
+
+def _wrong_412_tail(real):
+    def precondition(stream, content_type, has_body, producer, expected):
+        refused = real(stream, content_type, has_body, producer, expected)
+        if refused is not None and refused.error == "precondition_failed":
+            refused.next_offset = expected + 1
+        return refused
+    return precondition
+
+
+@pytest.mark.parametrize(("bug", "words"), [(_loose_stale_wins, "succeeded at index"),
+                                            (_wrong_412_tail, "a 412 on")])
+def test_the_apply_time_rule_finds_a_state_machine_that_misjudges_if_match(monkeypatch, bug,
+                                                                            words):
+    # planted in the pure state machine (only here, by the test): what the simulator's
+    # apply-time rule exists for
+    from ursula.stream import machine
+
+    monkeypatch.setattr(machine, "_precondition", bug(machine._precondition))
+    r = first_violation(3, None, limit=5)
+    assert r is not None and "If-Match at apply" in r.violation and words in r.violation, r
