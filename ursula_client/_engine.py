@@ -486,8 +486,8 @@ class ProducerDriver:
                 self.runtime.spawn(self._start())
             self._pending_start.append((record, promise))
             return promise.awaitable
-        self.core.add(record, promise, self.runtime.now())
-        self._pump()
+        if self.core.add(record, promise, self.runtime.now()) or self._timer is None:
+            self._pump()
         return promise.awaitable
 
     async def _start(self) -> None:

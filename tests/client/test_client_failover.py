@@ -39,7 +39,8 @@ async def write_and_follow(client_w, client_r, fe, name, count, chaos, rate=400.
     acknowledged so far). Returns (followed indexes, stored indexes, producer stats)."""
     stream = client_w.stream(name)
     await stream.create("text/plain")
-    producer = stream.producer("failover-writer", linger=0.005, request_timeout=3.0)
+    producer = stream.producer("failover-writer", linger=0.005, request_timeout=3.0,
+                               history=400)
     acked = [0]
 
     def on_ack(result):
@@ -68,8 +69,14 @@ async def write_and_follow(client_w, client_r, fe, name, count, chaos, rate=400.
             seen += batch.data
         return parse(seen), follower.reconnects
 
-    (results, (followed, reconnects), _) = await fe.gather(write(), follow(),
-                                                          chaos(lambda: acked[0]))
+    try:
+        (results, (followed, reconnects), _) = await fe.gather(write(), follow(),
+                                                              chaos(lambda: acked[0]))
+    except Exception:
+        core = getattr(getattr(producer, "_inner", producer), "core", None)
+        for event in list(core.history or [])[-120:]:
+            print(event)
+        raise
     assert all(r.producer_epoch == 0 for r in results)
     stored = parse((await client_r.stream(name).read_all()).data)
     return followed, stored, producer.stats, reconnects
@@ -138,7 +145,7 @@ def test_cluster_leader_killed_twice_under_a_producer_and_a_follower(cluster,
 
     def restart(node):
         node.start()
-        cluster.wait_ready([node])
+        cluster.wait_ready([node], timeout=90)
 
     async def chaos(progress):
         for fraction in (0.25, 0.6):

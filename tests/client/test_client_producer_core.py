@@ -72,10 +72,12 @@ def make(settings_=None, **kwargs):
 
 def drive(core, server, now=0.0, rng=None, faults=0.0, limit=100000):
     """Run the producer against ``server`` until it is idle; with ``faults``, each exchange
-    may be lost before or after the server applies it, answered 503 either way, or held back
-    and delivered after later ones."""
+    may be lost before or after the server applies it, answered 503 either way, held back
+    and delivered after later ones, or applied at once with its answer delivered later (so
+    answers cross: a 409 judged before an append arrives after that append's 200)."""
     rng = rng or random.Random(0)
     in_flight = []
+    answered = []  # (send, response) applied by the server, the answer still on its way
     done = {}
     for _ in range(limit):
         for send in core.poll(now):
@@ -86,19 +88,24 @@ def drive(core, server, now=0.0, rng=None, faults=0.0, limit=100000):
             for token, outcome in core.take_completions():
                 done[token] = outcome
             return done, now
-        if in_flight:
+        if answered and (not in_flight or rng.random() < 0.5):
+            send, response = answered.pop(rng.randrange(len(answered)))
+            core.on_answer(send, response, now)
+        elif in_flight:
             send = in_flight.pop(rng.randrange(len(in_flight)) if faults else 0)
             roll = rng.random()
-            if roll < faults / 4:
+            if roll < faults / 5:
                 core.on_failure(send, NotSent("refused"), now)
-            elif roll < faults / 2:
+            elif roll < 2 * faults / 5:
                 server.handle(send.request)
                 core.on_failure(send, uc.RequestTimeout("lost answer"), now)
-            elif roll < 3 * faults / 4:
+            elif roll < 3 * faults / 5:
                 core.on_answer(send, Response(503, {"retry-after": "0"}, b"no leader"), now)
-            elif roll < faults:
+            elif roll < 4 * faults / 5:
                 server.handle(send.request)
                 core.on_answer(send, Response(503, {}, b"forward lost"), now)
+            elif roll < faults:
+                answered.append((send, server.handle(send.request)))
             else:
                 core.on_answer(send, server.handle(send.request), now)
         else:
@@ -184,6 +191,28 @@ def test_an_early_batch_waits_for_the_one_before_it():
     assert server.bodies == [b"0", b"1", b"2"] and core.idle
 
 
+def test_a_gap_judged_before_an_append_whose_ack_came_first_is_a_reorder():
+    """Seen in a 3-node run: 123 and 124 in flight, 124 judged first (409 expected 123), then
+    123 stored (200); the 200 reached the client before the 409."""
+    core = make(ProducerSettings(linger=0, max_batch_bytes=1, max_in_flight=3,
+                                 delivery_timeout=None))
+    server = ModelServer()
+    core.add(b"0", 0, 0.0)
+    s0 = core.poll(0.0)[0]
+    core.on_answer(s0, server.handle(s0.request), 0.0)
+    for i in (1, 2):
+        core.add(b"%d" % i, i, 0.0)
+    s1, s2 = core.poll(0.0)
+    early = server.handle(s2.request)  # 409: expected 1
+    core.on_answer(s1, server.handle(s1.request), 0.0)  # 200 for 1 arrives first
+    core.on_answer(s2, early, 0.0)
+    assert core.failed is None and core.stats.reorders == 1
+    again = core.poll(0.0)
+    assert [s.request.header("producer-seq") for s in again] == ["2"]
+    core.on_answer(again[0], server.handle(again[0].request), 0.0)
+    assert server.bodies == [b"0", b"1", b"2"] and core.idle
+
+
 def test_a_gap_nothing_can_fill_is_fatal():
     core = make()
     core.add(b"a", "a", 0.0)
@@ -192,6 +221,7 @@ def test_a_gap_nothing_can_fill_is_fatal():
     core.on_answer(send, Response(409, {"producer-expected-seq": "7",
                                         "producer-received-seq": "0"}, b"gap"), 0.0)
     assert isinstance(core.failed, uc.SequenceGap)
+    assert "expects seq 7" in str(core.failed) and core.failed.expected_seq == 7
     assert [(t, type(e)) for t, e in core.take_completions()] == [("a", uc.SequenceGap)]
     with pytest.raises(uc.ProducerClosed):
         core.add(b"b", "b", 0.0)

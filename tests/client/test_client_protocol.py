@@ -359,8 +359,19 @@ def test_pull_wake_subscription(node, frontend):
         assert caught.value.code == "FENCED"
         keys = await subs.jwks()
         assert keys["keys"] and keys["keys"][0]["crv"] == "Ed25519"
-        events = (await wake.read()).records
-        assert events and events[0]["type"] == "wake"
+        # new work: the server issues a wake by itself and writes it to the wake stream
+        await work.append("job-2")
+        events = []
+        for _ in range(100):
+            events = [e for e in (await wake.read()).records
+                      if e["generation"] > claimed.generation]
+            if events:
+                break
+            await fe.sleep(0.1)
+        assert events and events[0]["type"] == "wake" and events[0]["subscription_id"] == sub_id
+        second = await subs.claim(sub_id, "worker-2")
+        assert second.generation == events[0]["generation"]
+        await subs.release(sub_id, second)
         await subs.delete(sub_id)
         with pytest.raises(uc.SubscriptionError) as caught:
             await subs.get(sub_id)

@@ -31,6 +31,7 @@ May import: the standard library and ``ursula_client.core`` modules.
 
 from __future__ import annotations
 
+import collections
 import json
 import random
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ from ursula_client.core.retry import NotSent, RetryPolicy, is_transient, retry_a
 from ursula_client.core.types import AppendResult
 
 MAX_EPOCH = 2 ** 53 - 1
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class ProducerSettings:
     delivery_timeout: float | None = 120.0
     request_timeout: float = 10.0
     retry: RetryPolicy = RetryPolicy(initial_delay=0.05, max_delay=1.0, deadline=None)
+    #: keep the last N sends and outcomes in ``ProducerCore.history`` (for debugging)
+    history: int = 0
 
 
 @dataclass
@@ -82,6 +86,7 @@ class _Batch:
     in_flight: bool = False
     not_before: float = 0.0
     held_for_gap: bool = False
+    acks_at_send: int = 0  # how many acknowledgements had come when this attempt went
 
     @property
     def size(self) -> int:
@@ -139,24 +144,32 @@ class ProducerCore:
         self._claim_to: int | None = None
         self._completions: list[tuple[Any, Any]] = []
         self.last_result: AppendResult | None = None
+        self._acks = 0
+        self._acked_at: collections.OrderedDict[int, int] = collections.OrderedDict()
+        self.history: collections.deque[tuple] | None = (
+            collections.deque(maxlen=self.settings.history) if self.settings.history else None)
 
     # -- input ----------------------------------------------------------------------------
 
-    def add(self, record: Any, token: Any, now: float) -> None:
-        """Queue one record (bytes for a byte stream; any JSON value for a JSON stream)."""
+    def add(self, record: Any, token: Any, now: float) -> bool:
+        """Queue one record (bytes for a byte stream; any JSON value for a JSON stream).
+        Returns whether ``poll`` has something new to do (the record opened a batch, whose
+        linger time starts now, or filled one); if not, the front end may skip it."""
         if self.failed is not None:
             raise ProducerClosed(f"the producer failed: {self.failed}") from self.failed
         if self.closing:
             raise ProducerClosed("the producer is closed")
         part = self.encode(record)
-        if not self._open:
+        first = not self._open
+        if first:
             self._open_since = now
         self._open.append((token, part))
         self._open_bytes += len(part)
+        return first or self._flush or self._full(self._open_bytes, len(self._open))
 
     def encode(self, record: Any) -> bytes:
         if self.json_mode:
-            return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+            return _JSON(record).encode()
         if isinstance(record, str):
             return record.encode("utf-8")
         if not isinstance(record, (bytes, bytearray, memoryview)):
@@ -216,6 +229,7 @@ class ProducerCore:
             batch.held_for_gap = False
             batch.in_flight = True
             batch.attempts += 1
+            batch.acks_at_send = self._acks
             if batch.first_sent is None:
                 batch.first_sent = now
                 self.stats.batches_sent += 1
@@ -224,6 +238,8 @@ class ProducerCore:
             self.stats.attempts += 1
             in_flight += 1
             sends.append(Send(batch.number, batch.attempts, self._request(batch)))
+            if self.history is not None:
+                self.history.append((now, "send", self.epoch, batch.seq, batch.attempts))
         return sends
 
     def take_completions(self) -> list[tuple[Any, Any]]:
@@ -277,6 +293,10 @@ class ProducerCore:
             return
         batch.in_flight = False
         status = response.status
+        if self.history is not None:
+            self.history.append((now, "answer", self.epoch, batch.seq, batch.attempts, status,
+                                 {k: v for k, v in response.headers.items()
+                                  if k.startswith(("producer-", "stream-"))}))
         if status in (200, 204):
             self._acked(batch, response, now)
             return
@@ -300,6 +320,9 @@ class ProducerCore:
         if batch is None:
             return
         batch.in_flight = False
+        if self.history is not None:
+            self.history.append((now, "failure", self.epoch, batch.seq, batch.attempts,
+                                 type(error).__name__))
         if not isinstance(error, NotSent):
             batch.maybe_written = True
             self._epoch_dirty = True
@@ -336,25 +359,34 @@ class ProducerCore:
         self._next_seq += 1
         return seq
 
+    def _full(self, size: int, count: int) -> bool:
+        max_records = self.settings.max_batch_records
+        return size >= self.settings.max_batch_bytes \
+            or (max_records is not None and count >= max_records)
+
     def _seal(self, force: bool = False) -> None:
-        """The open records as one or more batches (each up to max_batch_bytes)."""
+        """The open records as batches of up to max_batch_bytes (a bigger record alone); the
+        last, not full, stays open unless ``force``. One pass over the open records."""
+        if not self._open or (not force and not self._full(self._open_bytes, len(self._open))):
+            return
         limit = self.settings.max_batch_bytes
         max_records = self.settings.max_batch_records
-        while self._open:
-            size, count = 0, 0
-            for _, part in self._open:
-                if count and (size + len(part) > limit
-                              or (max_records is not None and count >= max_records)):
-                    break
-                size += len(part) + (1 if self.json_mode else 0)
-                count += 1
-            if count == len(self._open) and not force and size < limit \
-                    and (max_records is None or count < max_records):
-                return  # not full: the caller decides whether the rest goes now
-            taken, self._open = self._open[:count], self._open[count:]
-            self._open_bytes -= sum(len(p) for _, p in taken)
-            self._batches.append(_Batch(self._new_number(), self._take_seq(),
-                                        [t for t, _ in taken], [p for _, p in taken]))
+        tokens: list[Any] = []
+        parts: list[bytes] = []
+        size = 0
+        for token, part in self._open:
+            if parts and (size + len(part) > limit
+                          or (max_records is not None and len(parts) >= max_records)):
+                self._batches.append(_Batch(self._new_number(), self._take_seq(), tokens, parts))
+                tokens, parts, size = [], [], 0
+            tokens.append(token)
+            parts.append(part)
+            size += len(part)
+        if parts and (force or self._full(size, len(parts))):
+            self._batches.append(_Batch(self._new_number(), self._take_seq(), tokens, parts))
+            tokens, parts, size = [], [], 0
+        self._open = list(zip(tokens, parts, strict=True))
+        self._open_bytes = size
 
     def _seal_ready(self, now: float) -> None:
         if not self._open:
@@ -396,6 +428,10 @@ class ProducerCore:
             duplicate=response.status == 204 and not batch.close)
         self.last_result = result
         self._batches.remove(batch)
+        self._acks += 1
+        self._acked_at[batch.seq] = self._acks
+        if len(self._acked_at) > 4096:
+            self._acked_at.popitem(last=False)
         if not batch.close:
             self.stats.records_acked += len(batch.tokens)
         for token in batch.tokens:
@@ -405,13 +441,24 @@ class ProducerCore:
         batch.not_before = now + self.settings.retry.delay(batch.attempts, server_wait, self.rng)
 
     def _gap(self, batch: _Batch, error: SequenceGap, now: float) -> None:
+        """409 "expected seq E": the batch overtook E. Benign when E is still ours to send,
+        or when E's acknowledgement came after this attempt left (the server judged this
+        batch before E, and the answers crossed); then the batch goes again once every batch
+        before it is acknowledged. Anything else is a real gap."""
         expected = error.expected_seq
         held = {b.seq for b in self._batches}
-        if expected is not None and expected < batch.seq and expected in held:
+        crossed = expected is not None and \
+            self._acked_at.get(expected, -1) > batch.acks_at_send
+        if expected is not None and expected < batch.seq and (expected in held or crossed):
             self.stats.reorders += 1
             batch.held_for_gap = True  # an earlier batch is still on its way
             return
-        self._fail(error)
+        held_text = ", ".join(str(s) for s in sorted(held)[:8]) + (" ..." if len(held) > 8 else "")
+        self._fail(SequenceGap(
+            error.status, f"{error.reason}: the server expects seq {expected} from producer "
+            f"{self.producer_id!r} epoch {self.epoch}, got {batch.seq}; this producer still "
+            f"holds seqs [{held_text}] and had every other seq up to {self._next_seq - 1} "
+            f"acknowledged", error.headers, error.method, error.path))
 
     def _fenced(self, error: ProducerFenced) -> None:
         current = error.current_epoch
@@ -434,6 +481,7 @@ class ProducerCore:
         self.stats.claims += 1
         self.epoch = epoch
         self._next_seq = 0
+        self._acked_at.clear()
         for batch in self._batches:
             batch.seq = self._take_seq()
             batch.attempts = 0
