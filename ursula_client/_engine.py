@@ -89,7 +89,10 @@ class BodyStream(Protocol):
 
 
 class Transport(Protocol):
-    async def send(self, url: str, request: Request, timeout: float) -> Response: ...
+    async def send(self, url: str, request: Request, timeout: float,
+                   sent: Callable[[], None] | None = None) -> Response:
+        """One exchange; ``sent()`` is called once the whole request has been written (or
+        never, if it was not)."""
 
     async def open(self, url: str, request: Request, timeout: float) -> BodyStream: ...
 
@@ -457,6 +460,7 @@ class ProducerDriver:
         self._timer: Cancellable | None = None
         self._timer_at: float | None = None
         self._waiters: list[Promise] = []
+        self._gate: Promise | None = None
         self._pending_start: list[tuple[Any, Promise]] | None = None
 
     def _make_core(self, content_type: str) -> ProducerCore:
@@ -585,12 +589,26 @@ class ProducerDriver:
                     waiter.resolve(None)
 
     async def _send(self, send: Send) -> None:
+        """One attempt of one batch. Attempts are written in the order the core handed them
+        out (each waits until the one before it is on the wire): the server judges batches in
+        the order their bytes arrive, and requests that overtake each other on separate
+        connections would be refused (409) and sent again."""
         core = self.core
         assert core is not None
+        previous, mine = self._gate, self.runtime.promise()
+        self._gate = mine
+        written = []
+
+        def sent() -> None:
+            if not written:
+                written.append(True)
+                mine.resolve(None)
+        if previous is not None:
+            await previous.awaitable
         url = self.session.endpoints.current()
         try:
             response = await self.session.transport.send(url, send.request,
-                                                         send.request.timeout or 10.0)
+                                                         send.request.timeout or 10.0, sent)
         except TransportError as error:
             self.session.endpoints.failed(url)
             core.on_failure(send, error, self.runtime.now())
@@ -602,6 +620,8 @@ class ProducerDriver:
             if response.status >= 500:
                 self.session.endpoints.failed(url)
             core.on_answer(send, response, self.runtime.now())
+        finally:
+            sent()
         self._pump()
 
 

@@ -109,15 +109,23 @@ class HttpxTransport:
             follow_redirects=False)
         self._own = client is None
 
-    def _build(self, url: str, request: Request, timeout: float) -> httpx.Request:
+    def _build(self, url: str, request: Request, timeout: float,
+               sent: Callable[[], None] | None = None) -> httpx.Request:
+        extensions = None
+        if sent is not None:
+            async def trace(event: str, info: object) -> None:
+                if event.endswith("send_request_body.complete"):
+                    sent()
+            extensions = {"trace": trace}
         return self.client.build_request(request.method, url + request.target,
                                          headers=list(request.headers),
                                          content=request.body or None,
-                                         timeout=httpx.Timeout(timeout))
+                                         timeout=httpx.Timeout(timeout), extensions=extensions)
 
-    async def send(self, url: str, request: Request, timeout: float) -> Response:
+    async def send(self, url: str, request: Request, timeout: float,
+                   sent: Callable[[], None] | None = None) -> Response:
         try:
-            answer = await self.client.send(self._build(url, request, timeout))
+            answer = await self.client.send(self._build(url, request, timeout, sent))
         except httpx.HTTPError as error:
             raise _error(error) from error
         return Response(answer.status_code, lower_headers(answer.headers.raw), answer.content)

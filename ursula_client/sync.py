@@ -99,9 +99,15 @@ class Follower:
 
 
 class Producer:
+    """The idempotent producer: ``append`` hands records to the loop thread in bunches (one
+    wake-up of the loop for all the records appended meanwhile)."""
+
     def __init__(self, loop: _Loop, inner: _engine.ProducerDriver):
         self._loop = loop
         self._inner = inner
+        self._lock = threading.Lock()
+        self._queue: list[tuple[Any, concurrent.futures.Future[AppendResult]]] = []
+        self._scheduled = False
 
     @property
     def epoch(self) -> int:
@@ -114,8 +120,20 @@ class Producer:
     def append(self, record: Any) -> concurrent.futures.Future[AppendResult]:
         """Queue a record; the Future completes when the server holds it."""
         result: concurrent.futures.Future[AppendResult] = concurrent.futures.Future()
-        self._loop.call(self._append, record, result)
+        with self._lock:
+            self._queue.append((record, result))
+            if self._scheduled:
+                return result
+            self._scheduled = True
+        self._loop.call(self._drain)
         return result
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._queue = self._queue, []
+            self._scheduled = False
+        for record, result in items:
+            self._append(record, result)
 
     def _append(self, record: Any, result: concurrent.futures.Future[AppendResult]) -> None:
         try:

@@ -7,7 +7,7 @@ The engine's coroutines (``ursula_client._engine``) are the same as on asyncio: 
 as Deferreds on the reactor, with treq for HTTP. This is the only module that imports Twisted
 or treq, so the rest of the package works without them.
 
-May import: the standard library, Twisted, treq and ``ursula_client`` modules.
+May import: the standard library, Twisted, treq, zope.interface and ``ursula_client`` modules.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
 import treq
-from twisted.internet import error, protocol
+from twisted.internet import defer, error, protocol
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web import client as web_client
 from twisted.web import http_headers
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
 
 from ursula_client import _engine
 from ursula_client.core import ops
@@ -170,6 +172,32 @@ class _Body:
                 pass
 
 
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """A request body written at once when the connection takes the request (treq would
+    write bytes from a cooperator, over several turns), then ``sent()``."""
+
+    def __init__(self, body: bytes, sent: Callable[[], None]):
+        self.body = body
+        self.length = len(body)
+        self.sent = sent
+
+    def startProducing(self, consumer: Any) -> Deferred:  # noqa: N802 (Twisted's names)
+        if self.body:
+            consumer.write(self.body)
+        self.sent()
+        return defer.succeed(None)
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        pass
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        pass
+
+    def stopProducing(self) -> None:  # noqa: N802
+        pass
+
+
 class TreqTransport:
     def __init__(self, reactor: Any, http_client: Any = None, max_connections: int = 32):
         self.reactor = reactor
@@ -185,14 +213,18 @@ class TreqTransport:
             headers.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
         return headers
 
-    def _request(self, url: str, request: Request) -> Deferred:
+    def _request(self, url: str, request: Request,
+                 sent: Callable[[], None] | None = None) -> Deferred:
+        data: Any = request.body or None
+        if sent is not None:
+            data = _BytesProducer(request.body, sent)
         return self.client.request(request.method, (url + request.target).encode("ascii"),
-                                   headers=self._headers(request),
-                                   data=request.body or None, unbuffered=True)
+                                   headers=self._headers(request), data=data, unbuffered=True)
 
-    async def send(self, url: str, request: Request, timeout: float) -> Response:
+    async def send(self, url: str, request: Request, timeout: float,
+                   sent: Callable[[], None] | None = None) -> Response:
         async def exchange() -> Response:
-            answer = await self._request(url, request)
+            answer = await self._request(url, request, sent)
             body = await treq.content(answer)
             return Response(answer.code, lower_headers(
                 (k, v) for k, vs in answer.headers.getAllRawHeaders() for v in vs), body)

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 PACKAGE = ROOT / "ursula_client"
-THIRD_PARTY = {"httpx": "httpx", "twisted": "twisted", "treq": "treq"}
+THIRD_PARTY = {"httpx": "httpx", "twisted": "twisted", "treq": "treq", "zope.interface": "zope"}
 
 
 def module_name(path: pathlib.Path) -> str:

@@ -145,6 +145,7 @@ class ProducerCore:
         self._completions: list[tuple[Any, Any]] = []
         self.last_result: AppendResult | None = None
         self._acks = 0
+        self._in_flight = 0
         self._acked_at: collections.OrderedDict[int, int] = collections.OrderedDict()
         self.history: collections.deque[tuple] | None = (
             collections.deque(maxlen=self.settings.history) if self.settings.history else None)
@@ -208,7 +209,7 @@ class ProducerCore:
         if self.failed is not None:
             return []
         if self._claim_to is not None:
-            if any(b.in_flight for b in self._batches):
+            if self._in_flight:
                 return []
             self._finish_claim()
             if self.failed is not None:
@@ -216,7 +217,7 @@ class ProducerCore:
         self._seal_ready(now)
         sends = []
         limit = self.settings.max_in_flight if self._confirmed else 1
-        in_flight = sum(1 for b in self._batches if b.in_flight)
+        in_flight = self._in_flight
         for index, batch in enumerate(self._batches):
             if in_flight >= limit:
                 break
@@ -228,6 +229,7 @@ class ProducerCore:
                 break
             batch.held_for_gap = False
             batch.in_flight = True
+            self._in_flight += 1
             batch.attempts += 1
             batch.acks_at_send = self._acks
             if batch.first_sent is None:
@@ -253,23 +255,25 @@ class ProducerCore:
         if self.failed is not None or self._claim_to is not None:
             return None
         limit = self.settings.max_in_flight if self._confirmed else 1
-        in_flight = sum(1 for b in self._batches if b.in_flight)
         times = []
-        if in_flight < limit:
-            for index, batch in enumerate(self._batches):
-                if batch.in_flight or (batch.held_for_gap and index > 0):
-                    continue
-                if not self._confirmed and index > 0:
-                    break
-                times.append(batch.not_before)
-            free = all(b.in_flight for b in self._batches)
-            if self._open and free:
-                times.append(self._open_since + (0.0 if self._flush or self.closing
-                                                 else self.settings.linger))
         deadline = self.settings.delivery_timeout
-        if deadline is not None:
-            times.extend(b.first_sent + deadline for b in self._batches
-                         if b.first_sent is not None and not b.in_flight)
+        # batches are sent in order: past the first one never sent, none has a time
+        for index, batch in enumerate(self._batches):
+            if batch.first_sent is None:
+                if self._in_flight < limit and batch.not_before > 0:
+                    times.append(batch.not_before)
+                break
+            if batch.in_flight:
+                continue
+            if deadline is not None:
+                times.append(batch.first_sent + deadline)
+            if self._in_flight < limit and not (batch.held_for_gap and index > 0) \
+                    and (self._confirmed or index == 0):
+                times.append(batch.not_before)
+        if self._in_flight < limit and self._open \
+                and self._in_flight == len(self._batches):
+            times.append(self._open_since + (0.0 if self._flush or self.closing
+                                             else self.settings.linger))
         return min(times) if times else None
 
     @property
@@ -292,6 +296,7 @@ class ProducerCore:
         if batch is None:
             return
         batch.in_flight = False
+        self._in_flight -= 1
         status = response.status
         if self.history is not None:
             self.history.append((now, "answer", self.epoch, batch.seq, batch.attempts, status,
@@ -320,6 +325,7 @@ class ProducerCore:
         if batch is None:
             return
         batch.in_flight = False
+        self._in_flight -= 1
         if self.history is not None:
             self.history.append((now, "failure", self.epoch, batch.seq, batch.attempts,
                                  type(error).__name__))
@@ -396,7 +402,7 @@ class ProducerCore:
         if not self._open:
             return
         limit = self.settings.max_in_flight if self._confirmed else 1
-        free = all(b.in_flight for b in self._batches) and len(self._batches) < limit
+        free = self._in_flight == len(self._batches) < limit
         lingered = now >= self._open_since + self.settings.linger
         if self._flush or self.closing or (free and lingered):
             self._seal(force=True)
@@ -494,8 +500,9 @@ class ProducerCore:
         if deadline is None:
             return
         for batch in self._batches:
-            if batch.first_sent is not None and not batch.in_flight \
-                    and now - batch.first_sent >= deadline:
+            if batch.first_sent is None:
+                break  # the rest were never sent either
+            if not batch.in_flight and now - batch.first_sent >= deadline:
                 self._fail(DeliveryTimeout(
                     f"batch seq {batch.seq} (epoch {self.epoch}) not acknowledged after "
                     f"{batch.attempts} attempts in {deadline} s; it may or may not be stored"))
@@ -510,3 +517,4 @@ class ProducerCore:
         for token, _ in self._open:
             self._completions.append((token, error))
         self._batches, self._open, self._open_bytes = [], [], 0
+        self._in_flight = 0
