@@ -238,13 +238,14 @@ class StreamHandle:
                                      await self._content_type())
         return await self.session.call(request, ops.parse_append)
 
-    async def append_batch(self, frames: Iterable[Any]) -> list[BatchItem]:
+    async def append_batch(self, frames: Iterable[Any],
+                           if_match: str | None = None) -> list[BatchItem]:
         """ursula's ``append-batch``: each frame appended on its own, in order, one request
         (streams in a named bucket only)."""
         ops.append_batch_request(self.ref, [b""], "")  # refuses the _default bucket early
         content_type = await self._content_type()
         bodies = [(await self.encode(f))[0] for f in frames]
-        request = ops.append_batch_request(self.ref, bodies, content_type)
+        request = ops.append_batch_request(self.ref, bodies, content_type, if_match)
         return await self.session.call(request, ops.parse_append_batch)
 
     async def close(self, data: Any = None) -> AppendResult:

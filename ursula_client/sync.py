@@ -241,8 +241,8 @@ class Stream:
     def append_json(self, records: Iterable[Any]) -> AppendResult:
         return self._loop.run(self._inner.append_json(records))
 
-    def append_batch(self, frames: Iterable[Any]) -> list[BatchItem]:
-        return self._loop.run(self._inner.append_batch(frames))
+    def append_batch(self, frames: Iterable[Any], if_match: str | None = None) -> list[BatchItem]:
+        return self._loop.run(self._inner.append_batch(frames, if_match))
 
     def close(self, data: Any = None) -> AppendResult:
         return self._loop.run(self._inner.close(data))

@@ -388,8 +388,8 @@ class Stream:
     def append_json(self, records: Iterable[Any]) -> Deferred[AppendResult]:
         return _d(self._inner.append_json(records))
 
-    def append_batch(self, frames: Iterable[Any]) -> Deferred[list[BatchItem]]:
-        return _d(self._inner.append_batch(frames))
+    def append_batch(self, frames: Iterable[Any], if_match: str | None = None) -> Deferred[list[BatchItem]]:
+        return _d(self._inner.append_batch(frames, if_match))
 
     def close(self, data: Any = None) -> Deferred[AppendResult]:
         return _d(self._inner.close(data))

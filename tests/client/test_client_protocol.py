@@ -393,3 +393,31 @@ def test_sse_base64_decoding_matches_the_wire(node):
     events = StreamEvents("-1", json_mode=False, base64_mode=True)
     batches = [b for i in range(len(raw)) for b in events.feed(raw[i:i + 1])]
     assert b"".join(b.data for b in batches) == b"\xff\x00" and batches[-1].closed
+
+
+def test_if_match_appends(node, frontend):
+    async def scenario(client, fe):
+        stream = client.stream(unique("cas"))
+        tail = (await stream.create("text/plain")).next_offset
+        first = await stream.append("a", if_match=tail)
+        assert first.etag == first.next_offset  # the new tail, as If-Match wants it
+        with pytest.raises(uc.PreconditionFailed) as caught:
+            await stream.append("b", if_match=tail)  # stale: someone appended meanwhile
+        assert caught.value.status == 412 and caught.value.current_tail == first.next_offset
+        second = await stream.append("b", if_match=caught.value.current_tail)
+        assert (await stream.read()).data == b"ab"
+        with pytest.raises(ValueError):  # the server refuses the mix (400): so does the client
+            from ursula_client.core import ops
+            ops.append_request(stream.ref, b"x", "text/plain", producer=("p", 0, 0),
+                               if_match=second.next_offset)
+        bucket = unique("casb").lower()
+        await client.create_bucket(bucket)
+        batched = client.stream("s", bucket)
+        start = (await batched.create("text/plain")).next_offset
+        items = await batched.append_batch([b"x", b"y"], if_match=start)
+        assert [i.status for i in items] == [204, 204]
+        with pytest.raises(uc.PreconditionFailed) as caught:
+            await batched.append_batch([b"z"], if_match=start)  # all or nothing
+        assert caught.value.current_tail == items[-1].next_offset
+        assert (await batched.read()).data == b"xy"
+    return frontend.run(scenario, node.url)

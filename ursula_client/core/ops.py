@@ -166,16 +166,20 @@ def parse_append(response: Response, request: Request) -> AppendResult:
         etag=etag.strip('"') if etag else None)
 
 
-def append_batch_request(ref: StreamRef, frames: Sequence[bytes], content_type: str) -> Request:
+def append_batch_request(ref: StreamRef, frames: Sequence[bytes], content_type: str,
+                         if_match: str | None = None) -> Request:
     """``POST /{bucket}/{stream}/append-batch`` (an ursula extension: each frame is appended
-    on its own, in order, in one request). Only streams in a named bucket have this route."""
+    on its own, in order, in one request; with ``if_match`` all frames or none, at that
+    tail). Only streams in a named bucket have this route."""
     if ref.in_default_bucket:
         raise ValueError("append-batch is routed for /{bucket}/{stream} only, not for the "
                          "_default bucket (/v1/stream/...): use a named bucket, or append")
     if not frames:
         raise ValueError("no frames")
-    return Request("POST", ref.path + "/append-batch", (("content-type", content_type),),
-                   framing.encode_frames(frames))
+    headers: tuple[tuple[str, str], ...] = (("content-type", content_type),)
+    if if_match is not None:
+        headers += (("if-match", f'"{check_offset(if_match)}"'),)
+    return Request("POST", ref.path + "/append-batch", headers, framing.encode_frames(frames))
 
 
 def parse_append_batch(response: Response, request: Request) -> list[BatchItem]:
