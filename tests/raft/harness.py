@@ -17,6 +17,7 @@ class Cluster:
     def __init__(self, n: int = 3, seed: int = 0, **cfg) -> None:
         self.ids = list(range(1, n + 1))
         self.genesis = list(self.ids)  # the membership the group was created with
+        self.joining: set[int] = set()  # nodes started on a new disk in the existing group
         self.cfg = cfg
         self.rng = random.Random(seed)
         self.storages = {i: MemoryStorage(self.ids) for i in self.ids}
@@ -32,7 +33,7 @@ class Cluster:
             self.nodes[i] = self._make(i)
 
     def _make(self, i: int) -> RaftNode:
-        cfg = Config(id=i, **self.cfg)
+        cfg = Config(id=i, joining=i in self.joining, **self.cfg)
         return RaftNode(cfg, self.storages[i], random.Random(self.rng.random()))
 
     def node(self, i: int) -> RaftNode:
@@ -125,7 +126,9 @@ class Cluster:
     def join(self, i: int) -> RaftNode:
         """A new node i with an empty disk: it starts from the group's genesis membership, which
         it is not part of, and learns every change from the leader's log or snapshot."""
-        self.ids.append(i)
+        if i not in self.ids:
+            self.ids.append(i)
+        self.joining.add(i)
         self.storages[i] = MemoryStorage(self.genesis)
         self.applied[i] = []
         self.applied_index[i] = 0

@@ -219,3 +219,31 @@ def test_conf_state_wire_keeps_the_old_flat_form_without_learners():
     assert ConfState.from_wire(both.to_wire()) == both
     cc = ConfChange(PROMOTE, 7)
     assert ConfChange.decode(cc.encode()) == cc and str(cc) == "promote 7"
+
+
+def test_a_wiped_node_never_votes_until_it_has_rejoined_and_been_promoted():
+    # Node 3 is removed, its disk wiped, and it rejoins with the same id: it lost the votes it
+    # cast, so until it has heard a leader and applied its own promotion it grants none (a
+    # lagging node that still counts it as a voter could otherwise win with its second vote).
+    from ursula.raft import VoteRequest
+    c = Cluster(3)
+    c.elect(1)
+    c.change(1, REMOVE, 3)
+    c.crash(3)
+    node3 = c.join(3)  # the genesis membership, an empty disk
+    assert node3.joining and 3 in node3.voters  # genesis says voter, but it may not vote
+    c.sent.clear()
+    node3.step(VoteRequest(c.node(1).term, 2, 3, 0, 0, False, False))
+    c.process(3)
+    assert [m.granted for m in c.sent if m.src == 3] == [False]
+    c.tick(3, 50)
+    assert node3.role == "follower"  # and it never campaigns
+    c.change(1, ADD_LEARNER, 3)
+    c.tick_all(3)
+    assert node3.joining and node3.learners == (3,)
+    c.change(1, PROMOTE, 3)
+    c.tick_all(3)
+    assert not node3.joining and node3.voters == (1, 2, 3)
+    c.node(1).transfer_leadership(3)
+    c.deliver()
+    assert c.leaders() == [3]

@@ -38,6 +38,7 @@ from ursula.raft.log import MemoryStorage, RaftLog
 from ursula.raft.messages import (
     ENTRY_CONF_CHANGE,
     NONE,
+    PROMOTE,
     AppendEntries,
     AppendResponse,
     ConfChange,
@@ -115,6 +116,11 @@ class Config:
     unsafe_heartbeat_commit_uncapped: bool = False  # heartbeats carry the leader's commit as is
     unsafe_read_no_quorum: bool = False  # answer ReadIndex without a quorum heartbeat round
     unsafe_conf_changes_in_flight: bool = False  # take a change while another is not applied
+    # A node whose disk is new in a group that already exists (it joins, or comes back after
+    # its disk was wiped): it has lost any vote it cast before, so it neither votes nor
+    # campaigns until it has heard from a leader (and taken its term) and then applied its
+    # own promotion.
+    joining: bool = False
     unsafe_learners_count: bool = False  # count learners towards the commit quorum
 
     def validate(self) -> None:
@@ -169,6 +175,8 @@ class RaftNode:
         # the memberships applied, (index, conf), oldest first: the snapshot's, then changes
         self.confs: list[tuple[int, ConfState]] = [(self.log.first_index() - 1, conf)]
         self.pending_conf_index = 0  # the last membership change this leader appended
+        self.joining = config.joining
+        self._joined_term = 0  # joining: the term of the first leader heard from
         self.term = hs.term
         self.vote = hs.vote
         if hs.commit > self.log.committed:
@@ -377,9 +385,13 @@ class RaftNode:
         if entry.index <= self.confs[-1][0]:
             return  # already in effect (replayed at start, or below a snapshot)
         try:
-            conf = self.conf_state.changed(ConfChange.decode(entry.data))
+            change = ConfChange.decode(entry.data)
+            conf = self.conf_state.changed(change)
         except (ValueError, TypeError):
             return  # one that does not apply changes nothing, on every replica alike
+        if (self.joining and change.op == PROMOTE and change.node == self.id
+                and self._joined_term and entry.term >= self._joined_term):
+            self.joining = False  # promoted since it joined: a voter like the others
         floor = self.log.first_index() - 1  # the snapshot's index: older changes are history
         older = [c for c in self.confs if c[0] < floor]
         self.confs = older[-1:] + [c for c in self.confs if c[0] >= floor]
@@ -447,7 +459,7 @@ class RaftNode:
         self._need_bcast = True
 
     def _promotable(self) -> bool:
-        return self.id in self.tracker.voters
+        return not self.joining and self.id in self.tracker.voters
 
     def _hup(self, transfer: bool) -> None:
         if self.role == LEADER or not self._promotable():
@@ -551,6 +563,9 @@ class RaftNode:
             self._step_candidate(m)
 
     def _handle_vote_request(self, m: VoteRequest) -> None:
+        if self.joining:  # it may have voted in this term before its disk was new
+            self._send(VoteResponse(self.term, self.id, m.src, False, m.pre))
+            return
         can_vote = (
             self.vote == m.src
             or (self.vote == NONE and self.lead == NONE)
@@ -709,6 +724,9 @@ class RaftNode:
 
     # -- follower
     def _step_follower(self, m: Message) -> None:
+        if self.joining and not self._joined_term and isinstance(
+                m, (AppendEntries, Heartbeat, InstallSnapshot)):
+            self._joined_term = m.term
         if isinstance(m, AppendEntries):
             self.election_elapsed = 0
             self.lead = m.src

@@ -375,6 +375,8 @@ class GroupDriver:
         self.log_bytes += len(entry.data)
         if entry.kind != ENTRY_NORMAL:  # a membership change: the Raft node's own
             self.node.apply_conf_entry(entry)
+            if self.record_applied:
+                out.applied.append(AppliedEntry(entry.index, entry.term, entry.data, []))
             self._answer_conf_change(entry, out)
             return
         dedup = "no_request_dedup" not in self.broken

@@ -3,6 +3,7 @@
     python -m ursula.sim --seeds 0..299 --nodes 3      # a range; exit 1 on any violation
     python -m ursula.sim --seed 17 --nodes 5 --trace   # replay one seed, with a fault trace
     python -m ursula.sim --seeds 0..199 --cold         # with the cold tier (ursula.sim.cold)
+    python -m ursula.sim --seeds 0..199 --membership   # membership changes (ursula.sim.membership)
     python -m ursula.sim --seeds 0..99 --cas-clients 0 # without the If-Match writers
     python -m ursula.sim --bench                       # no-fault throughput of the core
 
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trace", action="store_true", help="print faults as they happen")
     p.add_argument("--cold", action="store_true",
                    help="the leader flushes to a simulated cold tier (with outages)")
+    p.add_argument("--membership", action="store_true",
+                   help="two spare nodes; learners added, promoted, members removed, disks wiped")
     p.add_argument("--cas-clients", type=int, default=2,
                    help="If-Match writers (0: the workload before If-Match existed)")
     p.add_argument("--bench", action="store_true", help="no-fault throughput of the core")
@@ -58,12 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         options["fault_ms"] = args.fault_ms
     if args.cold:
         options["cold"] = True
+    if args.membership:
+        options["membership"] = True
     if args.cas_clients != 2:
         options["cas_clients"] = args.cas_clients
     started = time.perf_counter()
     violations = 0
     totals = dict(acks=0, commits=0, crashes=0, sim_ms=0, events=0, reads=0, cold_uploads=0,
-                  refused=0)
+                  refused=0, conf_changes=0)
     for seed in seeds:
         r = run_seed(seed, args.nodes, args.broken, trace=args.trace, **options)
         r.options = options
@@ -86,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         f"412s, {totals['reads']} reads, "
         f"{totals['crashes']} crashes, "
         + (f"{totals['cold_uploads']} cold chunks, " if args.cold else "")
+        + (f"{totals['conf_changes']} membership changes, " if args.membership else "")
         + f"{totals['sim_ms'] / 1000:.0f} s simulated "
         f"in {wall:.1f} s)"
     )

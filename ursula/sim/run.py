@@ -18,6 +18,11 @@ With ``cold=True`` (``--cold``) the leader also moves stream bytes to a simulate
 read stitches cold chunks to hot bytes; its parameters come from a random stream of their own,
 so runs without it are unchanged.
 
+With ``membership=True`` (``--membership``) two spare nodes join the cluster and an operator
+(``ursula.sim.membership``) changes the group's membership all through the faults: learners
+added and promoted, voters (the leader too) and learners removed, removed nodes' disks wiped
+before they join again; at the end every member of the leader's membership must catch up.
+
 May import: the standard library, cbor2, ursula.raft, ursula.stream, ursula.replica and
 ursula.sim.
 """
@@ -31,6 +36,7 @@ from ursula.raft import LEADER
 from ursula.sim.checker import Checker, Violation
 from ursula.sim.client import CasClient, Client
 from ursula.sim.cold import SimColdStore, SimFlusher, stitched_read
+from ursula.sim.membership import SPARES, Operator
 from ursula.sim.replica import Replica
 from ursula.sim.world import MS, NetParams, Network, World
 from ursula.stream.machine import StreamError
@@ -64,6 +70,11 @@ BROKEN_RULES: dict[str, dict] = {
     "pack_refs_at_zero": {"cold": "pack_refs_at_zero"},
     # If-Match judged where the request arrives instead of at apply (ursula.sim.replica)
     "ifmatch_at_submit": {"sim": "ifmatch_at_submit"},
+    # membership changes (they switch the operator on: ursula.sim.membership)
+    "learners_count": {"raft": {"unsafe_learners_count": True}, "membership": True},
+    "conf_changes_in_flight": {"raft": {"unsafe_conf_changes_in_flight": True},
+                               "membership": True},
+    "wiped_node_votes": {"member": "wiped_node_votes", "membership": True},
     # storage (the fake disk)
     "lazy_fsync": {"disk": "lazy_fsync"},
     "unsynced_vote": {"disk": "unsynced_vote"},
@@ -87,6 +98,7 @@ class Result:
     checks: int = 0
     cold_uploads: int = 0  # chunks stored in the simulated cold tier
     refused: int = 0  # If-Match appends answered 412 (the writers' acks are in acks)
+    conf_changes: int = 0  # membership changes applied (proposals answered ok)
     broken: str | None = None
     options: dict = field(default_factory=dict)
 
@@ -114,6 +126,7 @@ class Simulation:
         trace: bool = False,
         cold: bool = False,
         cas_clients: int = 2,
+        membership: bool = False,
     ) -> None:
         self.seed = seed
         self.rng = rng = random.Random(seed)
@@ -168,8 +181,21 @@ class Simulation:
             self.cold_hot_bytes = self.cold_rng.choice([0, 64, 256])
             self.cold_chunk_bytes = self.cold_rng.choice([32, 128, 400])
             self.cold_depth = self.cold_rng.choice([1, 2, 4])
+        self.genesis = list(self.ids)  # the group's voters at creation
+        self.membership = membership or rule.get("membership", False)
+        spares = []
+        if self.membership:
+            # its own random stream: a run without membership changes is the same as before
+            self.member_rng = random.Random(seed * 7_000_003 + 5)
+            self.operator = Operator(self, random.Random(self.member_rng.getrandbits(64)),
+                                     rule.get("member"))
+            spares = list(range(nodes + 1, nodes + 1 + SPARES))
         skews = [rng.uniform(-0.25, 0.25) for _ in self.ids]
-        self.replicas = {i: Replica(self, i, skews[i - 1]) for i in self.ids}
+        if spares:
+            skews += [self.member_rng.uniform(-0.25, 0.25) for _ in spares]
+        # (every disk starts with the genesis membership: a spare is not part of it)
+        self.replicas = {i: Replica(self, i, skews[i - 1]) for i in self.ids + spares}
+        self.ids = self.ids + spares
         self.clients = [Client(self, k, f"s{k % 2}") for k in range(clients)]
         # If-Match writers, all on one stream with an unconditional writer (s1 when clients > 1)
         self.clients += [CasClient(self, k, "s1" if clients > 1 else "s0")
@@ -197,6 +223,12 @@ class Simulation:
         self.cold_store.outage(self.world.now + rng.randint(20, 600) * MS)
         self.log("fault cold_outage")
         self.world.after(rng.randint(200, 1500) * MS, self._cold_outage)
+
+    def _member_step(self) -> None:
+        if self.healed:
+            return
+        self.operator.step()
+        self.world.after(self.member_rng.randint(50, 300) * MS, self._member_step)
 
     def disk_delay(self) -> int:
         return self.rng.randint(0, self.max_disk_delay) if self.max_disk_delay else 0
@@ -277,6 +309,8 @@ class Simulation:
         r = self.replicas[i]
         if not r.up:
             r.restart()
+            if self.membership:
+                self.operator.restarted(i)
             self.log(f"restart {i}")
 
     def _leader(self) -> int | None:
@@ -317,7 +351,7 @@ class Simulation:
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self) -> Result:
-        res = Result(self.seed, len(self.ids), broken=self.broken)
+        res = Result(self.seed, len(self.genesis), broken=self.broken)
         w = self.world
         try:
             for c in self.clients:
@@ -326,6 +360,8 @@ class Simulation:
             w.after(500 * MS, self._audit)
             if self.cold:
                 w.after(self.cold_rng.randint(100, 1000) * MS, self._cold_outage)
+            if self.membership:
+                w.after(self.member_rng.randint(100, 600) * MS, self._member_step)
             w.run_until(self.fault_ms * MS)
             self._heal()
             heal_at = w.now
@@ -363,6 +399,7 @@ class Simulation:
         res.checks = self.checker.checks
         res.refused = self.checker.cas_refused
         res.cold_uploads = self.cold_store.uploads if self.cold_store is not None else 0
+        res.conf_changes = self.operator.applied if self.membership else 0
         return res
 
     def _converged(self) -> bool:
@@ -371,8 +408,10 @@ class Simulation:
         ldr = self._leader()
         if ldr is None:
             return False
-        target = self.replicas[ldr].node.committed
-        return all(r.up and r.applied >= target for r in self.replicas.values())
+        node = self.replicas[ldr].node
+        target = node.committed
+        members = node.conf_state.members  # a removed node stays behind, as it should
+        return all(self.replicas[i].up and self.replicas[i].applied >= target for i in members)
 
 
 def run_seed(seed: int, nodes: int = 3, broken: str | None = None, **kw) -> Result:
