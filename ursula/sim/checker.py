@@ -116,11 +116,13 @@ class Checker:
                     f"{log.term(i)} at committed index {i} (term {rec[0]})"
                 )
 
-    def on_persist(self, node_id: int, entries, log) -> None:
-        """Log matching, for entries a node has just made durable."""
+    def on_persist(self, node_id: int, entries, log, prev_term=None) -> None:
+        """Log matching, for entries a node has just made durable. ``prev_term``: the term
+        before the first entry when the write was made (default: in ``log`` now)."""
         self.checks += 1
         emap = self.entry_at
-        prev_term = log.term(entries[0].index - 1)
+        if prev_term is None:
+            prev_term = log.term(entries[0].index - 1)
         for e in entries:
             key = (e.index, e.term)
             mine = (_h(e.data), prev_term)

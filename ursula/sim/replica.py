@@ -229,17 +229,21 @@ class Replica:
         if work.send_now:
             self._send(work.send_now)
         self.disk.write_started(work)
+        # the term before the Work's first entry, as the log was when the Work was made: by
+        # the time the write is done the log in memory may already hold a newer leader's
+        # entries there (they are written by the next Work)
+        prev_term = driver.node.log.term(work.entries[0].index - 1) if work.entries else None
         self.sim.world.after(self.disk_delay(), self._event, self.incarnation,
-                             self._persisted, work)
+                             self._persisted, work, prev_term)
         if work.applied_now is not None:
             self._carry_out(work.applied_now)
 
-    def _persisted(self, work) -> None:
+    def _persisted(self, work, prev_term=None) -> None:
         sim = self.sim
         chk = sim.checker
         driver = self.driver
         if work.entries:
-            chk.on_persist(self.id, work.entries, driver.node.log)
+            chk.on_persist(self.id, work.entries, driver.node.log, prev_term)
         previous = self.storage.snapshot()
         try:
             out = driver.persisted()
