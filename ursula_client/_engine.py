@@ -481,10 +481,10 @@ class ProducerDriver:
     def failed(self) -> UrsulaError | None:
         return self.core.failed if self.core else None
 
-    def append(self, record: Any) -> Any:
+    def append(self, record: Any, promise: Promise | None = None) -> Any:
         """Queue a record; returns the awaitable of its ``AppendResult`` (acknowledged once
-        the server holds it). Never blocks."""
-        promise = self.runtime.promise()
+        the server holds it). Never blocks. ``promise``: settle this instead of a new one."""
+        promise = promise or self.runtime.promise()
         if self.core is None:
             if self._pending_start is None:
                 self._pending_start = []

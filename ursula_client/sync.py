@@ -98,6 +98,23 @@ class Follower:
         self.close()
 
 
+class _FuturePromise:
+    """The producer settles the caller's ``concurrent.futures.Future`` directly."""
+
+    __slots__ = ("awaitable",)
+
+    def __init__(self, future: concurrent.futures.Future[Any]):
+        self.awaitable = future
+
+    def resolve(self, value: Any) -> None:
+        if not self.awaitable.done():
+            self.awaitable.set_result(value)
+
+    def reject(self, error: BaseException) -> None:
+        if not self.awaitable.done():
+            self.awaitable.set_exception(error)
+
+
 class Producer:
     """The idempotent producer: ``append`` hands records to the loop thread in bunches (one
     wake-up of the loop for all the records appended meanwhile)."""
@@ -137,19 +154,9 @@ class Producer:
 
     def _append(self, record: Any, result: concurrent.futures.Future[AppendResult]) -> None:
         try:
-            awaitable = self._inner.append(record)
+            self._inner.append(record, _FuturePromise(result))
         except Exception as error:
             result.set_exception(error)
-            return
-
-        def done(future: asyncio.Future[AppendResult]) -> None:
-            if future.cancelled():
-                result.cancel()
-            elif future.exception() is not None:
-                result.set_exception(future.exception())  # type: ignore[arg-type]
-            else:
-                result.set_result(future.result())
-        awaitable.add_done_callback(done)
 
     def flush(self, timeout: float | None = None) -> None:
         self._loop.run(self._flush(), timeout)
