@@ -231,6 +231,12 @@ ALL_COMMANDS = [
     ColdCollected(("g0/s3-abc/0-1000.chunk",)),
     Subscription("b", "__ds/subscriptions/s", "tails", {"id": "s", "tails": [["a", 1, 2]]}),
     Subscription("_default", "__ds/keys", "key", {"seed": b"\x00" * 32}),
+    CreateStream("b", "s", attrs=b'{"title":"t"}'),
+    commands.PublishSnapshot("b", "s", 12, "application/json", b"{}"),
+    commands.PublishSnapshot("b", "s", 12, "text/plain", b"x", match="ab" * 32),
+    commands.AdvanceRetention("b", "s", 12),
+    commands.SetAttrs("b", "s", b""),
+    commands.SnapshotFlushed("b", "s", 3, 12, "ab" * 32, "g0/s3-snap/x.snap", 7),
 ]
 
 

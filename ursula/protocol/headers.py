@@ -9,6 +9,7 @@ May import: the standard library and ``ursula.protocol`` modules.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -146,3 +147,37 @@ def parse_if_match(values: list[str] | None) -> int | None:
     except ProtocolError:
         raise ProtocolError(400, f"If-Match must be {IF_MATCH_HINT} (the tail: Stream-Next-"
                                  f"Offset or the ETag of an append)") from None
+
+
+#: The largest attribute object (``Stream-Attrs``, ``PUT {stream}/attrs``), canonical JSON.
+MAX_ATTRS_BYTES = 16 * 1024
+
+
+def parse_attrs(text: str | bytes) -> bytes:
+    """An attribute object: a JSON object of at most ``MAX_ATTRS_BYTES`` bytes once made
+    canonical (keys sorted, no spaces). ``{}`` means none (``b""``). Raises ProtocolError."""
+    try:
+        value = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError(400, "stream attributes must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise ProtocolError(400, "stream attributes must be a JSON object")
+    if not value:
+        return b""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"),
+                           ensure_ascii=False).encode("utf-8")
+    if len(canonical) > MAX_ATTRS_BYTES:
+        raise ProtocolError(400, f"stream attributes are larger than {MAX_ATTRS_BYTES} bytes")
+    return canonical
+
+
+def parse_snapshot_match(values: list[str] | None) -> str | None:
+    """``Stream-Snapshot-Match``: the digest the current snapshot must have (once; not blank)."""
+    if values is None:
+        return None
+    if len(values) != 1:
+        raise ProtocolError(400, "Stream-Snapshot-Match must be given at most once")
+    value = values[0].strip().strip('"')
+    if not value:
+        raise ProtocolError(400, "Stream-Snapshot-Match must not be blank")
+    return value

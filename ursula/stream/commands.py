@@ -42,6 +42,8 @@ class CreateStream:
     # id at its source, and the inherited prefix (``ForkPrefix.to_wire()``).
     fork_id: str | None = None
     inherited: list | None = None
+    # Stream-Attrs: the attribute object (canonical JSON bytes), None when not given
+    attrs: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,12 +167,61 @@ class Subscription:
     args: dict
 
 
+@dataclass(frozen=True, slots=True)
+class PublishSnapshot:
+    """``PUT {stream}/snapshot/{offset}``: ``body`` (of ``content_type``) becomes the stream's
+    visible snapshot, the state of ``[0, offset)``. ``match``: the digest the current snapshot
+    must have (``Stream-Snapshot-Match``), or None."""
+
+    bucket: str
+    stream: str
+    offset: int
+    content_type: str
+    body: bytes
+    match: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdvanceRetention:
+    """``PUT {stream}/retention/{offset}``: the retention floor moves up to ``offset`` (a
+    boundary, at most the snapshot's offset)."""
+
+    bucket: str
+    stream: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetAttrs:
+    """``PUT {stream}/attrs``: replace the attribute object (canonical JSON; ``b""``: none)."""
+
+    bucket: str
+    stream: str
+    attrs: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotFlushed:
+    """The leader stored the snapshot ``(offset, digest)`` of stream ``uid`` in the cold tier
+    as ``key``: every replica drops the inline blob and keeps the reference."""
+
+    bucket: str
+    stream: str
+    uid: int
+    offset: int
+    digest: str
+    key: str
+    checksum: int
+
+
 _TYPES = [CreateStream, Append, AppendBatch, DeleteStream, Touch, CreateBucket, DeleteBucket,
-          AcquireFork, ReleaseFork, AckReleases, ColdFlushed, ColdCollected, Subscription]
+          AcquireFork, ReleaseFork, AckReleases, ColdFlushed, ColdCollected, Subscription,
+          PublishSnapshot, AdvanceRetention, SetAttrs, SnapshotFlushed]
 _TAG = {cls: index for index, cls in enumerate(_TYPES)}
 
 Command = (CreateStream | Append | AppendBatch | DeleteStream | Touch | CreateBucket | DeleteBucket
-           | AcquireFork | ReleaseFork | AckReleases | ColdFlushed | ColdCollected | Subscription)
+           | AcquireFork | ReleaseFork | AckReleases | ColdFlushed | ColdCollected | Subscription
+           | PublishSnapshot | AdvanceRetention | SetAttrs | SnapshotFlushed)
 
 
 # Field names per command type, computed once (dataclasses.fields is slow on a hot path).
@@ -181,7 +232,7 @@ _REQUIRED = {cls: sum(1 for field in fields(cls) if field.default is MISSING
                       and field.default_factory is MISSING) for cls in _TYPES}
 _TUPLE_FIELDS = ("frames", "fork_ids", "keys")
 # Trailing fields left out of the encoding while they are None (see the module docstring).
-_LATE_FIELDS = {Append: 1, AppendBatch: 1}
+_LATE_FIELDS = {Append: 1, AppendBatch: 1, CreateStream: 1}
 
 
 def _to_plain(command) -> list:

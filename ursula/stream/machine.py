@@ -3,9 +3,14 @@
 Every state change is ``apply(command, now_ms) -> Outcome``. Conditional appends (``if_match``
 on ``Append`` and ``AppendBatch``) compare the expected tail here, at apply, so the check and
 the write are one step in log order on every replica. Queries (``head``, ``read``,
-``list_streams``) raise ``StreamError`` with an error code from
+``list_streams``, ``view``) raise ``StreamError`` with an error code from
 ``ursula.protocol.errors.STATUS_BY_CODE``. Expired streams are treated as absent by queries and
 removed by the next command that touches them (plus a small bounded sweep on every command).
+
+Snapshots, retention and attributes (``PublishSnapshot``, ``AdvanceRetention``, ``SetAttrs``,
+``SnapshotFlushed``): the rules are in ``docs/api.md``; a read below a stream's retention floor
+raises ``StreamError("retained")`` (410). ``view`` answers what the snapshot, bootstrap and
+attrs routes need in one query (``StreamView``).
 
 May import: the standard library, cbor2, ``ursula.protocol`` and ``ursula.stream`` modules.
 """
@@ -13,6 +18,7 @@ May import: the standard library, cbor2, ``ursula.protocol`` and ``ursula.stream
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 import cbor2
@@ -24,6 +30,7 @@ from ursula.protocol.names import DEFAULT_BUCKET
 from ursula.stream.commands import (
     AckReleases,
     AcquireFork,
+    AdvanceRetention,
     Append,
     AppendBatch,
     ColdCollected,
@@ -32,11 +39,22 @@ from ursula.stream.commands import (
     CreateStream,
     DeleteBucket,
     DeleteStream,
+    PublishSnapshot,
     ReleaseFork,
+    SetAttrs,
+    SnapshotFlushed,
     Subscription,
     Touch,
 )
-from ursula.stream.model import APPENDS, ForkPrefix, ProducerState, Stream
+from ursula.stream.model import (
+    APPENDS,
+    RECORDS,
+    ForkPrefix,
+    ProducerState,
+    SnapshotMeta,
+    Stream,
+    snapshot_digest,
+)
 from ursula.stream.subscriptions import SubscriptionTable
 
 SWEEP_PER_COMMAND = 16
@@ -46,9 +64,13 @@ REQUEST_MEMORY = 20_000
 
 
 class StreamError(Exception):
-    def __init__(self, code: str):
+    """A refused query: ``code`` (``ursula.protocol.errors``), and for "retained" the
+    retention floor in ``next_offset``."""
+
+    def __init__(self, code: str, next_offset: int | None = None):
         super().__init__(code)
         self.code = code
+        self.next_offset = next_offset
 
 
 @dataclass(slots=True)
@@ -99,6 +121,9 @@ class StreamInfo:
     closed: bool
     ttl_seconds: int | None
     expires_at_text: str | None
+    retained: int = 0  # the retention floor
+    snapshot_offset: int | None = None  # the visible snapshot, if any
+    snapshot_digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +153,62 @@ class ReadResult:
 
 
 def _info(stream: Stream) -> StreamInfo:
+    snap = stream.snapshot
+    if snap is None and not stream.retained:
+        return StreamInfo(stream.uid, stream.content_type, stream.json, stream.tail,
+                          stream.closed, stream.ttl_seconds, stream.expires_at_text)
     return StreamInfo(stream.uid, stream.content_type, stream.json, stream.tail, stream.closed,
-                      stream.ttl_seconds, stream.expires_at_text)
+                      stream.ttl_seconds, stream.expires_at_text, stream.retained,
+                      snap.offset if snap is not None else None,
+                      snap.digest if snap is not None else None)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamView:
+    """What the snapshot, bootstrap, attrs and compute routes read, in one query.
+
+    ``snapshot``: ``(offset, content type, digest, size)`` or None; its bytes are
+    ``snapshot_blob`` while inline, else ``snapshot_ref`` ``(key, checksum)`` names the cold
+    object (the runtime fetches it and answers a view with the blob). ``updates``: for a
+    bootstrap, the read from the snapshot's offset (or the retention floor), and ``bounds``
+    the record ends inside it (one part each: a JSON message, or an append of a byte stream).
+    ``attrs``: canonical JSON bytes or None. ``compute``: the binding's description and
+    ``compute_state`` its materialised state (the compute extension), or None."""
+
+    info: StreamInfo
+    snapshot: tuple | None = None
+    snapshot_blob: bytes | None = None
+    snapshot_ref: tuple | None = None
+    updates: ReadResult | None = None
+    bounds: tuple = ()
+    attrs: bytes | None = None
+    compute: dict | None = None
+    compute_state: bytes | None = None
+
+
+VIEW_KINDS = ("snapshot", "bootstrap", "attrs", "compute")
+
+
+def info_wire(info: StreamInfo) -> list:
+    return [info.uid, info.content_type, info.json, info.tail, info.closed, info.ttl_seconds,
+            info.expires_at_text, info.retained, info.snapshot_offset, info.snapshot_digest]
+
+
+def view_to_wire(view: StreamView) -> list:
+    """A cbor2-friendly form of a StreamView whose cold parts were fetched (between cores)."""
+    updates = view.updates
+    return [info_wire(view.info), list(view.snapshot) if view.snapshot else None,
+            view.snapshot_blob, list(view.snapshot_ref) if view.snapshot_ref else None,
+            [updates.start, updates.next_offset, bytes(updates.data)] if updates else None,
+            list(view.bounds), view.attrs, view.compute, view.compute_state]
+
+
+def view_from_wire(data: list) -> StreamView:
+    info = StreamInfo(*data[0])
+    updates = ReadResult(info, *data[4]) if data[4] is not None else None
+    return StreamView(info, tuple(data[1]) if data[1] else None, data[2],
+                      tuple(data[3]) if data[3] else None, updates, tuple(data[5]), data[6],
+                      data[7], data[8])
 
 
 class StreamMachine:
@@ -144,6 +223,7 @@ class StreamMachine:
         self.total_bytes = 0  # hot bytes (in memory)
         self.cold_bytes = 0  # bytes in the cold chunks of this machine's streams
         self.cold_garbage: list[str] = []  # chunks of dropped streams, to delete (ColdCollected)
+        self.snapshot_bytes = 0  # snapshot blobs held inline (not yet in the cold tier)
         self._deadlines: list[tuple[int, int, str, str]] = []
         self.applied = 0
         # request id -> outcome of its first application, oldest first (bounded)
@@ -252,6 +332,7 @@ class StreamMachine:
             stream.write_records(records)
         self.total_bytes += len(stream.data)
         stream.closed = cmd.closed
+        stream.attrs = cmd.attrs or None
         self.streams[key] = stream
         self.buckets.setdefault(cmd.bucket, set()).add(cmd.stream)
         self._track_deadline(stream)
@@ -273,6 +354,7 @@ class StreamMachine:
             and (cmd.ttl_seconds, cmd.expires_at_ms) == existing.requested_lifetime
             and cmd.closed == existing.closed
             and fork_spec == existing.fork_spec
+            and (cmd.attrs is None or (cmd.attrs or None) == existing.attrs)
         )
         if not same:
             return Outcome(error="exists_conflict")
@@ -322,7 +404,7 @@ class StreamMachine:
     def _fork_base(parent: Stream, offset: int | None, sub_offset: int) -> int | None:
         """Where a fork's own data starts in the shared offset space, or None if invalid."""
         anchor = parent.tail if offset is None else offset
-        if anchor > parent.tail:
+        if anchor > parent.tail or anchor < parent.retained:
             return None
         if parent.json and anchor != parent.tail and (
                 parent.boundary_at_or_before(anchor) != anchor):
@@ -492,6 +574,98 @@ class StreamMachine:
         self.cold_bytes += dropped
         return Outcome(next_offset=stream.base)
 
+    # == snapshots, retention, attributes ====================================================
+
+    def _publish_snapshot(self, cmd: PublishSnapshot, now_ms: int) -> Outcome:
+        stream, error = self._writable(cmd.bucket, cmd.stream, now_ms)
+        if stream is None:
+            return Outcome(error=error)
+        return self.publish(stream, cmd.offset, cmd.content_type, cmd.body, cmd.match)
+
+    def publish(self, stream: Stream, offset: int, content_type: str, body: bytes,
+                match: str | None = None, auto: bool = False) -> Outcome:
+        """The rules of a snapshot publish (in this order): below the retention floor 410,
+        past the tail 409, not a boundary 400, ``match`` not the current digest 409, older
+        than the current snapshot 409, the same offset: the same digest is a no-op, another
+        one 409. Publishing never moves the retention floor."""
+        if offset < stream.retained:
+            return Outcome(error="retained", next_offset=stream.retained)
+        if offset > stream.tail:
+            return Outcome(error="snapshot_beyond_tail", next_offset=stream.tail)
+        if not stream.is_boundary(offset, RECORDS):
+            return Outcome(error="snapshot_unaligned", next_offset=stream.tail)
+        digest = snapshot_digest(content_type, body)
+        current = stream.snapshot
+        if match is not None and (current is None or current.digest != match):
+            return Outcome(error="snapshot_match_failed", next_offset=offset)
+        if current is not None:
+            if offset < current.offset:
+                return Outcome(error="snapshot_older", next_offset=current.offset)
+            if offset == current.offset:
+                if digest == current.digest:
+                    return Outcome(duplicate=True, next_offset=offset,
+                                   payload={"digest": digest})
+                return Outcome(error="snapshot_digest_conflict", next_offset=offset)
+            self._forget_snapshot(current)
+        stream.snapshot = SnapshotMeta(offset, content_type, digest, len(body), bytes(body),
+                                       auto=auto)
+        self.snapshot_bytes += len(body)
+        return Outcome(next_offset=offset, payload={"digest": digest})
+
+    def _forget_snapshot(self, snap: SnapshotMeta) -> None:
+        if snap.blob is not None:
+            self.snapshot_bytes -= snap.size
+        if snap.key is not None:
+            self.cold_garbage.append(snap.key)
+
+    def _advance_retention(self, cmd: AdvanceRetention, now_ms: int) -> Outcome:
+        stream, error = self._writable(cmd.bucket, cmd.stream, now_ms)
+        if stream is None:
+            return Outcome(error=error)
+        offset = cmd.offset
+        if offset == stream.retained:
+            return Outcome(duplicate=True, next_offset=offset)
+        if offset < stream.retained:
+            return Outcome(error="retention_backwards", next_offset=stream.retained)
+        if stream.snapshot is None:
+            return Outcome(error="retention_no_snapshot", next_offset=stream.retained)
+        if offset > stream.snapshot.offset:
+            return Outcome(error="retention_beyond_snapshot", next_offset=stream.retained)
+        if not stream.is_boundary(offset, RECORDS):
+            return Outcome(error="retention_unaligned", next_offset=stream.retained)
+        self.retain(stream, offset)
+        return Outcome(next_offset=offset)
+
+    def retain(self, stream: Stream, offset: int) -> None:
+        """Move the floor (checked by the caller): hot bytes below it leave memory, cold
+        chunks wholly below it go to ``cold_garbage`` (kept while forks may read them)."""
+        dropped, released = stream.retain(offset, keep_chunks=bool(stream.fork_ids))
+        self.total_bytes -= dropped
+        if released:
+            self.cold_bytes -= sum(c[1] - c[0] for c in released)
+            self.cold_garbage.extend(c[2] for c in released)
+
+    def _set_attrs(self, cmd: SetAttrs, now_ms: int) -> Outcome:
+        stream, error = self._writable(cmd.bucket, cmd.stream, now_ms)
+        if stream is None:
+            return Outcome(error=error)
+        stream.attrs = cmd.attrs or None
+        return Outcome(next_offset=stream.tail)
+
+    def _snapshot_flushed(self, cmd: SnapshotFlushed, now_ms: int) -> Outcome:
+        stream = self.streams.get((cmd.bucket, cmd.stream))
+        if stream is None or stream.uid != cmd.uid:
+            return Outcome(error="not_found")
+        snap = stream.snapshot
+        if snap is None or snap.offset != cmd.offset or snap.digest != cmd.digest:
+            return Outcome(error="snapshot_not_found")  # replaced meanwhile: the object is garbage
+        if snap.blob is None:
+            return Outcome(duplicate=True)
+        snap.blob = None
+        snap.key, snap.checksum = cmd.key, cmd.checksum
+        self.snapshot_bytes -= snap.size
+        return Outcome()
+
     def _subscription(self, cmd: Subscription, now_ms: int) -> Outcome:
         result = self.subscriptions.apply(cmd.bucket, cmd.op, cmd.args, now_ms)
         return Outcome(error=result.error, created=result.created, payload=result.payload)
@@ -537,6 +711,9 @@ class StreamMachine:
             if own:
                 self.cold_bytes -= stream.cold_bytes
                 self.cold_garbage.extend(c[2] for c in own)
+            if stream.snapshot is not None:
+                self._forget_snapshot(stream.snapshot)
+                stream.snapshot = None
         if stream.fork_source is not None:
             source, stream.fork_source = stream.fork_source, None
             self._release_source(*source)
@@ -581,6 +758,8 @@ class StreamMachine:
         tail = stream.tail
         if offset > tail:
             raise StreamError("invalid_offset")
+        if offset < stream.retained:
+            raise StreamError("retained", stream.retained)
         if stream.json and offset < tail and stream.boundary_at_or_before(offset) != offset:
             offset = stream.boundary_after(offset)
         end = tail
@@ -607,6 +786,26 @@ class StreamMachine:
             if len(out) >= limit:
                 break
         return out
+
+    def view(self, bucket: str, name: str, kind: str, max_bytes: int, now_ms: int) -> StreamView:
+        """The query behind the snapshot (``kind`` "snapshot"), bootstrap, attrs and compute
+        routes (see ``StreamView``)."""
+        stream = self._live(bucket, name, now_ms)
+        info = _info(stream)
+        snap = stream.snapshot
+        meta = blob = ref = None
+        if snap is not None and kind in ("snapshot", "bootstrap"):
+            meta = (snap.offset, snap.content_type, snap.digest, snap.size)
+            blob = snap.blob
+            ref = (snap.key, snap.checksum) if blob is None else None
+        if kind == "bootstrap":
+            start = max(stream.retained, snap.offset if snap is not None else 0)
+            updates = self.read(bucket, name, start, max_bytes, now_ms)
+            ends = stream.ends
+            bounds = tuple(ends[bisect_right(ends, start):bisect_right(ends,
+                                                                       updates.next_offset)])
+            return StreamView(info, meta, blob, ref, updates, bounds, stream.attrs)
+        return StreamView(info, meta, blob, ref, attrs=stream.attrs)
 
     @property
     def stream_count(self) -> int:
@@ -648,6 +847,8 @@ class StreamMachine:
             machine.buckets.setdefault(stream.bucket, set()).add(stream.name)
             machine.total_bytes += len(stream.data)
             machine.cold_bytes += stream.cold_bytes
+            if stream.snapshot is not None and stream.snapshot.blob is not None:
+                machine.snapshot_bytes += stream.snapshot.size
             machine._track_deadline(stream)
         return machine
 
@@ -691,7 +892,21 @@ def _dump_stream(s: Stream) -> dict:
         "fork_spec": list(s.fork_spec) if s.fork_spec else None,
         "fork_source": list(s.fork_source) if s.fork_source else None,
         "base": s.base, "chunks": [list(c) for c in s.chunks], "inherited": s.inherited,
+        **_dump_extensions(s),
     }
+
+
+def _dump_extensions(s: Stream) -> dict:
+    """Snapshot, retention, attrs, compute: keys present only when set (older images lack
+    them and load with the defaults)."""
+    out = {}
+    if s.retained:
+        out["retained"] = s.retained
+    if s.snapshot is not None:
+        out["snapshot"] = s.snapshot.to_wire()
+    if s.attrs is not None:
+        out["attrs"] = s.attrs
+    return out
 
 
 def _load_stream(d: dict) -> Stream:
@@ -712,6 +927,10 @@ def _load_stream(d: dict) -> Stream:
     s.base = d.get("base", 0)
     s.chunks = [tuple(c) for c in d.get("chunks", ())]
     s.inherited = d.get("inherited", 0)
+    s.retained = d.get("retained", 0)
+    if d.get("snapshot") is not None:
+        s.snapshot = SnapshotMeta.from_wire(d["snapshot"])
+    s.attrs = d.get("attrs")
     return s
 
 
@@ -729,6 +948,10 @@ _HANDLERS = {
     ColdFlushed: StreamMachine._cold_flushed,
     ColdCollected: StreamMachine._cold_collected,
     Subscription: StreamMachine._subscription,
+    PublishSnapshot: StreamMachine._publish_snapshot,
+    AdvanceRetention: StreamMachine._advance_retention,
+    SetAttrs: StreamMachine._set_attrs,
+    SnapshotFlushed: StreamMachine._snapshot_flushed,
 }
 
 

@@ -15,11 +15,20 @@ point). The first ``inherited`` references came with a fork's prefix and belong 
 the rest were flushed by this stream, whose deletion collects them. Offsets and record
 boundaries (``ends``) never change when bytes go cold.
 
+Snapshots and retention (``docs/api.md``): ``snapshot`` is the stream's one visible application
+snapshot (a ``SnapshotMeta``: the state of ``[0, offset)``, its blob inline until the leader
+moved it to the cold tier, then a reference), ``retained`` the retention floor: reads below it
+are refused (410), the hot bytes below it are dropped, the cold chunks wholly below it are
+released, and the record boundaries below it are forgotten (``retained`` is a boundary itself).
+``attrs`` is the stream's attribute object (canonical JSON bytes) or None.
+
 May import: the standard library only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
@@ -32,6 +41,44 @@ class ProducerState:
     epoch: int
     seq: int
     next_offset: int
+
+
+class SnapshotMeta:
+    """A stream's visible snapshot: the state of ``[0, offset)`` as the application (or the
+    compute extension, ``auto``) published it. ``blob`` holds it until the leader stored it in
+    the cold tier (``key``, ``checksum`` of its chunk-layout object); then it is None."""
+
+    __slots__ = ("offset", "content_type", "digest", "size", "blob", "key", "checksum", "auto")
+
+    def __init__(self, offset: int, content_type: str, digest: str, size: int,
+                 blob: bytes | None, key: str | None = None, checksum: int = 0,
+                 auto: bool = False):
+        self.offset = offset
+        self.content_type = content_type
+        self.digest = digest
+        self.size = size
+        self.blob = blob
+        self.key = key
+        self.checksum = checksum
+        self.auto = auto
+
+    def to_wire(self) -> list:
+        return [self.offset, self.content_type, self.digest, self.size, self.blob, self.key,
+                self.checksum, self.auto]
+
+    @classmethod
+    def from_wire(cls, data: list) -> SnapshotMeta:
+        return cls(*data)
+
+
+def snapshot_digest(content_type: str, body: bytes) -> str:
+    """The digest of a snapshot: SHA-256 of ``u64le(len(content type)) || content type ||
+    body``, in hex (the original server frames its BLAKE3 digest the same way)."""
+    ct = content_type.encode("utf-8")
+    digest = hashlib.sha256(struct.pack("<Q", len(ct)))
+    digest.update(ct)
+    digest.update(body)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,19 +95,24 @@ class ForkPrefix:
     expires_at_text: str | None
     chunks: tuple = ()  # cold references below ``hot_start`` (``data`` is [hot_start, base))
     hot_start: int = 0
+    retained: int = 0  # the source's retention floor (the fork's starts there too)
 
     def to_wire(self) -> list:
         wire = [self.data, list(self.ends), list(self.append_ends), self.content_type,
                 self.ttl_seconds, self.expires_at_ms, self.expires_at_text]
-        if self.chunks or self.hot_start:
+        if self.chunks or self.hot_start or self.retained:
             wire += [[list(c) for c in self.chunks], self.hot_start]
+        if self.retained:
+            wire.append(self.retained)
         return wire
 
     @classmethod
     def from_wire(cls, data: list) -> ForkPrefix:
         chunks = tuple(tuple(c) for c in data[7]) if len(data) > 7 else ()
         hot_start = data[8] if len(data) > 8 else 0
-        return cls(data[0], tuple(data[1]), tuple(data[2]), *data[3:7], chunks, hot_start)
+        retained = data[9] if len(data) > 9 else 0
+        return cls(data[0], tuple(data[1]), tuple(data[2]), *data[3:7], chunks, hot_start,
+                   retained)
 
 
 class Stream:
@@ -68,7 +120,7 @@ class Stream:
         "uid", "bucket", "name", "content_type", "json", "ttl_seconds", "expires_at_ms",
         "expires_at_text", "touched_ms", "closed", "data", "ends", "append_ends", "last_seq",
         "producers", "fork_ids", "deleted", "fork_spec", "fork_source", "requested_lifetime",
-        "base", "chunks", "inherited",
+        "base", "chunks", "inherited", "retained", "snapshot", "attrs",
     )
 
     def __init__(self, uid: int, bucket: str, name: str, content_type: str, json: bool):
@@ -95,6 +147,9 @@ class Stream:
         self.deleted = False
         self.fork_spec: tuple | None = None  # the fork request, for idempotent re-creation
         self.fork_source: tuple[str, str, str] | None = None  # (bucket, stream, fork id)
+        self.retained = 0  # the retention floor: reads below it are 410
+        self.snapshot: SnapshotMeta | None = None
+        self.attrs: bytes | None = None
 
     @property
     def tail(self) -> int:
@@ -136,6 +191,7 @@ class Stream:
         self.inherited = len(self.chunks)
         self.ends = list(prefix.ends)
         self.append_ends = list(prefix.append_ends) if self.json else self.ends
+        self.retained = prefix.retained
 
     def prefix(self, base: int) -> ForkPrefix:
         """The fork prefix ``[0, base)``; ``base`` becomes a record and append boundary."""
@@ -152,7 +208,7 @@ class Stream:
         chunks = tuple(c for c in self.chunks if c[0] < hot_start)
         return ForkPrefix(self.slice(hot_start, base), tuple(ends), tuple(append_ends),
                           self.content_type, self.ttl_seconds, self.expires_at_ms,
-                          self.expires_at_text, chunks, hot_start)
+                          self.expires_at_text, chunks, hot_start, self.retained)
 
     # -- boundaries ------------------------------------------------------------------------
 
@@ -169,7 +225,15 @@ class Stream:
         """The largest boundary that is not greater than ``position`` (0 is a boundary)."""
         ends = self._ends(kind)
         index = bisect_right(ends, position)
-        return ends[index - 1] if index else 0
+        return ends[index - 1] if index else self.retained
+
+    def is_boundary(self, position: int, kind: str = RECORDS) -> bool:
+        """``position`` is the retention floor, the tail, or the end of a record (append)."""
+        if position == self.retained or position == self.tail:
+            return True
+        ends = self._ends(kind)
+        index = bisect_left(ends, position)
+        return index < len(ends) and ends[index] == position
 
     def slice(self, start: int, end: int) -> bytes:
         """The stored hot bytes of ``[start, end)`` (``start >= base``)."""
@@ -204,6 +268,36 @@ class Stream:
         self.base = end
         self.chunks.append((start, end, key, checksum))
         return end - start
+
+    def retain(self, floor: int, keep_chunks: bool) -> tuple[int, list]:
+        """Move the retention floor up to ``floor`` (a boundary, at most the tail): drop the
+        hot bytes below it and forget the boundaries below it; unless ``keep_chunks`` (live
+        forks may read them), release the cold references wholly below it. Returns (hot bytes
+        dropped, own chunk references released)."""
+        self.retained = floor
+        dropped = 0
+        if floor > self.base:
+            dropped = floor - self.base
+            del self.data[:dropped]
+            self.base = floor
+        released = []
+        if not keep_chunks:
+            chunks = self.chunks
+            keep_from = 0
+            while keep_from < len(chunks):
+                nxt = chunks[keep_from + 1][0] if keep_from + 1 < len(chunks) else self.base
+                if min(chunks[keep_from][1], nxt) > floor:
+                    break
+                keep_from += 1
+            if keep_from:
+                inherited = min(self.inherited, keep_from)
+                released = chunks[inherited:keep_from]
+                del chunks[:keep_from]
+                self.inherited -= inherited
+        del self.ends[:bisect_right(self.ends, floor)]
+        if self.json:
+            del self.append_ends[:bisect_right(self.append_ends, floor)]
+        return dropped, released
 
     def own_chunks(self) -> list[tuple[int, int, str, int]]:
         """The chunks this stream flushed (its deletion collects them)."""
