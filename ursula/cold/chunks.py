@@ -111,3 +111,8 @@ def pack_key(group: int, ranges) -> str:
 def chunk_key(group: int, uid: int, bucket: str, stream: str, start: int, end: int) -> str:
     name = hashlib.blake2b(f"{bucket}/{stream}".encode(), digest_size=6).hexdigest()
     return f"g{group}/s{uid}-{name}/{start:016x}-{end:016x}.chunk"
+
+
+def snapshot_key(group: int, uid: int, offset: int, digest: str) -> str:
+    """The object of a stream's published snapshot (the chunk layout of ``[0, size)``)."""
+    return f"g{group}/s{uid}-snap/{offset:016x}-{digest[:32]}.snap"

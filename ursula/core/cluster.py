@@ -313,6 +313,9 @@ class RaftCore:
     def list_streams(self, bucket, after, limit):
         return self.reads.list_streams(bucket, after, limit)
 
+    def view(self, bucket, stream, kind, max_bytes):
+        return self.reads.view(bucket, stream, kind, max_bytes)
+
     def subscribe(self, bucket, stream, callback):
         return self.watchers.add((bucket, stream), callback)
 

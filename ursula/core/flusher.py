@@ -25,6 +25,11 @@ one pack (``ursula.cold.chunks``), so many small streams cost one upload, not on
   deleted from the store by the leader after the drop committed, then acknowledged with
   ``ColdCollected`` (never while the group has chunks in flight); a pack is deleted after the
   acknowledgement once no stream of the group refers to any of its chunks.
+* Snapshots and retention: a snapshot blob published inline (``PublishSnapshot``) is stored
+  as its own object (the chunk layout of ``[0, size)``, ``snapshot_key``), then
+  ``SnapshotFlushed`` drops it from every replica's memory; a replaced or dropped snapshot's
+  object, and the chunks a retention floor passed (``AdvanceRetention``), reach
+  ``cold_garbage`` and are collected as above (a pack once no stream refers to it).
 * Orphans: an upload whose ``ColdFlushed`` never applied (its leader lost the lead, an
   earlier chunk failed, the range was planned again with other bounds) leaves an object no
   stream references. Every ``sweep_interval_s`` the leader lists its group's keys
@@ -42,7 +47,15 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ursula.cold.chunks import chunk_key, chunk_ref, encode_chunk, locate, object_key, pack_key
+from ursula.cold.chunks import (
+    chunk_key,
+    chunk_ref,
+    encode_chunk,
+    locate,
+    object_key,
+    pack_key,
+    snapshot_key,
+)
 from ursula.core.interfaces import IFlusher
 from ursula.stream import commands as C
 
@@ -110,6 +123,7 @@ class Flusher:
         self.sweeping: set[int] = set()
         self._last_sweep: dict[int, float] = {}
         self.busy: set[int] = set()  # groups collecting garbage
+        self.snapshots_in_flight: set[tuple] = set()  # (group, uid, offset, digest)
         self.plans: dict[int, _GroupPlan] = {}
         self.retry_at: dict[int, float] = {}
         self.backoff: dict[int, float] = {}
@@ -132,7 +146,8 @@ class Flusher:
 
     def kick(self, group) -> None:
         machine = group.machine
-        if machine.total_bytes > self.hot_bytes or machine.cold_garbage:
+        if machine.total_bytes > self.hot_bytes or machine.cold_garbage or \
+                machine.snapshot_bytes:
             self._run(group)
 
     def admit(self, group):
@@ -189,6 +204,11 @@ class Flusher:
         referenced = {object_key(chunk[2]) for stream in machine.streams.values()
                       for chunk in stream.chunks}
         referenced.update(object_key(key) for key in machine.cold_garbage)
+        referenced.update(stream.snapshot.key for stream in machine.streams.values()
+                          if stream.snapshot is not None and stream.snapshot.key is not None)
+        gid = group.group_id
+        referenced.update(snapshot_key(gid, uid, offset, digest)
+                          for g, uid, offset, digest in self.snapshots_in_flight if g == gid)
         plan = self.plans.get(group.group_id)
         if plan is not None:
             referenced.update(upload.key for upload in plan.chunks)
@@ -227,6 +247,8 @@ class Flusher:
         if machine.cold_garbage and not plan.chunks:
             self._collect(group, list(machine.cold_garbage[:COLLECT_BATCH]))
             return
+        if machine.snapshot_bytes:
+            self._flush_snapshots(group)
         # (an upload may fail at once: the conditions are checked again for every chunk)
         while (len(plan.chunks) < self.depth
                and machine.total_bytes - plan.bytes > self.hot_bytes
@@ -363,6 +385,36 @@ class Flusher:
             plan.ends.clear()  # every range planned is applied or abandoned
             plan.failed = False
         self._run(group)
+
+    def _flush_snapshots(self, group) -> None:
+        """Store the group's inline snapshot blobs in the cold tier, then ``SnapshotFlushed``."""
+        gid = group.group_id
+        for stream in list(group.machine.streams.values()):
+            snap = stream.snapshot
+            if snap is None or snap.blob is None:
+                continue
+            token = (gid, stream.uid, snap.offset, snap.digest)
+            if token in self.snapshots_in_flight:
+                continue
+            self.snapshots_in_flight.add(token)
+            key = snapshot_key(gid, stream.uid, snap.offset, snap.digest)
+            blob, checksum = encode_chunk(0, snap.size, snap.blob)
+            command = C.SnapshotFlushed(stream.bucket, stream.name, stream.uid, snap.offset,
+                                        snap.digest, key, checksum)
+            d = self.store.put(key, blob)
+            d.addCallback(lambda _, command=command: group.submit(command))
+            d.addCallbacks(self._snapshot_flushed, self._snapshot_failed,
+                           callbackArgs=(group, command), errbackArgs=(group, key))
+            d.addBoth(lambda _, token=token: self.snapshots_in_flight.discard(token))
+
+    def _snapshot_flushed(self, outcome, group, command) -> None:
+        if outcome.error is not None:  # replaced or dropped meanwhile: the object is garbage
+            self.store.delete(command.key).addErrback(lambda _: None)
+        else:
+            self.counts["snapshots"] = self.counts.get("snapshots", 0) + 1
+
+    def _snapshot_failed(self, failure, group, key: str) -> None:
+        self._back_off(failure, group, f"upload of snapshot {key}")
 
     def _collect(self, group, keys: list[str]) -> None:
         """Delete the objects of dropped chunks, then acknowledge them (``ColdCollected``). A

@@ -47,6 +47,11 @@ class ICore(Interface):
     def list_streams(bucket: str, after: str, limit: int) -> object:
         """A Deferred firing with ``[(name, StreamInfo)]`` sorted by name."""
 
+    def view(bucket: str, stream: str, kind: str, max_bytes: int) -> object:
+        """A Deferred firing with the ``StreamView`` of ``kind`` (snapshot, bootstrap, attrs,
+        compute) after the linearizable barrier, cold parts fetched; or failing with
+        ``StreamError``."""
+
     def subscribe(bucket: str, stream: str, callback) -> object:
         """Call ``callback()`` once, the next time the stream changes.
 

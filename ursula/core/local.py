@@ -60,6 +60,12 @@ class LocalCore:
         except StreamError as error:
             return fail(error)
 
+    def view(self, bucket, stream, kind, max_bytes):
+        try:
+            return succeed(self.machine.view(bucket, stream, kind, max_bytes, self.now_ms()))
+        except StreamError as error:
+            return fail(error)
+
     def subscribe(self, bucket, stream, callback):
         return self.watchers.add((bucket, stream), callback)
 

@@ -10,6 +10,10 @@ fetched through the chunk cache (``cache``, a ``ursula.cold.ChunkCache``) and st
 bytes; the answer fires later. A read that is all hot keeps its already-fired Deferred. A cold
 fetch that fails (store down, chunk missing or corrupt) fails the read with ``Unavailable``.
 
+``view`` (the snapshot, bootstrap, attrs and compute routes) is a barrier, then
+``StreamMachine.view``; a snapshot blob already in the cold tier is fetched (its object has the
+chunk layout of range ``[0, size)``) and the bootstrap's updates are stitched like a read.
+
 May import: Twisted, zope.interface, ``ursula.stream``, ``ursula.loop``, ``ursula.core``.
 """
 
@@ -22,7 +26,7 @@ from ursula.core.forwarder import leader_known, with_timeout
 from ursula.core.group import NotLeader
 from ursula.core.interfaces import IReadPath, Unavailable
 from ursula.loop import Timeouts
-from ursula.stream.machine import ReadResult, StreamError
+from ursula.stream.machine import ReadResult, StreamError, StreamView
 
 
 @implementer(IReadPath)
@@ -63,6 +67,37 @@ class ReadPath:
         if not result.cold:
             return defer.succeed(result)
         return self.stitch(result)
+
+    def view(self, bucket, stream, kind, max_bytes):
+        group = self.group_for(bucket, stream)
+
+        def query(_):
+            view = group.machine.view(bucket, stream, kind, max_bytes, self.now_ms())
+            parts = []
+            if view.snapshot_ref is not None:
+                if self.cache is None:
+                    raise Unavailable("the snapshot is in the cold tier, but no cold store is set")
+                key, checksum = view.snapshot_ref
+                parts.append(self.cache.get(0, view.snapshot[3], key, checksum))
+            else:
+                parts.append(defer.succeed(view.snapshot_blob))
+            updates = view.updates
+            parts.append(self.stitch(updates) if updates is not None and updates.cold
+                         else defer.succeed(updates))
+            d = defer.gatherResults(parts, consumeErrors=True)
+
+            def joined(results):
+                blob, read = results
+                return StreamView(view.info, view.snapshot, blob, None, read, view.bounds,
+                                  view.attrs, view.compute, view.compute_state)
+
+            def failed(failure):
+                error = failure.value.subFailure.value
+                if isinstance(error, Unavailable):
+                    raise error
+                raise Unavailable(f"cold tier: {error}")
+            return d.addCallbacks(joined, failed)
+        return self.barrier(group).addCallback(query)
 
     def stitch(self, result):
         """The ReadResult with its cold spans fetched and joined to its hot bytes."""

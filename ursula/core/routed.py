@@ -46,8 +46,11 @@ from ursula.stream.machine import (
     ReadResult,
     StreamError,
     StreamInfo,
+    info_wire,
     outcome_from_wire,
     outcome_to_wire,
+    view_from_wire,
+    view_to_wire,
 )
 from ursula.wire.commands import PeerError
 
@@ -59,8 +62,7 @@ READY_POLL_S = 0.25
 # -- wire forms --------------------------------------------------------------------------------
 
 def info_to_wire(info: StreamInfo) -> list:
-    return [info.uid, info.content_type, info.json, info.tail, info.closed, info.ttl_seconds,
-            info.expires_at_text]
+    return info_wire(info)
 
 
 def info_from_wire(data: list) -> StreamInfo:
@@ -79,6 +81,8 @@ def read_from_wire(data: list) -> ReadResult:
 def error_item(failure: Failure) -> list:
     """A failure as an answer item: StreamError, Unavailable and TooManyReaders survive."""
     if failure.check(StreamError):
+        if failure.value.next_offset is not None:
+            return ["err", "stream", failure.value.code, failure.value.next_offset]
         return ["err", "stream", failure.value.code]
     if failure.check(TooManyReaders):
         return ["err", "readers", ""]
@@ -94,7 +98,7 @@ def unwrap(item: list):
         return item[1]
     kind, text = item[1], item[2]
     if kind == "stream":
-        raise StreamError(text)
+        raise StreamError(text, item[3] if len(item) > 3 else None)
     if kind == "readers":
         raise TooManyReaders()
     raise Unavailable(f"the owning core could not answer ({text})")
@@ -247,6 +251,10 @@ class RemoteCoreProxy:
         d = self._call("list", [bucket, after, limit])
         return d.addCallback(lambda items: [(name, info_from_wire(info))
                                             for name, info in items])
+
+    def view(self, bucket, stream, kind, max_bytes):
+        d = self._call("view", [bucket, stream, kind, max_bytes])
+        return d.addCallback(view_from_wire)
 
     def call(self, op, args=None):
         return self._call(op, args)
@@ -433,6 +441,12 @@ class RoutedCore:
             return sorted(found, key=lambda item: item[0])[:limit]
         return d.addCallback(merge)
 
+    def view(self, bucket, stream, kind, max_bytes):
+        proxy = self._proxy(self.core_of(bucket, stream))
+        if proxy is not None:
+            return proxy.view(bucket, stream, kind, max_bytes)
+        return self.raft.view(bucket, stream, kind, max_bytes)
+
     def subscribe(self, bucket, stream, callback):
         proxy = self._proxy(self.core_of(bucket, stream))
         if proxy is None:
@@ -480,6 +494,8 @@ class CoreServer:
             bucket, stream, offset, max_bytes = args
             self.raft.watchers.watch((bucket, stream), link)
             return routed.read_here(bucket, stream, offset, max_bytes).addCallback(read_to_wire)
+        if op == "view":
+            return self.raft.view(*args).addCallback(view_to_wire)
         if op == "list":
             return self.raft.list_streams(*args).addCallback(
                 lambda items: [[name, info_to_wire(info)] for name, info in items])
