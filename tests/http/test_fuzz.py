@@ -128,6 +128,20 @@ def templates(rng: random.Random):
          jtype + [(b"Authorization", rng.choice(TOKENS))], rng.choice(CALLBACK_BODIES)),
         ("GET", "/v1/stream/__ds/jwks.json", [], b""),
         ("GET", f"/fuzz/__ds/subscriptions/{rng.choice(SUB_IDS)}", [], b""),
+        # snapshots, retention, bootstrap, attrs (ursula.http.extensions)
+        ("PUT", f"/v1/stream/f1/snapshot/{offset}", text
+         + [(b"Stream-Snapshot-Match", rng.choice([b"", b" ", b"ab" * 32, b'"x"']))]
+         * rng.choice([0, 1]), rng.choice([b"", b"snap", b"\x00" * 40])),
+        ("GET", f"/v1/stream/{name}/snapshot", [], b""),
+        ("GET", f"/v1/stream/f1/snapshot/{offset}", [], b""),
+        ("PUT", f"/v1/stream/f1/retention/{offset}", [], b""),
+        ("GET", f"/v1/stream/f1/bootstrap{rng.choice(['', '?live=sse', '?offset=1'])}", [], b""),
+        ("GET", "/fuzz/s/bootstrap", [], b""),
+        ("PUT", f"/fuzz/{name}/attrs", jtype,
+         rng.choice([b'{"title":"t"}', b"{}", b"[]", b"{", b'"x"'])),
+        ("GET", f"/v1/stream/{name}/attrs", [], b""),
+        ("PUT", f"/fuzz/{name}", text + [(b"Stream-Attrs", rng.choice([b"{}", b"{", b"1"]))],
+         b""),
     ]
 
 

@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from ursula.core.interfaces import TooManyReaders, Unavailable
 from ursula.http import render
 from ursula.http.common import error_body
+from ursula.http.extensions import ExtensionHandlers
 from ursula.http.live import LiveReads
 from ursula.http.metrics import Metrics
 from ursula.http.streams import StreamHandlers, parse_offset_arg
@@ -57,6 +58,16 @@ class Api:
             from ursula.subscriptions.signing import KeyStore
             self.keys = KeyStore(core, key_command)
             self.subscriptions = SubscriptionRoutes(core, config, self.keys, clock)
+        self.extensions = ExtensionHandlers(core, config, self.streams)
+        ext = self.extensions
+        # (extension, has an argument) -> {method: handler(request, bucket, name[, arg])}
+        self._extension_routes = {
+            ("snapshot", False): {b"GET": ext.latest_snapshot},
+            ("snapshot", True): {b"GET": ext.read_snapshot, b"PUT": ext.publish_snapshot},
+            ("retention", True): {b"PUT": ext.advance_retention},
+            ("bootstrap", False): {b"GET": ext.bootstrap},
+            ("attrs", False): {b"GET": ext.get_attrs, b"PUT": ext.put_attrs},
+        }
         streams = self.streams
         self._handlers = {b"GET": self._get, b"PUT": streams.put, b"POST": streams.post,
                           b"DELETE": streams.delete, b"HEAD": streams.head}
@@ -78,6 +89,24 @@ class Api:
             return error_body(request, 404, "subscriptions are disabled on this server")
         return self.guard(request, lambda req: self.subscriptions.handle(req, bucket, root,
                                                                          rest))
+
+    def extension(self, request, bucket: str, name: str, ext: str, arg: str | None,
+                  allow_slash: bool):
+        """``{stream}/<ext>[/<arg>]``: snapshots, retention, bootstrap, attrs, compute."""
+        routes = self._extension_routes.get((ext, arg is not None))
+        if routes is None:
+            return self.not_found(request)
+        if request.method == b"OPTIONS":
+            return self.options(request)
+        method = b"GET" if request.method == b"HEAD" and b"GET" in routes else request.method
+        handler = routes.get(method)
+        if handler is None:
+            return self.method_not_allowed(request, sorted(m.decode() for m in routes)
+                                           + ["OPTIONS"])
+        if arg is None:
+            return self.guard(request, self._named(handler, bucket, name, allow_slash))
+        return self.guard(request, self._named(
+            lambda req, b, n: handler(req, b, n, arg), bucket, name, allow_slash))
 
     def append_batch(self, request, bucket: str, stream: str):
         if request.method == b"OPTIONS":
@@ -154,7 +183,8 @@ class Api:
                 error = failure.value
                 return error_body(request, error.status, error.reason, error.headers)
             if failure.check(StreamError):
-                return render.stream_error(request, failure.value.code)
+                return render.stream_error(request, failure.value.code,
+                                           failure.value.next_offset)
             if failure.check(Unavailable):
                 return error_body(request, 503, str(failure.value), {"Retry-After": "1"})
             if failure.check(TooManyReaders):

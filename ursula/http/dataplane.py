@@ -16,7 +16,8 @@ request is dispatched, and a streaming response (SSE) that registered its produc
 
 ``Request`` is the small part of twisted.web's request that ``ursula.http.api`` and its
 handlers use; headers and the query string are parsed only when a handler asks for them.
-``route`` is the whole URL map (both layouts, buckets, append-batch, ``/__ursula/health``,
+``route`` is the whole URL map (both layouts, buckets, append-batch, the stream extension
+routes (``ursula.protocol.names.split_extension``), ``/__ursula/health``,
 ``ready`` and ``metrics``).
 
 May import: Twisted, httptools, zope.interface, ``ursula.protocol``, ``ursula.loop`` and
@@ -44,7 +45,13 @@ from ursula.http.api import BUCKET_METHODS, STREAM_METHODS, Api
 from ursula.http.common import COMMON_HEADERS, error_body
 from ursula.loop import Timeouts
 from ursula.protocol.errors import ProtocolError
-from ursula.protocol.names import DEFAULT_BUCKET, check_bucket
+from ursula.protocol.names import (
+    DEFAULT_BUCKET,
+    EXTENSIONS_ONE,
+    EXTENSIONS_TWO,
+    check_bucket,
+    split_extension,
+)
 
 log = Logger()
 
@@ -591,6 +598,9 @@ class DataPlaneFactory(Factory):
                                     text[len(prefix) + 5:])
             if text.startswith(prefix) and len(text) > len(prefix) \
                     and text[len(prefix)] != "/":
+                extension = split_extension(text[len(prefix):])
+                if extension is not None:  # {stream}/snapshot, /bootstrap, ...
+                    return api.extension(request, DEFAULT_BUCKET, *extension, True)
                 if method not in ALL_STREAM:
                     return api.method_not_allowed(request, STREAM_METHODS)
                 return api.stream(request, DEFAULT_BUCKET, text[len(prefix):], True)
@@ -617,6 +627,10 @@ class DataPlaneFactory(Factory):
             if method not in ALL_BATCH:
                 return api.method_not_allowed(request, ["POST", "OPTIONS"])
             return api.append_batch(request, parts[0], parts[1])
+        if len(parts) == 3 and parts[2] in EXTENSIONS_ONE:
+            return api.extension(request, parts[0], parts[1], parts[2], None, False)
+        if len(parts) == 4 and (parts[2] in EXTENSIONS_TWO or parts[2:] == ["compute", "state"]):
+            return api.extension(request, parts[0], parts[1], parts[2], parts[3], False)
         return api.not_found(request)
 
 

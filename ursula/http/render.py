@@ -19,13 +19,15 @@ def outcome_error(request, outcome, reason: str | None = None) -> bytes:
     code = outcome.error
     headers: dict[str, str] = {}
     if code in ("closed", "content_type_mismatch", "stream_seq_conflict", "producer_seq_gap",
-                "empty_append", "producer_epoch_stale", "precondition_failed"):
+                "empty_append", "producer_epoch_stale", "precondition_failed", "retained"):
         headers["Stream-Next-Offset"] = render_offset(outcome.next_offset)
     if code == "precondition_failed":  # the current tail, for the writer's retry
         headers["ETag"] = tail_etag(outcome.next_offset)
     if code == "closed" or (outcome.closed and code in ("producer_epoch_stale",
                                                          "precondition_failed")):
         headers["Stream-Closed"] = "true"
+    if code == "snapshot_older":
+        headers["Stream-Snapshot-Offset"] = render_offset(outcome.next_offset)
     if code == "producer_epoch_stale":
         headers["Producer-Epoch"] = str(outcome.producer_epoch)
     if code == "producer_seq_gap":
@@ -34,8 +36,11 @@ def outcome_error(request, outcome, reason: str | None = None) -> bytes:
     return error_body(request, status_for(code), reason or reason_for(code), headers)
 
 
-def stream_error(request, code: str) -> bytes:
-    return error_body(request, status_for(code), reason_for(code))
+def stream_error(request, code: str, next_offset: int | None = None) -> bytes:
+    headers = {}
+    if next_offset is not None:  # "retained": the first offset a reader may resume from
+        headers["Stream-Next-Offset"] = render_offset(next_offset)
+    return error_body(request, status_for(code), reason_for(code), headers)
 
 
 def etag(result) -> bytes:

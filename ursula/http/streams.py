@@ -13,6 +13,7 @@ import json
 from urllib.parse import unquote
 
 from ursula.http import render
+from ursula.http.extensions import set_snapshot_headers
 from ursula.protocol import headers as H
 from ursula.protocol.errors import ProtocolError, reason_for, status_for
 from ursula.protocol.framing import split_frames
@@ -77,7 +78,9 @@ class StreamHandlers:
             ttl_seconds=lifetime.ttl_seconds, expires_at_ms=lifetime.expires_at_ms,
             expires_at_text=lifetime.expires_at_text, closed=H.flag(get, "stream-closed"),
             body=request_body(request), fork_bucket=fork_bucket, fork_stream=fork_stream,
-            fork_offset=fork_offset, fork_sub_offset=sub_offset)
+            fork_offset=fork_offset, fork_sub_offset=sub_offset,
+            attrs=H.parse_attrs(get("stream-attrs")) if get("stream-attrs") is not None
+            else None)
         return self.core.submit(command).addCallback(self._created, request)
 
     def parse_stream_path(self, path: str, default_bucket: str) -> tuple[str, str]:
@@ -209,6 +212,7 @@ class StreamHandlers:
             if info.expires_at_text is not None:
                 request.setHeader(b"stream-expires-at", info.expires_at_text.encode())
             request.setHeader(b"ursula-stream-bytes", str(info.tail).encode())
+            set_snapshot_headers(request, info)
             return b""
         return self.core.head(bucket, name).addCallback(answer)
 
