@@ -8,12 +8,14 @@ from __future__ import annotations
 ALLOW_HEADERS = (
     "content-type, authorization, if-none-match, if-match, Stream-Seq, Stream-TTL, "
     "Stream-Expires-At, Stream-Closed, Producer-Id, Producer-Epoch, Producer-Seq, "
-    "Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset"
+    "Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset, Stream-Attrs, "
+    "Stream-Snapshot-Match"
 )
 EXPOSE_HEADERS = (
     "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Producer-Epoch, "
     "Producer-Seq, Producer-Expected-Seq, Producer-Received-Seq, Stream-TTL, "
-    "Stream-Expires-At, etag, content-type, content-encoding, vary, Location"
+    "Stream-Expires-At, etag, content-type, content-encoding, vary, Location, "
+    "Stream-Snapshot-Offset, Stream-Snapshot-Digest, Stream-Retained-Offset"
 )
 
 COMMON_HEADERS: list[tuple[bytes, bytes]] = [
