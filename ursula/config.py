@@ -63,6 +63,8 @@ class ClusterSection:
     node_id: int = 1
     groups: int = 4
     peers: str = ""
+    genesis: str = ""  # the voters the cluster was created with (default: every peer)
+    join: bool = False  # a new (or wiped) data_dir in a cluster that exists: join it
     peer_listen: str = ""
     secret: str = ""
     secret_file: str = ""
@@ -167,6 +169,14 @@ class NodeConfig:
             self.cluster.node_id, "127.0.0.1", 0)}
 
     @property
+    def genesis(self) -> list[int]:
+        """The voters every group was created with: ``[cluster] genesis``, else every peer.
+        Membership changes (``ursula-admin node add/remove``) start from it."""
+        if self.cluster.genesis.strip():
+            return sorted(parse_node_ids(self.cluster.genesis))
+        return sorted(self.peers)
+
+    @property
     def cores(self) -> int:
         """Core processes of the node: ``[node] cores``, or the CPU count (at most groups)."""
         if self.node.cores:
@@ -265,6 +275,15 @@ def _check_endpoint(where: str, listen: str) -> None:
         serverFromString(reactor, listen)
     except (ValueError, TypeError, KeyError) as error:
         raise ConfigError(f"{where}: {listen!r} is not a Twisted endpoint ({error})") from None
+
+
+def parse_node_ids(text: str) -> set[int]:
+    ids = set()
+    for item in text.replace(",", " ").split():
+        if not item.isdigit() or int(item) < 1:
+            raise ConfigError(f"[cluster] genesis: {item!r} is not a node id")
+        ids.add(int(item))
+    return ids
 
 
 def parse_peers(text: str) -> dict[int, Peer]:
@@ -377,6 +396,11 @@ def _check_cluster(config: NodeConfig) -> None:
                               "(or set secret_file)")
         if len(peers) > 1 and cluster.secret and len(cluster.secret.encode()) < 16:
             raise ConfigError("[cluster] secret: must be at least 16 bytes")
+    if cluster.genesis.strip():
+        genesis = parse_node_ids(cluster.genesis)
+        unknown = sorted(genesis - set(peers or {cluster.node_id: None}))
+        if unknown:
+            raise ConfigError(f"[cluster] genesis: nodes {unknown} are not in [cluster] peers")
     if cluster.secret_file:
         try:
             open(cluster.secret_file, "rb").close()

@@ -84,6 +84,8 @@ class AdminCalls:
     OPERATIONS = {
         "status": lambda raft: raft.node_status(),
         "transfer_leader": lambda raft, group, to: raft.transfer_leader(group, to),
+        "change_membership": lambda raft, group, op, node: raft.change_membership(group, op,
+                                                                                  node),
         "snapshot_group": lambda raft, group: raft.snapshot_group(group),
         "drain": lambda raft, timeout_s: raft.drain(timeout_s),
         "undrain": lambda raft: raft.undrain(),

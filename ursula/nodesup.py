@@ -258,6 +258,10 @@ class NodeView:
         return defer.maybeDeferred(self._core_of, group).addCallback(
             lambda k: self._admin(k, "transfer_leader", group, to))
 
+    def change_membership(self, group: int, op: str, node: int):
+        return defer.maybeDeferred(self._core_of, group).addCallback(
+            lambda k: self._admin(k, "change_membership", group, op, node))
+
     def snapshot_group(self, group: int):
         return defer.maybeDeferred(self._core_of, group).addCallback(
             lambda k: self._admin(k, "snapshot_group", group))

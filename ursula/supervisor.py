@@ -105,13 +105,19 @@ def check_cluster_identity(config: NodeConfig) -> None:
     """Groups and node id are fixed at cluster creation: refuse to start with others."""
     path = os.path.join(config.node.data_dir, "cluster.json")
     identity = {"node_id": config.cluster.node_id, "groups": config.cluster.groups,
-                "cores": config.cores}
+                "cores": config.cores, "genesis": config.genesis}
     if os.path.exists(path):
         with open(path, encoding="utf-8") as handle:
             stored = json.load(handle)
         stored.setdefault("cores", 1)  # written before [node] cores existed: one process
+        # written before membership changes: the voters were the peers, and stayed them
+        stored.setdefault("genesis", config.genesis)
         for key, value in identity.items():
             if stored.get(key) != value:
+                if key == "genesis":
+                    raise ConfigError(f"[cluster] genesis: the cluster of {config.node.data_dir} "
+                                      f"was created with the voters {stored['genesis']}, not "
+                                      f"{value} (set genesis to them)")
                 if key == "cores":
                     raise ConfigError(f"[node] cores: the data in {config.node.data_dir} was "
                                       f"created with cores = {stored['cores']}, not {value} "
@@ -167,7 +173,8 @@ def core_settings(config: NodeConfig):
         hot_bytes=config.group_hot_bytes, hot_max_bytes=config.storage.hot_max_bytes,
         chunk_bytes=config.cold.chunk_bytes, cold_cache_bytes=config.cold.cache_bytes,
         flush_depth=config.cold.flush_depth, sweep_interval_s=config.cold.sweep_interval_s,
-        orphan_grace_s=config.cold.orphan_grace_s, pack_ranges=config.cold.pack_ranges)
+        orphan_grace_s=config.cold.orphan_grace_s, pack_ranges=config.cold.pack_ranges,
+        join=config.cluster.join)
 
 
 def cold_store(config: NodeConfig, reactor):
@@ -191,7 +198,7 @@ def open_journal(config: NodeConfig, directory: str, owned, fail):
     from ursula.storage.journal import Journal, JournalError, Recovery, memory_storage
 
     cluster = config.cluster
-    voters = sorted(config.peers)
+    voters = config.genesis  # every group starts from them; changes are in its log
     try:
         journal = Journal(directory, fsync=config.storage.fsync,
                           segment_bytes=config.storage.segment_bytes)

@@ -138,6 +138,16 @@ class AdminApp:
             request, lambda: self.core.transfer_leader(group, to),
             lambda leader: self._json(request, 200, {"group": group, "leader": leader}))
 
+    @app.route("/__ursula/groups/<int:group>/members/<int:node>", methods=["POST"])
+    def change_membership(self, request, group, node):
+        op = (request.args.get(b"op") or [b""])[0].decode("latin-1")
+        if op not in ("add_learner", "promote", "remove"):
+            return self._refused(request, 400, f"op: expected add_learner, promote or remove, "
+                                               f"got {op!r}")
+        return self._supports(request, "change_membership") or self._operation(
+            request, lambda: self.core.change_membership(group, op, node),
+            lambda value: self._json(request, 200, value))
+
     @app.route("/__ursula/groups/<int:group>/snapshot", methods=["POST"])
     def snapshot_one(self, request, group):
         return self._supports(request, "snapshot_group") or self._operation(

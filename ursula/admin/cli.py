@@ -11,6 +11,8 @@ through ``ursula.admin.client``).
       backup create DEST               DEST: a directory, or cold:NAME (the cold store)
       backup verify SOURCE             the images and every referenced cold chunk
       backup restore SOURCE            into this fresh node (--config), before it starts
+      node add ID                      in every group: a learner, promoted once caught up
+      node remove ID                   in every group: leadership moved off it, then removed
 
 The nodes are the ``--admin`` URLs (repeat the option or separate them with commas), else
 ``$URSULA_ADMIN``, else the ``admin_listen`` of ``--config``, else ``http://127.0.0.1:4438``.
@@ -73,6 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, allow_abbrev=False, help=text)
         command.add_argument("--node", type=int,
                              help="the node's id, when several --admin URLs are given")
+    node = commands.add_parser("node", allow_abbrev=False,
+                               help="add a node to every group or remove it from every group")
+    node_steps = node.add_subparsers(dest="node_step", metavar="STEP", required=True)
+    add = node_steps.add_parser("add", allow_abbrev=False,
+                                help="a learner in every group, promoted once caught up")
+    add.add_argument("id", type=int, help="the node's id (in every node's [cluster] peers)")
+    add.add_argument("--max-lag", type=int, default=64, metavar="ENTRIES",
+                     help="promote a learner once it is this close to the leader's commit")
+    remove = node_steps.add_parser("remove", allow_abbrev=False,
+                                   help="leadership moved off it, then removed from every group")
+    remove.add_argument("id", type=int)
+    for step in (add, remove):
+        step.add_argument("--within", type=float, default=300.0, metavar="SECONDS",
+                          help="give up after this long (default 300); run it again to resume")
     backup = commands.add_parser("backup", allow_abbrev=False, help="create, verify or restore a backup")
     steps = backup.add_subparsers(dest="step", metavar="STEP", required=True)
     create = steps.add_parser("create", allow_abbrev=False, help="back the cluster up (it keeps serving)")
@@ -359,6 +375,96 @@ def _verify(location, manifest, config, reactor, check_chunks):
     return verify(location, store, check_chunks=check_chunks, manifest=manifest)
 
 
+def _group_leaders(statuses) -> dict[int, tuple]:
+    """group -> (the leader's client, its row) of every group some answering node leads (the
+    highest term wins)."""
+    leaders: dict[int, tuple] = {}
+    for client, status, _ in statuses:
+        for row in (status or {}).get("groups", []):
+            if row["role"] == "leader":
+                held = leaders.get(row["group"])
+                if held is None or row["term"] > held[1]["term"]:
+                    leaders[row["group"]] = (client, row)
+    return leaders
+
+
+def node_step(action: str, node: int, row: dict, max_lag: int):
+    """What ``node add``/``node remove`` does next for one group, from its leader's row:
+    ``None`` (done), ``("wait", why)``, ``("transfer", to)`` or ``("change", op)``."""
+    voters, learners = row.get("voters", []), row.get("learners", [])
+    if action == "add":
+        if node in voters:
+            return None
+        if node in learners:
+            match = row.get("match", {}).get(str(node), 0)
+            if row["commit"] - match > max_lag:
+                return ("wait", f"learner {node} at {match} of {row['commit']}")
+            return ("change", "promote")
+        return ("change", "add_learner")
+    if node not in voters and node not in learners:
+        return None
+    if row["leader"] == node:
+        others = [v for v in voters if v != node]
+        if not others:
+            return ("wait", f"node {node} is the last voter")
+        match = row.get("match", {})
+        return ("transfer", max(others, key=lambda v: match.get(str(v), 0)))
+    return ("change", "remove")
+
+
+@defer.inlineCallbacks
+def cmd_node(args, clients, out, err, reactor):
+    """Add a node to every group, or remove it from every group, one server at a time. Each
+    round asks every node given for its status and takes the next step of each unfinished
+    group on its leader; a refused step (another change in flight, a leader that moved) is
+    tried again the next round, so a run that stopped half-way resumes where it was."""
+    action, node = args.node_step, args.id
+    deadline = reactor.seconds() + args.within
+    done_before: set[int] = set()
+    while True:
+        statuses = yield _statuses(clients)
+        counts = {s["group_count"] for _, s, _ in statuses if s and s.get("group_count")}
+        leaders = _group_leaders(statuses)
+        group_count = max(counts) if counts else len(leaders)
+        pending = []
+        for group in range(group_count):
+            if group not in leaders:
+                pending.append(f"group {group}: no leader among the nodes given")
+                continue
+            client, row = leaders[group]
+            step = node_step(action, node, row, getattr(args, "max_lag", 0))
+            if step is None:
+                if group not in done_before:
+                    done_before.add(group)
+                    out.write(f"group {group}: node {node} "
+                              f"{'is a voter' if action == 'add' else 'is no member'}\n")
+                continue
+            kind, what = step
+            if kind == "wait":
+                pending.append(f"group {group}: {what}")
+                continue
+            try:
+                if kind == "transfer":
+                    yield client.transfer_leader(group, what)
+                    out.write(f"group {group}: leadership moved to node {what}\n")
+                else:
+                    yield client.change_membership(group, what, node)
+                    out.write(f"group {group}: {what} {node}\n")
+            except AdminRefused as refused:
+                if refused.status == 400:
+                    raise Failed(f"group {group}: {refused.reason}") from None
+                pending.append(f"group {group}: {refused.reason}")
+            pending.append(f"group {group}: in progress")
+        if len(done_before) == group_count and group_count:
+            out.write(f"node {node} {'added to' if action == 'add' else 'removed from'} "
+                      f"all {group_count} groups\n")
+            return
+        if reactor.seconds() > deadline:
+            raise Failed(f"node {action} {node}: not done within {args.within:.0f} s ("
+                         + "; ".join(pending[:4]) + "); run it again to resume")
+        yield task.deferLater(reactor, 0.2, lambda: None)
+
+
 COMMANDS = {"status": cmd_status, "transfer-leader": cmd_transfer_leader,
             "snapshot": cmd_snapshot, "drain": cmd_drain, "undrain": cmd_undrain}
 
@@ -381,6 +487,8 @@ def run(reactor, argv, out=None, err=None):
                                       for url in _urls(args, config)]
         if args.command == "backup":
             yield cmd_backup(args, clients, out, err, config, reactor)
+        elif args.command == "node":
+            yield cmd_node(args, clients, out, err, reactor)
         else:
             yield COMMANDS[args.command](args, clients, out, err)
     except UsageError as error:

@@ -91,6 +91,9 @@ class AdminClient:
     def transfer_leader(self, group: int, to: int):
         return self.post_json(f"/__ursula/groups/{group}/transfer-leader", {"to": to})
 
+    def change_membership(self, group: int, op: str, node: int):
+        return self.post_json(f"/__ursula/groups/{group}/members/{node}", {"op": op})
+
     def snapshot(self, group: int | None = None):
         if group is None:
             return self.post_json("/__ursula/snapshot")

@@ -69,7 +69,8 @@ class CoreSettings:
                  snapshot_keep_bytes=4 << 20,
                  hot_bytes=32 << 20, hot_max_bytes=0, chunk_bytes=4 << 20,
                  cold_cache_bytes=64 << 20, parallel_write=True, flush_depth=4,
-                 sweep_interval_s=600.0, orphan_grace_s=600.0, pack_ranges=256):
+                 sweep_interval_s=600.0, orphan_grace_s=600.0, pack_ranges=256,
+                 join=False):
         self.tick_ms = tick_ms
         self.parallel_write = parallel_write  # the leader's fsync beside replication
         self.election_ticks = election_ticks
@@ -89,6 +90,7 @@ class CoreSettings:
         self.sweep_interval_s = sweep_interval_s
         self.orphan_grace_s = orphan_grace_s
         self.pack_ranges = pack_ranges
+        self.join = join  # a group on an empty disk joins (raft Config.joining)
 
 
 @implementer(ICore)
@@ -109,8 +111,11 @@ class RaftCore:
                                 self.settings.snapshot_log_bytes,
                                 self.settings.snapshot_keep_bytes)
         self.groups = {
-            g: GroupReplica(self, g, node_id, storages[g], raft_config, seed=node_id * 7919 + g,
-                            policy=policy, parallel_write=self.settings.parallel_write)
+            g: GroupReplica(self, g, node_id, storages[g],
+                            {**raft_config, "joining": self.settings.join
+                             and _empty(storages[g])},
+                            seed=node_id * 7919 + g, policy=policy,
+                            parallel_write=self.settings.parallel_write)
             for g in range(group_count)
         }
         self.scheduler = Scheduler(reactor, self.settings.tick_ms / 1000.0)
@@ -340,7 +345,11 @@ class RaftCore:
                         "hot_bytes": group.machine.total_bytes,
                         "cold_bytes": group.machine.cold_bytes,
                         "flush_lag_bytes": (self.flusher.lag_bytes(group)
-                                            if self.flusher is not None else 0)})
+                                            if self.flusher is not None else 0),
+                        "voters": list(node.voters), "learners": list(node.learners),
+                        **({"match": {str(m): p.match
+                                      for m, p in node.tracker.progress.items()}}
+                           if node.role == "leader" else {})})
         return out
 
 
@@ -398,6 +407,39 @@ class RaftCore:
                                       f"within {timeout_s:.1f} s")
             return task.deferLater(self.reactor, 0.02, check)
         return check()
+
+    def change_membership(self, group_id: int, op: str, node: int):
+        """Propose a membership change of a group this node leads (``op``: ``add_learner``,
+        ``promote`` or ``remove``, one server at a time); a Deferred of the group's members
+        once it is applied here (``AdminError`` 409 if this node does not lead the group or
+        another change is in flight, 400 for a change that does not apply)."""
+        from ursula.raft import ADD_LEARNER, PROMOTE, REMOVE, ConfChange
+        ops = {"add_learner": ADD_LEARNER, "promote": PROMOTE, "remove": REMOVE}
+        try:
+            if op not in ops:
+                raise AdminError(400, f"membership change {op!r}: one of "
+                                      f"{', '.join(sorted(ops))}")
+            group = self._admin_group(group_id)
+            if not group.is_leader:
+                leader = group.node.leader
+                raise AdminError(409, f"node {self.node_id} does not lead group {group_id} "
+                                      f"(leader: {leader or 'unknown'})", leader or None)
+        except AdminError as error:
+            return defer.fail(error)
+
+        def refused(failure):
+            # a change that does not apply: 400; not the leader any more, or another change
+            # in flight (or the new leader's first entry not yet committed): 409, try again
+            status = 400 if failure.check(Unavailable) else 409
+            raise AdminError(status, f"group {group_id}: {op} {node}: "
+                                     f"{failure.getErrorMessage()}", group.node.leader or None)
+
+        def members(_):
+            node_ = group.node
+            return {"group": group_id, "voters": list(node_.voters),
+                    "learners": list(node_.learners)}
+        return group.propose_conf_change(ConfChange(ops[op], node)).addCallbacks(
+            members, refused)
 
     def snapshot_group(self, group_id: int):
         """Snapshot this replica of a group now (and compact its log); a Deferred of
@@ -473,6 +515,12 @@ class RaftCore:
 
 
 _WRITES = (C.Append, C.AppendBatch, C.CreateStream)
+
+
+def _empty(storage) -> bool:
+    """Whether a group's storage holds nothing yet (a new or wiped disk)."""
+    return (storage.hard_state.term == 0 and storage.last_index() == 0
+            and storage.snapshot().meta.index == 0)
 
 
 def _combine_bucket_outcomes(outcomes):

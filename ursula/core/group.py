@@ -89,6 +89,17 @@ class GroupReplica:
 
     # -- requests ------------------------------------------------------------------------------
 
+    def propose_conf_change(self, change) -> Deferred:
+        """Propose a membership change (leader only); fires once it is applied here, fails at
+        once with the driver's rejection (not the leader, a change in flight, one that does not
+        apply)."""
+        d = Deferred()
+        rejection = self.driver.propose_conf_change(d, change)
+        if rejection is not None:
+            return fail(as_exception(rejection))
+        self.runtime.schedule(self)
+        return d
+
     def submit(self, command, request_id: str | None = None) -> Deferred:
         """Propose a command (leader only); fires with its Outcome once applied here."""
         d = Deferred()
