@@ -65,7 +65,7 @@ def restore(config, manifest, images: dict[int, bytes], log=lambda line: None) -
         check_cluster_identity(config)  # refuses other ids; writes cluster.json when fresh
     except ConfigError as error:
         raise BackupError(str(error)) from None
-    voters = ConfState(tuple(sorted(config.peers)))
+    voters = ConfState(tuple(config.genesis))
     by_dir: dict[str, list] = {}
     for entry in manifest.groups:
         if entry.index > 0:  # index 0: the group never applied anything; it starts empty
