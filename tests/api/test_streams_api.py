@@ -205,3 +205,29 @@ def test_unknown_method_is_405(node):
     response, content = yield call("PATCH", node.url + "/v1/stream/x")
     assert response.code == 405
     assert b"Traceback" not in content
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_name_is_percent_decoded_once(node):
+    # %2541 is "%41" once decoded: the stream is named pct-a%41, not pct-aA
+    response, _ = yield call("PUT", node.url + "/v1/stream/pct-a%2541", b"once",
+                             {"Content-Type": "text/plain"})
+    assert response.code == 201
+    response, body = yield call("GET", node.url + "/v1/stream/pct-a%2541?offset=-1")
+    assert response.code == 200 and body == b"once"
+    response, _ = yield call("GET", node.url + "/v1/stream/pct-aA?offset=-1")
+    assert response.code == 404
+    response, body = yield call("GET", node.url + "/_default/pct-a%2541?offset=-1")
+    assert response.code == 200 and body == b"once"
+
+
+@pytest_twisted.inlineCallbacks
+def test_append_batch_in_the_default_bucket_layout(node):
+    yield call("PUT", node.url + "/_default/batchx", None, {"Content-Type": "text/plain"})
+    response, _ = yield call("POST", node.url + "/_default/batchx/append-batch",
+                             encode_frames([b"a", b"b"]), {"Content-Type": "text/plain"})
+    assert response.code in (200, 204)
+    response, body = yield call("GET", node.url + "/v1/stream/batchx?offset=-1")
+    assert body == b"ab"
+    response, _ = yield call("GET", node.url + "/_default/batchx/append-batch")
+    assert response.code == 405

@@ -25,8 +25,8 @@ OFF = "0000000000000000_00000000000000{:02d}"
 def test_stream_paths_in_both_layouts():
     assert ops.StreamRef("chat/room-1").path == "/v1/stream/chat/room-1"
     assert ops.StreamRef("a b").path == "/v1/stream/a%20b"
-    # the server decodes a segment and then the name once more: "%" goes as %2525
-    assert ops.StreamRef("100%").path == "/v1/stream/100%2525"
+    # the server decodes each path segment once: "%" goes as %25
+    assert ops.StreamRef("100%").path == "/v1/stream/100%25"
     assert ops.StreamRef("album-1", "photos").path == "/photos/album-1"
     assert ops.StreamRef("x", "_default").path == "/v1/stream/x"
     assert ops.StreamRef("é", "photos").header_path == "/photos/%C3%A9"

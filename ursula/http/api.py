@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import random
-from urllib.parse import unquote
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
@@ -108,10 +107,11 @@ class Api:
         return self.guard(request, self._named(
             lambda req, b, n: handler(req, b, n, arg), bucket, name, allow_slash))
 
-    def append_batch(self, request, bucket: str, stream: str):
+    def append_batch(self, request, bucket: str, stream: str, allow_slash: bool = False):
         if request.method == b"OPTIONS":
             return self.options(request)
-        return self.guard(request, self._named(self.streams.append_batch, bucket, stream, False))
+        return self.guard(request, self._named(self.streams.append_batch, bucket, stream,
+                                               allow_slash))
 
     def bucket(self, request, bucket: str):
         if request.method == b"OPTIONS":
@@ -119,7 +119,7 @@ class Api:
         method = b"GET" if request.method == b"HEAD" else request.method
         handler = {b"GET": self._list_bucket, b"PUT": self._put_bucket,
                    b"DELETE": self._delete_bucket}[method]
-        return self.guard(request, lambda req: handler(req, check_bucket(unquote(bucket))))
+        return self.guard(request, lambda req: handler(req, check_bucket(bucket)))
 
     def health(self, request):
         request.setHeader(b"content-type", b"application/json")
@@ -158,8 +158,9 @@ class Api:
 
     def _named(self, handler, bucket: str, name: str, allow_slash: bool):
         def call(request):
-            return handler(request, check_bucket(unquote(bucket)),
-                           check_stream(unquote(name), self.max_name, allow_slash))
+            # (the router percent-decoded the path once: a name is never decoded twice)
+            return handler(request, check_bucket(bucket),
+                           check_stream(name, self.max_name, allow_slash))
         return call
 
     def _get(self, request, bucket: str, name: str):

@@ -585,8 +585,8 @@ class DataPlaneFactory(Factory):
             return page(request)
         if path.startswith(b"/__ursula/"):
             return api.not_found(request)  # the rest of the control plane: the admin listener
-        # As twisted.web + Klein: each segment percent-decoded once, the path read as UTF-8
-        # (handlers decode the names once more).
+        # Each segment percent-decoded once (so %2F in a name is a slash of the name, not a
+        # separator), the path read as UTF-8; nothing is decoded twice.
         try:
             text = ("/".join(unquote_to_bytes(s).decode("utf-8") for s in path.split(b"/"))
                     if b"%" in path else path.decode("utf-8"))
@@ -601,6 +601,13 @@ class DataPlaneFactory(Factory):
                 extension = split_extension(text[len(prefix):])
                 if extension is not None:  # {stream}/snapshot, /bootstrap, ...
                     return api.extension(request, DEFAULT_BUCKET, *extension, True)
+                if prefix == "/_default/" and text.endswith("/append-batch") \
+                        and len(text) > len(prefix) + len("/append-batch"):
+                    # the bucket layout's /{bucket}/{stream}/append-batch, for _default too
+                    if method not in ALL_BATCH:
+                        return api.method_not_allowed(request, ["POST", "OPTIONS"])
+                    return api.append_batch(request, DEFAULT_BUCKET,
+                                            text[len(prefix):-len("/append-batch")], True)
                 if method not in ALL_STREAM:
                     return api.method_not_allowed(request, STREAM_METHODS)
                 return api.stream(request, DEFAULT_BUCKET, text[len(prefix):], True)

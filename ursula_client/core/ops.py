@@ -30,9 +30,8 @@ DEFAULT_BUCKET = "_default"
 
 
 def _segment(text: str, keep_slash: bool) -> str:
-    # ursula (as twisted.web + Klein did) percent-decodes a path segment and then the name
-    # once more: a literal "%" must reach it as %2525 to survive both.
-    return quote(text.replace("%", "%25"), safe="/" if keep_slash else "")
+    # the server percent-decodes each path segment once: a literal "%" goes as %25
+    return quote(text, safe="/" if keep_slash else "")
 
 
 @dataclass(frozen=True)
