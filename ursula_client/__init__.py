@@ -17,6 +17,7 @@ from ursula_client.core.errors import (
     DeliveryTimeout,
     Forbidden,
     HTTPError,
+    MalformedResponse,
     PayloadTooLarge,
     PreconditionFailed,
     ProducerClosed,
@@ -24,8 +25,12 @@ from ursula_client.core.errors import (
     ProducerError,
     ProducerFenced,
     RequestTimeout,
+    Retained,
+    RetentionConflict,
     SequenceGap,
     ServerError,
+    SnapshotConflict,
+    SnapshotMatchFailed,
     StreamClosed,
     StreamExists,
     StreamGone,
@@ -44,17 +49,21 @@ from ursula_client.core.subscriptions import AckResult, Wake, WakeStream
 from ursula_client.core.types import (
     AppendResult,
     BatchItem,
+    Bootstrap,
     BucketEntry,
     BucketPage,
     CreateResult,
     ReadBatch,
+    Snapshot,
     StreamInfo,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "NOW", "START", "ZERO", "AckResult", "AppendResult", "BadRequest", "BatchItem",
+    "NOW", "START", "ZERO", "AckResult", "AppendResult", "BadRequest", "BatchItem", "Bootstrap",
+    "MalformedResponse", "Retained", "RetentionConflict", "Snapshot", "SnapshotConflict",
+    "SnapshotMatchFailed",
     "BucketEntry", "BucketPage", "Conflict", "CreateResult", "DeliveryTimeout", "Forbidden",
     "HTTPError", "PayloadTooLarge", "PreconditionFailed", "ProducerClosed", "ProducerConflict",
     "ProducerError", "ProducerFenced", "ProducerSettings", "ReadBatch", "RequestTimeout",

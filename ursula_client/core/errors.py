@@ -81,7 +81,51 @@ class StreamClosed(Conflict):
 
 class StreamGone(HTTPError):
     """410: the stream was deleted (soft-deleted while forks reference it), or the offset is
-    before the retained data."""
+    before the retained data (then it is a ``Retained``)."""
+
+
+class Retained(StreamGone):
+    """410 with ``Stream-Next-Offset``: the offset is below the stream's retention floor (the
+    history before it was compacted into a snapshot). ``retained_offset`` is the first offset
+    still held; recover with ``bootstrap()`` (the snapshot and the records after it), then
+    read on from the bootstrap's ``next_offset`` (or ``follow(..., on_retained="bootstrap")``)."""
+
+    @property
+    def retained_offset(self) -> str | None:
+        return self.headers.get("stream-next-offset")
+
+    def __str__(self) -> str:
+        return (f"{super().__str__()}: the offset is below the retention floor "
+                f"{self.retained_offset} (bootstrap, then read on from its next_offset)")
+
+
+class SnapshotConflict(Conflict):
+    """409 on ``publish_snapshot``: the offset is past the tail, older than the latest
+    snapshot (``snapshot_offset`` names the latest), or another snapshot is published at this
+    offset."""
+
+    @property
+    def snapshot_offset(self) -> str | None:
+        return self.headers.get("stream-snapshot-offset")
+
+
+class SnapshotMatchFailed(SnapshotConflict):
+    """409 on a conditional ``publish_snapshot(..., match=digest)``: the current snapshot's
+    digest is not ``digest`` (someone published in between: re-read and decide)."""
+
+
+class RetentionConflict(Conflict):
+    """409 on ``set_retention``: no snapshot is published yet, the offset is past the latest
+    snapshot (the floor may only move up to it), or it would move the floor backwards."""
+
+
+class MalformedResponse(UrsulaError, ValueError):
+    """The server's answer does not have the form the protocol gives it (a multipart body
+    that does not parse, a missing header); ``status`` is the answer's status."""
+
+    def __init__(self, message: str, status: int = 0):
+        super().__init__(message)
+        self.status = status
 
 
 class PreconditionFailed(HTTPError):
@@ -195,8 +239,11 @@ _BY_STATUS: dict[int, type[HTTPError]] = {
 
 
 def error_for(status: int, headers: Mapping[str, str], body: bytes, method: str = "",
-              path: str = "", subscription: bool = False, creating: bool = False) -> HTTPError:
-    """The exception for an unexpected answer. ``headers`` must have lowercase names."""
+              path: str = "", subscription: bool = False, creating: bool = False,
+              conflict: type[Conflict] | None = None) -> HTTPError:
+    """The exception for an unexpected answer. ``headers`` must have lowercase names;
+    ``conflict``: the class of a plain 409 for this operation (a snapshot publish, a
+    retention move)."""
     text = body.decode("utf-8", "replace").strip()
     if subscription:
         try:
@@ -217,6 +264,13 @@ def error_for(status: int, headers: Mapping[str, str], body: bytes, method: str 
         cls = SequenceGap
     elif status == 409 and creating:
         cls = StreamExists
+    elif status == 409 and conflict is SnapshotConflict \
+            and "stream-snapshot-match" in reason.lower():
+        cls = SnapshotMatchFailed
+    elif status == 409 and conflict is not None:
+        cls = conflict
+    elif status == 410 and "stream-next-offset" in headers:
+        cls = Retained
     elif status in _BY_STATUS:
         cls = _BY_STATUS[status]
     elif status >= 500:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 from ursula_client.core import framing
-from ursula_client.core.errors import UrsulaError, error_for
+from ursula_client.core.errors import Conflict, UrsulaError, error_for
 from ursula_client.core.http import Request, Response, with_query
 from ursula_client.core.offsets import START, check_offset
 from ursula_client.core.types import (
@@ -77,12 +78,14 @@ def _headers(extra: Mapping[str, str] | None, **named: str | None) -> tuple[tupl
 
 
 def expect(response: Response, request: Request, ok: Sequence[int], *,
-           creating: bool = False, subscription: bool = False) -> Response:
+           creating: bool = False, subscription: bool = False,
+           conflict: type[Conflict] | None = None) -> Response:
     """``response`` if its status is one of ``ok``; else raise the matching error."""
     if response.status in ok:
         return response
     raise error_for(response.status, response.headers, response.body, request.method,
-                    request.target.split("?")[0], subscription=subscription, creating=creating)
+                    request.target.split("?")[0], subscription=subscription, creating=creating,
+                    conflict=conflict)
 
 
 def _required(response: Response, name: str) -> str:
@@ -99,6 +102,7 @@ def create_request(ref: StreamRef, content_type: str | None = None, *,
                    closed: bool = False, body: bytes = b"",
                    fork_from: StreamRef | None = None, fork_offset: str | None = None,
                    fork_sub_offset: int | None = None,
+                   attrs: Mapping[str, Any] | None = None,
                    headers: Mapping[str, str] | None = None) -> Request:
     if ttl_seconds is not None and expires_at is not None:
         raise ValueError("give ttl_seconds or expires_at, not both")
@@ -108,14 +112,23 @@ def create_request(ref: StreamRef, content_type: str | None = None, *,
         raise ValueError("fork_offset and fork_sub_offset need fork_from")
     if fork_offset is not None:
         check_offset(fork_offset)
+    if attrs is not None and not isinstance(attrs, Mapping):
+        raise TypeError("attrs is a JSON object (a dict)")
     return Request("PUT", ref.path, _headers(
         headers, content_type=content_type,
         stream_ttl=None if ttl_seconds is None else str(ttl_seconds),
         stream_expires_at=expires_at, stream_closed="true" if closed else None,
         stream_forked_from=None if fork_from is None else fork_from.header_path,
         stream_fork_offset=fork_offset,
-        stream_fork_sub_offset=None if fork_sub_offset is None else str(fork_sub_offset)),
+        stream_fork_sub_offset=None if fork_sub_offset is None else str(fork_sub_offset),
+        stream_attrs=None if attrs is None else encode_attrs(attrs)),
         body)
+
+
+def encode_attrs(attrs: Mapping[str, Any]) -> str:
+    """An attribute object as the server keeps it (sorted keys, no spaces); ASCII, so that it
+    also fits the ``Stream-Attrs`` header."""
+    return json.dumps(dict(attrs), sort_keys=True, separators=(",", ":"))
 
 
 def parse_create(response: Response, request: Request) -> CreateResult:
@@ -234,7 +247,9 @@ def parse_head(response: Response, request: Request) -> StreamInfo:
     expect(response, request, (200,))
     ttl = response.header("stream-ttl")
     size = response.header("ursula-stream-bytes")
-    return StreamInfo(content_type=response.header("content-type") or "application/octet-stream",
+    return StreamInfo(retained_offset=response.header("stream-retained-offset"),
+                      snapshot_offset=response.header("stream-snapshot-offset"),
+                      snapshot_digest=response.header("stream-snapshot-digest"),content_type=response.header("content-type") or "application/octet-stream",
                       next_offset=_required(response, "stream-next-offset"),
                       closed=response.flag("stream-closed"),
                       ttl_seconds=int(ttl) if ttl and ttl.isdigit() else None,

@@ -21,6 +21,11 @@ class StreamInfo:
     expires_at: str | None = None
     #: bytes held for the stream (``Ursula-Stream-Bytes``; None from other servers)
     size_bytes: int | None = None
+    #: the retention floor (``Stream-Retained-Offset``: reads below it are ``Retained``)
+    retained_offset: str | None = None
+    #: the latest snapshot's offset and digest (None when none is published)
+    snapshot_offset: str | None = None
+    snapshot_digest: str | None = None
 
     @property
     def json(self) -> bool:
@@ -82,6 +87,9 @@ class ReadBatch:
     cursor: str | None = None
     etag: str | None = None
     _records: tuple[Any, ...] | None = field(default=None, repr=False, compare=False)
+    #: set on the batch a follower made of a bootstrap (``on_retained="bootstrap"``): the
+    #: state of the stream up to ``offset``; replace yours with it, then apply the records
+    snapshot: Snapshot | None = None
 
     @property
     def records(self) -> list[Any]:
@@ -98,6 +106,66 @@ class ReadBatch:
 
     def __len__(self) -> int:
         return len(self.records) if self.json_mode else len(self.data)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A published snapshot: the application's state of the stream up to ``offset`` (read on
+    from there). ``data`` is the blob as stored, of ``content_type``; ``digest`` is
+    ``Stream-Snapshot-Digest`` (the value ``publish_snapshot(..., match=)`` takes).
+    ``up_to_date``: ``offset`` is the stream's tail (on a read of the snapshot)."""
+
+    offset: str
+    digest: str | None
+    content_type: str
+    data: bytes = b""
+    up_to_date: bool = False
+
+    @property
+    def json(self) -> bool:
+        return is_json_type(self.content_type)
+
+    @property
+    def value(self) -> Any:
+        """The blob decoded as JSON (ValueError if it is not)."""
+        return json.loads(self.data)
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8")
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """``GET {stream}/bootstrap``: the latest snapshot (None without one), then the records
+    after it: ``updates`` are the decoded messages of a JSON stream, or each append of a byte
+    stream as bytes. Read on from ``next_offset``; ``up_to_date``: that is the tail (else
+    more records follow: read or follow from ``next_offset``); ``closed``: the stream is
+    closed and this is its end."""
+
+    snapshot: Snapshot | None
+    updates: list[Any]
+    next_offset: str
+    up_to_date: bool = False
+    closed: bool = False
+    json_mode: bool = False
+    retained_offset: str | None = None
+    #: where the updates start (the snapshot's offset; None without a snapshot: the start)
+    offset: str | None = None
+    #: the raw bytes of each update part, as sent
+    raw_updates: tuple[bytes, ...] = field(default=(), repr=False)
+
+    def as_batch(self) -> ReadBatch:
+        """The updates as one ``ReadBatch`` (carrying ``snapshot``), the way a follower
+        yields a bootstrap."""
+        if self.json_mode:
+            data = b"[" + b",".join(self.raw_updates) + b"]" if self.raw_updates else b""
+            records: tuple[Any, ...] | None = tuple(self.updates)
+        else:
+            data, records = b"".join(self.raw_updates), None
+        return ReadBatch(offset=self.offset or "-1", next_offset=self.next_offset, data=data,
+                         json_mode=self.json_mode, up_to_date=self.up_to_date,
+                         closed=self.closed, _records=records, snapshot=self.snapshot)
 
 
 @dataclass(frozen=True)
