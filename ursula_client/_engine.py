@@ -18,6 +18,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
+from ursula_client.core import extensions as ext
 from ursula_client.core import ops
 from ursula_client.core import subscriptions as subs
 from ursula_client.core.errors import TransportError, UrsulaError
@@ -36,10 +37,12 @@ from ursula_client.core.sse import StreamEvents
 from ursula_client.core.types import (
     AppendResult,
     BatchItem,
+    Bootstrap,
     BucketEntry,
     BucketPage,
     CreateResult,
     ReadBatch,
+    Snapshot,
     StreamInfo,
     encode_json_records,
     is_json_type,
@@ -184,11 +187,13 @@ class StreamHandle:
                      expires_at: str | None = None, closed: bool = False,
                      data: bytes | None = None, fork_from: StreamHandle | ops.StreamRef
                      | str | None = None, fork_offset: str | None = None,
-                     fork_sub_offset: int | None = None) -> CreateResult:
+                     fork_sub_offset: int | None = None,
+                     attrs: Mapping[str, Any] | None = None) -> CreateResult:
         """Create the stream (idempotent: the same configuration again answers
         ``created=False``; a different one raises ``StreamExists``). ``fork_from``: a stream
         (handle, ref or name in the same bucket) whose data up to ``fork_offset`` (default its
-        tail) this stream starts with."""
+        tail) this stream starts with. ``attrs``: the stream's attribute object
+        (``Stream-Attrs``; other attributes on an existing stream are ``StreamExists``)."""
         source = None
         if fork_from is not None:
             source = fork_from.ref if isinstance(fork_from, StreamHandle) else \
@@ -199,7 +204,7 @@ class StreamHandle:
         request = ops.create_request(self.ref, content_type, ttl_seconds=ttl_seconds,
                                      expires_at=expires_at, closed=closed, body=data or b"",
                                      fork_from=source, fork_offset=fork_offset,
-                                     fork_sub_offset=fork_sub_offset)
+                                     fork_sub_offset=fork_sub_offset, attrs=attrs)
         result = await self.session.call(request, ops.parse_create)
         if content_type is not None:
             self.content_type = content_type
@@ -305,12 +310,77 @@ class StreamHandle:
                          closed=last.closed, cursor=last.cursor, etag=last.etag,
                          _records=tuple(records) if records is not None else None)
 
+    # -- snapshots, retention, bootstrap, attributes (ursula extensions) -------------------
+
+    async def publish_snapshot(self, offset: str, body: Any, *, match: str | None = None,
+                               content_type: str | None = None) -> Snapshot:
+        """Publish the application's state of ``[start, offset)`` (``offset`` a record
+        boundary, e.g. an ``AppendResult.next_offset``). ``body``: bytes (of
+        ``content_type``, default ``application/octet-stream``), str, or any JSON value.
+        ``match``: only if the current snapshot's digest is this (``SnapshotMatchFailed``
+        otherwise). Returns the snapshot with its ``digest``. ``SnapshotConflict`` (409: past
+        the tail, older than the latest, another one at this offset), ``BadRequest`` (not a
+        record boundary), ``Retained`` (below the floor)."""
+        data, ctype = ext.encode_snapshot(body, content_type)
+        request = ext.publish_snapshot_request(self.ref, offset, data, ctype, match=match)
+        return await self.session.call(request, ext.parse_publish_snapshot)
+
+    async def get_snapshot(self, offset: str | None = None) -> Snapshot | None:
+        """The latest snapshot (``offset`` None), or the one at ``offset``; None when there
+        is none (``StreamNotFound`` when the stream does not exist, ``Retained`` below the
+        floor)."""
+        found: str | Snapshot | None = offset
+        for _ in range(5):
+            if found is None:
+                found = await self.session.call(ext.latest_snapshot_request(self.ref),
+                                                ext.parse_latest_snapshot)
+                if found is None:
+                    await self.head()  # no snapshot, or StreamNotFound
+                    return None
+            if isinstance(found, Snapshot):
+                return found
+            snapshot = await self.session.call(ext.snapshot_request(self.ref, found),
+                                               ext.parse_snapshot)
+            if snapshot is not None:
+                return snapshot
+            await self.head()  # StreamNotFound, or no snapshot there
+            if offset is not None:
+                return None
+            found = None  # the latest was replaced in between: ask again
+        raise UrsulaError("the latest snapshot was replaced five times while being read")
+
+    async def set_retention(self, offset: str) -> str:
+        """Move the retention floor up to ``offset`` (at most the latest snapshot's offset):
+        reads below it raise ``Retained`` from now on. Returns the floor.
+        ``RetentionConflict`` (409: no snapshot yet, past the latest snapshot, backwards)."""
+        return await self.session.call(ext.retention_request(self.ref, offset),
+                                       ext.parse_retention)
+
+    async def bootstrap(self) -> Bootstrap:
+        """The latest snapshot and the records after it (``Bootstrap``); when not
+        ``up_to_date``, read or follow on from its ``next_offset``."""
+        json_mode = is_json_type(await self._content_type())
+        return await self.session.call(
+            ext.bootstrap_request(self.ref),
+            lambda response, request: ext.parse_bootstrap(response, request, json_mode))
+
+    async def get_attrs(self) -> dict[str, Any]:
+        """The stream's attribute object (``{}`` when none)."""
+        return await self.session.call(ext.get_attrs_request(self.ref), ext.parse_get_attrs)
+
+    async def set_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """Replace the stream's attribute object (``{}`` clears it)."""
+        await self.session.call(ext.set_attrs_request(self.ref, attrs), ext.parse_set_attrs)
+
     def follow(self, offset: str = START, *, live: str = "long-poll",
                include_empty: bool = False, timeout: float | None = None,
-               retry: RetryPolicy = FOLLOW_POLICY) -> Follower:
+               retry: RetryPolicy = FOLLOW_POLICY, on_retained: str = "raise") -> Follower:
+        """A ``Follower`` from ``offset``. ``on_retained="bootstrap"``: when the offset is
+        below the retention floor (``Retained``), bootstrap and yield it as one batch with
+        ``snapshot`` set, then follow on from its ``next_offset``."""
         json_mode = None if self.content_type is None else is_json_type(self.content_type)
         state = FollowState(self.ref, offset, live=live, json_mode=json_mode,
-                            request_timeout=timeout)
+                            request_timeout=timeout, on_retained=on_retained)
         return Follower(self, state, include_empty, retry)
 
     def producer(self, producer_id: str, *, epoch: int = 0, auto_claim: bool = False,
@@ -356,6 +426,10 @@ class Follower:
     def reconnects(self) -> int:
         return self.state.reconnects
 
+    @property
+    def bootstraps(self) -> int:
+        return self.state.bootstraps
+
     def __aiter__(self) -> Follower:
         return self
 
@@ -363,7 +437,7 @@ class Follower:
         while True:
             while self._queue:
                 batch = self._queue.popleft()
-                if batch.data or self.include_empty:
+                if batch.data or self.include_empty or batch.snapshot is not None:
                     return batch
             if self.state.done or self._closed:
                 self._drop_body()
@@ -389,6 +463,15 @@ class Follower:
                     self.retry.delay(self._attempt, retry_after(error), self.session.rng))
 
     async def _fill(self, url: str) -> None:
+        try:
+            await self._read(url)
+        except UrsulaError as error:
+            if not self.state.recovers(error):
+                raise
+            self._drop_body()
+            self._queue.append(self.state.on_bootstrap(await self.stream.bootstrap()))
+
+    async def _read(self, url: str) -> None:
         session = self.session
         if self.state.needs_head:
             self.state.on_head((await self.stream.head()).content_type)

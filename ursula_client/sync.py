@@ -23,10 +23,12 @@ from ursula_client.core.subscriptions import AckResult, Wake
 from ursula_client.core.types import (
     AppendResult,
     BatchItem,
+    Bootstrap,
     BucketEntry,
     BucketPage,
     CreateResult,
     ReadBatch,
+    Snapshot,
     StreamInfo,
 )
 
@@ -71,6 +73,10 @@ class Follower:
     @property
     def reconnects(self) -> int:
         return self._inner.reconnects
+
+    @property
+    def bootstraps(self) -> int:
+        return self._inner.bootstraps
 
     def __iter__(self) -> Iterator[ReadBatch]:
         return self
@@ -233,12 +239,13 @@ class Stream:
     def create(self, content_type: str | None = None, *, ttl_seconds: int | None = None,
                expires_at: str | None = None, closed: bool = False, data: bytes | None = None,
                fork_from: Stream | ops.StreamRef | str | None = None,
-               fork_offset: str | None = None, fork_sub_offset: int | None = None) -> CreateResult:
+               fork_offset: str | None = None, fork_sub_offset: int | None = None,
+               attrs: Mapping[str, Any] | None = None) -> CreateResult:
         source = fork_from._inner if isinstance(fork_from, Stream) else fork_from
         return self._loop.run(self._inner.create(
             content_type, ttl_seconds=ttl_seconds, expires_at=expires_at, closed=closed,
             data=data, fork_from=source, fork_offset=fork_offset,
-            fork_sub_offset=fork_sub_offset))
+            fork_sub_offset=fork_sub_offset, attrs=attrs))
 
     def append(self, data: Any, *, stream_seq: str | None = None, if_match: str | None = None,
                close: bool = False) -> AppendResult:
@@ -269,11 +276,33 @@ class Stream:
     def read_all(self, offset: str = ops.START) -> ReadBatch:
         return self._loop.run(self._inner.read_all(offset))
 
+    def publish_snapshot(self, offset: str, body: Any, *, match: str | None = None,
+                         content_type: str | None = None) -> Snapshot:
+        return self._loop.run(self._inner.publish_snapshot(offset, body, match=match,
+                                                        content_type=content_type))
+
+    def get_snapshot(self, offset: str | None = None) -> Snapshot | None:
+        return self._loop.run(self._inner.get_snapshot(offset))
+
+    def set_retention(self, offset: str) -> str:
+        return self._loop.run(self._inner.set_retention(offset))
+
+    def bootstrap(self) -> Bootstrap:
+        return self._loop.run(self._inner.bootstrap())
+
+    def get_attrs(self) -> dict[str, Any]:
+        return self._loop.run(self._inner.get_attrs())
+
+    def set_attrs(self, attrs: Mapping[str, Any]) -> None:
+        return self._loop.run(self._inner.set_attrs(attrs))
+
     def follow(self, offset: str = ops.START, *, live: str = "long-poll",
                include_empty: bool = False, timeout: float | None = None,
-               retry: RetryPolicy = _engine.FOLLOW_POLICY) -> Follower:
+               retry: RetryPolicy = _engine.FOLLOW_POLICY,
+               on_retained: str = "raise") -> Follower:
         return Follower(self._loop, self._inner.follow(
-            offset, live=live, include_empty=include_empty, timeout=timeout, retry=retry))
+            offset, live=live, include_empty=include_empty, timeout=timeout, retry=retry,
+            on_retained=on_retained))
 
     def producer(self, producer_id: str, *, epoch: int = 0, auto_claim: bool = False,
                  content_type: str | None = None, settings: ProducerSettings | None = None,

@@ -35,10 +35,12 @@ from ursula_client.core.subscriptions import AckResult, Wake
 from ursula_client.core.types import (
     AppendResult,
     BatchItem,
+    Bootstrap,
     BucketEntry,
     BucketPage,
     CreateResult,
     ReadBatch,
+    Snapshot,
     StreamInfo,
 )
 
@@ -219,7 +221,8 @@ class TreqTransport:
         if sent is not None:
             data = _BytesProducer(request.body, sent)
         return self.client.request(request.method, (url + request.target).encode("ascii"),
-                                   headers=self._headers(request), data=data, unbuffered=True)
+                                   headers=self._headers(request), data=data, unbuffered=True,
+                                   allow_redirects=False)
 
     async def send(self, url: str, request: Request, timeout: float,
                    sent: Callable[[], None] | None = None) -> Response:
@@ -268,6 +271,10 @@ class Follower:
     @property
     def reconnects(self) -> int:
         return self._inner.reconnects
+
+    @property
+    def bootstraps(self) -> int:
+        return self._inner.bootstraps
 
     def __aiter__(self) -> Follower:
         return self
@@ -372,13 +379,13 @@ class Stream:
     def create(self, content_type: str | None = None, *, ttl_seconds: int | None = None,
                expires_at: str | None = None, closed: bool = False, data: bytes | None = None,
                fork_from: Stream | ops.StreamRef | str | None = None,
-               fork_offset: str | None = None,
-               fork_sub_offset: int | None = None) -> Deferred[CreateResult]:
+               fork_offset: str | None = None, fork_sub_offset: int | None = None,
+               attrs: Mapping[str, Any] | None = None) -> Deferred[CreateResult]:
         source = fork_from._inner if isinstance(fork_from, Stream) else fork_from
         return _d(self._inner.create(content_type, ttl_seconds=ttl_seconds,
                                      expires_at=expires_at, closed=closed, data=data,
                                      fork_from=source, fork_offset=fork_offset,
-                                     fork_sub_offset=fork_sub_offset))
+                                     fork_sub_offset=fork_sub_offset, attrs=attrs))
 
     def append(self, data: Any, *, stream_seq: str | None = None, if_match: str | None = None,
                close: bool = False) -> Deferred[AppendResult]:
@@ -409,11 +416,33 @@ class Stream:
     def read_all(self, offset: str = ops.START) -> Deferred[ReadBatch]:
         return _d(self._inner.read_all(offset))
 
+    def publish_snapshot(self, offset: str, body: Any, *, match: str | None = None,
+                         content_type: str | None = None) -> Deferred[Snapshot]:
+        return _d(self._inner.publish_snapshot(offset, body, match=match,
+                                                        content_type=content_type))
+
+    def get_snapshot(self, offset: str | None = None) -> Deferred[Snapshot | None]:
+        return _d(self._inner.get_snapshot(offset))
+
+    def set_retention(self, offset: str) -> Deferred[str]:
+        return _d(self._inner.set_retention(offset))
+
+    def bootstrap(self) -> Deferred[Bootstrap]:
+        return _d(self._inner.bootstrap())
+
+    def get_attrs(self) -> Deferred[dict[str, Any]]:
+        return _d(self._inner.get_attrs())
+
+    def set_attrs(self, attrs: Mapping[str, Any]) -> Deferred[None]:
+        return _d(self._inner.set_attrs(attrs))
+
     def follow(self, offset: str = ops.START, *, live: str = "long-poll",
                include_empty: bool = False, timeout: float | None = None,
-               retry: RetryPolicy = _engine.FOLLOW_POLICY) -> Follower:
+               retry: RetryPolicy = _engine.FOLLOW_POLICY,
+               on_retained: str = "raise") -> Follower:
         return Follower(self._inner.follow(offset, live=live, include_empty=include_empty,
-                                           timeout=timeout, retry=retry))
+                                           timeout=timeout, retry=retry,
+                                           on_retained=on_retained))
 
     def producer(self, producer_id: str, *, epoch: int = 0, auto_claim: bool = False,
                  content_type: str | None = None, settings: ProducerSettings | None = None,
