@@ -81,6 +81,17 @@ def _setup(total=40 * KiB, depth=3):
     return clock, group, store, flusher, data
 
 
+def _drain(clock, group, store, flusher):
+    """Let every poll, upload and proposal finish (the leader stays, nothing fails)."""
+    for _ in range(100):
+        clock.advance(1.0)
+        flusher.poll()
+        while store.pending or group.proposed:
+            if store.pending:
+                store.finish(0)
+            group.commit_all()
+
+
 def _stream(group):
     return group.machine.streams[(B, "s")]
 
@@ -196,13 +207,7 @@ def test_any_interleaving_of_uploads_failures_commits_and_leader_changes_loses_n
             else:
                 flusher.poll()
         group.is_leader = True
-        for _ in range(100):  # drain
-            clock.advance(1.0)
-            flusher.poll()
-            while store.pending or group.proposed:
-                if store.pending:
-                    store.finish(0)
-                group.commit_all()
+        _drain(clock, group, store, flusher)
         stream = _stream(group)
         position = 0
         for start, end, key, checksum in stream.chunks:
@@ -393,13 +398,7 @@ def test_any_interleaving_with_packs_and_deletes_loses_nothing():
             else:
                 flusher.poll()
         group.is_leader = True
-        for _ in range(100):  # drain
-            clock.advance(1.0)
-            flusher.poll()
-            while store.pending or group.proposed:
-                if store.pending:
-                    store.finish(0)
-                group.commit_all()
+        _drain(clock, group, store, flusher)
         assert not group.machine.cold_garbage, seed
         for name, payload in data.items():
             stream = group.machine.streams.get((B, name))

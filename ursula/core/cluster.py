@@ -43,13 +43,25 @@ from ursula.core.reads import ReadPath
 from ursula.core.scheduler import Scheduler
 from ursula.core.watchers import WatcherRegistry
 from ursula.loop import Timeouts
-from ursula.raft import NONE, decode_message, encode_message
+from ursula.raft import (
+    ADD_LEARNER,
+    NONE,
+    PROMOTE,
+    REMOVE,
+    ConfChange,
+    decode_message,
+    encode_message,
+)
 from ursula.replica import SnapshotPolicy
 from ursula.stream import commands as C
 
 log = Logger()
 
 __all__ = ["RETRY_DELAY_S", "CoreSettings", "MemoryPersister", "RaftCore"]
+
+
+#: The membership changes of the admin plane, by name.
+CONF_CHANGE_OPS = {"add_learner": ADD_LEARNER, "promote": PROMOTE, "remove": REMOVE}
 
 
 class AdminError(Exception):
@@ -413,8 +425,7 @@ class RaftCore:
         ``promote`` or ``remove``, one server at a time); a Deferred of the group's members
         once it is applied here (``AdminError`` 409 if this node does not lead the group or
         another change is in flight, 400 for a change that does not apply)."""
-        from ursula.raft import ADD_LEARNER, PROMOTE, REMOVE, ConfChange
-        ops = {"add_learner": ADD_LEARNER, "promote": PROMOTE, "remove": REMOVE}
+        ops = CONF_CHANGE_OPS
         try:
             if op not in ops:
                 raise AdminError(400, f"membership change {op!r}: one of "
