@@ -29,6 +29,7 @@ class NodeSection:
     backlog: int = 1024
     cores: int = 0  # 0: the machine's CPU count (at most [cluster] groups); 1: one process
     malloc_mmap_threshold: int = 0  # glibc: fix its mmap threshold (0: glibc's dynamic one)
+    gc_threshold: int = 20_000  # allocations between young-generation GCs (0: Python's 700)
     admin_token: str = ""  # bearer token of the admin plane (required off loopback)
     admin_token_file: str = ""  # or read it from this file
     admin_drain_timeout_s: int = 30  # how long POST /__ursula/drain waits for leadership to move

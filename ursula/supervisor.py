@@ -29,7 +29,7 @@ from twisted.python import usage
 
 from ursula.config import ConfigError, NodeConfig, load_config
 from ursula.loop import lean_poll
-from ursula.process import tune_malloc
+from ursula.process import tune_gc, tune_malloc
 
 log = Logger()
 
@@ -313,6 +313,7 @@ def build_node(config: NodeConfig, reactor=None, config_path: str | None = None
         admin_service._raiseSynchronously = True
         admin_service.setServiceParent(top)
         log.info("ursula serving the admin plane on {listen}", listen=config.node.admin_listen)
+    tune_gc(config.node.gc_threshold)  # ursula.process: after recovery, so that is frozen too
     return top
 
 
