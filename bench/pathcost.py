@@ -1,22 +1,30 @@
 """The CPU cost of one append on ursula's own code path, in process and repeatable.
 
-    python bench/pathcost.py [--appends 20000] [--per-turn 16] [--streams 100] [--groups 4]
-                             [--profile out.prof]
+    python bench/pathcost.py [--appends 20000] [--conns 64] [--write-iterations 4]
+                             [--think-iterations 3] [--streams 100] [--groups 4]
+                             [--gc 700,10,10] [--profile out.prof]
 
 What it runs: the real data plane (``ursula.http.dataplane``), the real ``RaftCore`` of a
 one-node cluster (4 groups), the real group committer and journal (``fsync = never``, in a
-temporary directory), driven on a fake clock: every "turn" delivers ``--per-turn`` POSTs of
-256 bytes (each on its own keep-alive connection, a fake transport) and then runs the
-reactor's due calls until every one of them is answered. No sockets, no threads (the journal's
-thread pool is replaced by one that runs the job at once), no fsync, no load generator: what is
+temporary directory), driven on a fake clock one reactor iteration at a time: ``--conns``
+keep-alive connections (fake transports), each with one 256-byte POST in flight, the next one
+sent 0..``--think-iterations`` iterations after its answer (a seeded closed loop); a journal
+write's result comes back ``--write-iterations`` iterations after it started. No sockets, no
+threads (the journal's pool runs the job at once), no fsync, no load generator: what is
 left is the Python work of an append, which is what limits a core process (see
 docs/benchmarks.md). The figure printed is CPU microseconds per append (``time.process_time``),
 plus the proposals and journal writes per append.
 
-Use it to compare two commits on a busy machine (run each a few times: the figure moves by a
-few percent with the machine, not by tens of percent), or under
-``valgrind --tool=callgrind python bench/pathcost.py --appends 2000`` for instruction counts
-that do not move at all. Speed is never asserted in tests; this is a measuring tool.
+Use it to compare two commits. On a busy machine the CPU figure moves by 10-20 % between runs;
+instruction counts do not move at all: run it under callgrind twice, with two sizes, and take
+the difference per append (the start-up cancels out)::
+
+    for n in 1600 4800; do valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        python bench/pathcost.py --appends $n 2>&1 | grep Collected; done
+    # (second - first) / 3200 = instructions per append
+
+Speed is never asserted in tests; this is a measuring tool (CI runs it once, small, so that it
+keeps working).
 """
 
 from __future__ import annotations
