@@ -57,9 +57,11 @@ class _Reactor(Clock):
     def callWhenRunning(self, f, *args, **kwargs):  # noqa: N802
         self.callLater(0, f, *args, **kwargs)
 
-    def iterate(self) -> None:
-        """One reactor iteration: the calls due now; calls they arm wait for the next one (as
-        in ``runUntilCurrent``; ``Clock.advance`` would run those too)."""
+    def iterate(self, seconds: float = 0.0) -> None:
+        """One reactor iteration, ``seconds`` after the last: the calls due then; calls they
+        arm wait for the next one (as in ``runUntilCurrent``; ``Clock.advance`` would run those
+        too)."""
+        self.rightNow += seconds
         now = self.seconds()
         for call in [c for c in self.calls if c.getTime() <= now]:
             if call.cancelled or call.called:
@@ -91,9 +93,10 @@ class _InlinePool:
             self.reactor.callLater(0, self._later, n - 1, on_result, outcome)
 
 
-def build(groups: int, directory: str, write_iterations: int):
+def build(groups: int, directory: str, write_iterations: int, hot_bytes: int):
+    from ursula.cold.memory import MemoryColdStore
     from ursula.config import NodeConfig
-    from ursula.core.cluster import CoreSettings, RaftCore
+    from ursula.core.cluster import RaftCore
     from ursula.core.persist import JournalPersister
     from ursula.http.dataplane import data_plane_factory
     from ursula.http.metrics import Metrics
@@ -104,14 +107,19 @@ def build(groups: int, directory: str, write_iterations: int):
     reactor = _Reactor()
     journal = Journal(directory, fsync="never")
     committer = GroupCommitter(journal, reactor, _InlinePool(reactor, write_iterations))
+    from ursula.supervisor import core_settings
+    config = NodeConfig()
+    settings = core_settings(config)
+    if hot_bytes:
+        settings.hot_bytes, settings.hot_max_bytes = hot_bytes, 4 * hot_bytes
     core = RaftCore(reactor, 1, groups, {g: MemoryStorage([1]) for g in range(groups)},
-                    JournalPersister(committer), settings=CoreSettings())
+                    JournalPersister(committer), settings=settings,
+                    cold_store=MemoryColdStore(reactor) if hot_bytes else None)
     core.start()
     for _ in range(100):  # elections: one node, so each group elects itself
         reactor.advance(0.1)
         if all(g.is_leader for g in core.groups.values()):
             break
-    config = NodeConfig()
     factory = data_plane_factory(core, config, reactor, Metrics(core))
     return reactor, core, factory
 
@@ -137,11 +145,15 @@ def main(argv=None) -> int:
     p.add_argument("--streams", type=int, default=100)
     p.add_argument("--groups", type=int, default=4)
     p.add_argument("--profile", help="write a cProfile of the measured part here")
-    p.add_argument("--gc", help="gc thresholds to set before measuring, e.g. 700,10,10")
+    p.add_argument("--hot-bytes", type=int, default=0,
+                   help="per group: flush to a memory cold tier above this (0: no cold tier)")
+    p.add_argument("--iteration-us", type=float, default=50.0,
+                   help="clock time per reactor iteration (ticks and the flusher's timers)")
+    p.add_argument("--gc", help="gc thresholds to set before measuring, e.g. 700,10,10 (default: as a core process)")
     a = p.parse_args(argv)
 
     directory = tempfile.mkdtemp(prefix="ursula-pathcost-")
-    reactor, core, factory = build(a.groups, directory, a.write_iterations)
+    reactor, core, factory = build(a.groups, directory, a.write_iterations, a.hot_bytes)
     conns = []
     for _ in range(a.conns):
         proto = factory.buildProtocol(None)
@@ -165,6 +177,10 @@ def main(argv=None) -> int:
     if a.gc:
         import gc
         gc.set_threshold(*(int(x) for x in a.gc.split(",")))
+    else:  # as a core process does ([node] gc_threshold)
+        from ursula.config import NodeConfig
+        from ursula.process import tune_gc
+        tune_gc(NodeConfig().node.gc_threshold)
     proposals0 = core.batches.entries
     writes0 = committer_batches(core)
     profiler = cProfile.Profile() if a.profile else None
@@ -180,7 +196,7 @@ def main(argv=None) -> int:
             if sent < a.appends:
                 conns[i][0].dataReceived(posts[sent % len(posts)])
                 sent += 1
-        reactor.iterate()
+        reactor.iterate(a.iteration_us / 1e6)
         for i in due:
             due[i] -= 1
         for i, (_proto, t) in enumerate(conns):  # closed loop: an answer, then a think time

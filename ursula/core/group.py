@@ -137,7 +137,7 @@ class GroupReplica:
         rejected = driver.flush(self.runtime.now_ms())
         for d, rejection in rejected:
             _fire(d, rejection)
-        if queued and not rejected:
+        if queued and not rejected and not driver.queued:
             self.runtime.batches.observe(queued)
         work = driver.ready()
         if work is None:
