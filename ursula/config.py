@@ -81,6 +81,7 @@ class ClusterSection:
     log_keep_bytes: int = 4 * MiB
     snapshot_log_bytes: int = 16 * MiB
     parallel_write: bool = True
+    hold_bytes: int = 1 << 20  # proposals held while a group's write is in flight (0: off)
 
 
 @dataclass(frozen=True)
