@@ -249,7 +249,11 @@ def journal_committer(journal, reactor, metrics_of):
         metrics.journal_batches.inc()
         metrics.journal_records.observe(records)
 
-    return GroupCommitter(journal, reactor, reactor.getThreadPool(),
+    from ursula.storage.worker import SerialWorker
+
+    writer = SerialWorker().start()
+    reactor.addSystemEventTrigger("after", "shutdown", writer.stop)
+    return GroupCommitter(journal, reactor, reactor.getThreadPool(), writer=writer,
                           fsync_observer=lambda seconds: metrics_of().fsync_seconds.observe(
                               seconds),
                           batch_observer=batch_seen)
