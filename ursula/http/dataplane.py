@@ -376,9 +376,12 @@ class HttpConnection(Protocol):
         self._count_header_bytes(len(url))
 
     def on_header(self, name: bytes, value: bytes):
-        self._headers.append((name.lower(), value))
-        self._count_header_bytes(len(name) + len(value) + 4)
-        if len(self._headers) > self.factory.max_headers:
+        headers = self._headers
+        headers.append((name.lower(), value))
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self.factory.max_header_bytes:
+            self._count_header_bytes(0)  # refuses
+        if len(headers) > self.factory.max_headers:
             self._refuse(400, f"more than {self.factory.max_headers} request headers "
                               "(limits.max_headers)")
             raise _Abort()
@@ -396,11 +399,11 @@ class HttpConnection(Protocol):
             self, parser.get_method(), b"".join(self._url), parser.get_http_version(),
             self._headers, parser.should_keep_alive())
         self.queue.append(request)
-        headers = request.requestHeaders
-        length = headers.getRawHeaders(b"content-length")
+        by_name = request.requestHeaders._index()
+        length = by_name.get(b"content-length")
         if length and int(length[0]) > self.factory.max_body_bytes:
             self._refuse_body()
-        expect = headers.getRawHeaders(b"expect")
+        expect = by_name.get(b"expect")
         if expect and expect[0].lower() == b"100-continue" and request.version == "1.1":
             request.expect_continue = True
         if len(self.queue) > self.factory.max_pipelined and not self.reading_paused:
