@@ -1,0 +1,126 @@
+"""``WasmReducer``: the compute extension's reducer (``ursula.stream.compute.Reducer``), run by
+the state machine of every replica at apply.
+
+Every call runs in a fresh wasmtime instance (no state survives between calls but the bytes
+the host passes in), under the binding's limits: ``fuel`` (wasmtime's deterministic fuel
+metering: the same module, state and record burn the same fuel everywhere, so the same record
+fails the same way on every replica), ``memory_pages`` (the store's memory limit: a
+``memory.grow`` past it fails) and ``max_output_bytes``. A failure raises
+``ReduceFailed(kind, reason)``: ``fuel``, ``memory`` (the call failed with its memory grown to
+the limit, or the instance could not start within it), ``output``, ``abi`` (an answer outside
+memory), ``rejected`` (a negative answer), ``trap`` (anything else). Each failure is counted
+(``stats``) and reported to ``on_error(kind, reason, binding)`` (the node logs it).
+
+Compiled modules are cached by digest (compiled from the binding's own bytes the first time).
+
+May import: ``ursula.stream`` (the compute types) and wasmtime.
+"""
+
+from __future__ import annotations
+
+import wasmtime
+
+from ursula.compute.abi import PAGE, ModuleError, compile_module, engine
+from ursula.stream.compute import Binding, ReduceFailed
+
+#: Compiled modules kept (by digest); the least recently bound goes first.
+MODULE_CACHE = 64
+_MASK32 = 0xFFFFFFFF
+
+
+class WasmReducer:
+    def __init__(self, on_error=None):
+        self.on_error = on_error
+        self._modules: dict[str, wasmtime.Module] = {}
+        self.calls = 0
+        self.errors: dict[str, int] = {}
+
+    def stats(self) -> dict:
+        return {"calls": self.calls, "errors": dict(self.errors)}
+
+    # -- the Reducer interface -------------------------------------------------------------
+
+    def reduce(self, binding: Binding, state: bytes, record: bytes) -> bytes:
+        return self._call(binding, "reduce", state, record)
+
+    def render(self, binding: Binding, state: bytes) -> bytes:
+        return self._call(binding, "render", state, None)
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def _module(self, binding: Binding) -> wasmtime.Module:
+        module = self._modules.pop(binding.digest, None)
+        if module is None:
+            module = compile_module(binding.module)
+            if len(self._modules) >= MODULE_CACHE:
+                del self._modules[next(iter(self._modules))]
+        self._modules[binding.digest] = module
+        return module
+
+    def _call(self, binding: Binding, name: str, state: bytes, record: bytes | None) -> bytes:
+        self.calls += 1
+        try:
+            return self._run(binding, name, state, record)
+        except ReduceFailed as failure:
+            self.errors[failure.kind] = self.errors.get(failure.kind, 0) + 1
+            if self.on_error is not None:
+                self.on_error(failure.kind, failure.reason, binding)
+            raise
+
+    def _run(self, binding: Binding, name: str, state: bytes, record: bytes | None) -> bytes:
+        try:
+            module = self._module(binding)
+        except ModuleError as error:  # cannot happen for a binding the machine accepted
+            raise ReduceFailed("abi", str(error)) from None
+        store = wasmtime.Store(engine())
+        store.set_fuel(binding.fuel)
+        limit = binding.memory_pages * PAGE
+        store.set_limits(memory_size=limit)
+        memory = None
+        try:
+            instance = wasmtime.Instance(store, module, [])
+            exports = instance.exports(store)
+            memory = exports["memory"]
+            size = len(state) + (len(record) if record is not None else 0)
+            ptr = exports["alloc"](store, size)
+            if ptr < 0 or ptr + size > memory.data_len(store):
+                raise ReduceFailed("abi", f"alloc({size}) answered {ptr}, outside memory")
+            if state:
+                memory.write(store, state, ptr)
+            if record is None:
+                packed = exports["render"](store, ptr, len(state))
+            else:
+                if record:
+                    memory.write(store, record, ptr + len(state))
+                packed = exports["reduce"](store, ptr, len(state), ptr + len(state),
+                                           len(record))
+            if packed < 0:
+                raise ReduceFailed("rejected", f"{name} refused its input ({packed})")
+            out_ptr, out_len = packed >> 32, packed & _MASK32
+            if out_len > binding.max_output_bytes:
+                raise ReduceFailed("output", f"{name} answered {out_len} bytes; the binding "
+                                             f"allows {binding.max_output_bytes}")
+            if out_ptr + out_len > memory.data_len(store):
+                raise ReduceFailed("abi", f"{name} answered bytes outside memory")
+            return bytes(memory.read(store, out_ptr, out_ptr + out_len)) if out_len else b""
+        except wasmtime.Trap as trap:
+            if trap.trap_code == wasmtime.TrapCode.OUT_OF_FUEL:
+                raise ReduceFailed("fuel", f"{name} ran out of fuel ({binding.fuel})") from None
+            if memory is not None and memory.data_len(store) + PAGE > limit:
+                raise ReduceFailed("memory", f"{name} trapped with its memory at the limit "
+                                             f"({binding.memory_pages} pages): "
+                                             f"{_message(trap)}") from None
+            raise ReduceFailed("trap", f"{name} trapped: {_message(trap)}") from None
+        except wasmtime.WasmtimeError as error:
+            if memory is None:
+                raise ReduceFailed("memory", f"the instance does not start within "
+                                             f"{binding.memory_pages} pages: "
+                                             f"{_message(error)}") from None
+            raise ReduceFailed("trap", f"{name} failed: {_message(error)}") from None
+        finally:
+            store.close()
+
+
+def _message(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
