@@ -100,8 +100,10 @@ def to_binary(data: bytes) -> tuple[bytes, str]:
 
 
 def _first_line(error: Exception) -> str:
+    """wasmtime's message on one line (its context lines joined), at most 300 characters."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
+    text = "; ".join(line for line in lines if not line.startswith("Caused by"))
+    return (text[:297] + "...") if len(text) > 300 else (text or type(error).__name__)
 
 
 def _kinds(types) -> tuple[str, ...]:

@@ -6,8 +6,9 @@ the host passes in), under the binding's limits: ``fuel`` (wasmtime's determinis
 metering: the same module, state and record burn the same fuel everywhere, so the same record
 fails the same way on every replica), ``memory_pages`` (the store's memory limit: a
 ``memory.grow`` past it fails) and ``max_output_bytes``. A failure raises
-``ReduceFailed(kind, reason)``: ``fuel``, ``memory`` (the call failed with its memory grown to
-the limit, or the instance could not start within it), ``output``, ``abi`` (an answer outside
+``ReduceFailed(kind, reason)``: ``fuel``, ``memory`` (the call trapped with its memory grown to
+within 1/16 of the limit, where a ``memory.grow`` fails; or the instance could not start
+within it), ``output``, ``abi`` (an answer outside
 memory), ``rejected`` (a negative answer), ``trap`` (anything else). Each failure is counted
 (``stats``) and reported to ``on_error(kind, reason, binding)`` (the node logs it).
 
@@ -106,7 +107,7 @@ class WasmReducer:
         except wasmtime.Trap as trap:
             if trap.trap_code == wasmtime.TrapCode.OUT_OF_FUEL:
                 raise ReduceFailed("fuel", f"{name} ran out of fuel ({binding.fuel})") from None
-            if memory is not None and memory.data_len(store) + PAGE > limit:
+            if memory is not None and memory.data_len(store) >= limit - limit // 16:
                 raise ReduceFailed("memory", f"{name} trapped with its memory at the limit "
                                              f"({binding.memory_pages} pages): "
                                              f"{_message(trap)}") from None

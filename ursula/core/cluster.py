@@ -32,6 +32,7 @@ from zope.interface import implementer
 
 from ursula.cold.cache import ChunkCache
 from ursula.core.batches import BatchSizes
+from ursula.core.compute import make_reducer, reducer_stats
 from ursula.core.flusher import Flusher
 from ursula.core.forks import ForkCoordinator
 from ursula.core.forwarder import RETRY_DELAY_S, Forwarder
@@ -82,7 +83,7 @@ class CoreSettings:
                  hot_bytes=32 << 20, hot_max_bytes=0, chunk_bytes=4 << 20,
                  cold_cache_bytes=64 << 20, parallel_write=True, flush_depth=4,
                  sweep_interval_s=600.0, orphan_grace_s=600.0, pack_ranges=256,
-                 join=False):
+                 join=False, compute=True):
         self.tick_ms = tick_ms
         self.parallel_write = parallel_write  # the leader's fsync beside replication
         self.election_ticks = election_ticks
@@ -103,6 +104,7 @@ class CoreSettings:
         self.orphan_grace_s = orphan_grace_s
         self.pack_ranges = pack_ranges
         self.join = join  # a group on an empty disk joins (raft Config.joining)
+        self.compute = compute  # [compute] enabled: the state machines get a WASM reducer
 
 
 @implementer(ICore)
@@ -117,6 +119,7 @@ class RaftCore:
         self.settings = settings or CoreSettings()
         self.watchers = WatcherRegistry(self.settings.max_live_readers)
         self.batches = BatchSizes()
+        self.reducer = make_reducer(self.settings.compute)
         raft_config = {"election_tick": self.settings.election_ticks,
                        "heartbeat_tick": self.settings.heartbeat_ticks}
         policy = SnapshotPolicy(self.settings.snapshot_entries, self.settings.snapshot_keep,
@@ -127,7 +130,8 @@ class RaftCore:
                             {**raft_config, "joining": self.settings.join
                              and _empty(storages[g])},
                             seed=node_id * 7919 + g, policy=policy,
-                            parallel_write=self.settings.parallel_write)
+                            parallel_write=self.settings.parallel_write,
+                            reducer=self.reducer)
             for g in range(group_count)
         }
         self.scheduler = Scheduler(reactor, self.settings.tick_ms / 1000.0)
@@ -344,7 +348,7 @@ class RaftCore:
         return {"streams": sum(m.stream_count for m in machines),
                 "bytes": sum(m.total_bytes for m in machines),
                 "cold_bytes": sum(m.cold_bytes for m in machines),
-                "live_readers": self.watchers.count}
+                "live_readers": self.watchers.count, **reducer_stats(self.reducer)}
 
     def group_stats(self) -> list[dict]:
         out = []
