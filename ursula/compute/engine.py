@@ -6,9 +6,9 @@ the host passes in), under the binding's limits: ``fuel`` (wasmtime's determinis
 metering: the same module, state and record burn the same fuel everywhere, so the same record
 fails the same way on every replica), ``memory_pages`` (the store's memory limit: a
 ``memory.grow`` past it fails) and ``max_output_bytes``. A failure raises
-``ReduceFailed(kind, reason)``: ``fuel``, ``memory`` (the call trapped with its memory grown to
-within 1/16 of the limit, where a ``memory.grow`` fails; or the instance could not start
-within it), ``output``, ``abi`` (an answer outside
+``ReduceFailed(kind, reason)``: ``fuel``, ``memory`` (the call trapped, and the same call given twice
+the memory grows past the limit: a failed ``memory.grow`` made it trap; or the instance could
+not start within the limit), ``output``, ``abi`` (an answer outside
 memory), ``rejected`` (a negative answer), ``trap`` (anything else). Each failure is counted
 (``stats``) and reported to ``on_error(kind, reason, binding)`` (the node logs it).
 
@@ -26,6 +26,7 @@ from ursula.stream.compute import Binding, ReduceFailed
 
 #: Compiled modules kept (by digest); the least recently bound goes first.
 MODULE_CACHE = 64
+MAX_PAGES = 65536
 _MASK32 = 0xFFFFFFFF
 
 
@@ -73,13 +74,51 @@ class WasmReducer:
             module = self._module(binding)
         except ModuleError as error:  # cannot happen for a binding the machine accepted
             raise ReduceFailed("abi", str(error)) from None
+        limit = binding.memory_pages * PAGE
+        try:
+            return self._execute(module, binding, name, state, record, limit)[0]
+        except wasmtime.Trap as trap:
+            if trap.trap_code == wasmtime.TrapCode.OUT_OF_FUEL:
+                raise ReduceFailed("fuel", f"{name} ran out of fuel ({binding.fuel})") from None
+            if self._needs_more_memory(module, binding, name, state, record, limit):
+                raise ReduceFailed("memory", f"{name} needs more memory than the binding "
+                                             f"allows ({binding.memory_pages} pages): "
+                                             f"{_message(trap)}") from None
+            raise ReduceFailed("trap", f"{name} trapped: {_message(trap)}") from None
+        except _NoStart as error:
+            raise ReduceFailed("memory", f"the instance does not start within "
+                                         f"{binding.memory_pages} pages: {error}") from None
+        except wasmtime.WasmtimeError as error:
+            raise ReduceFailed("trap", f"{name} failed: {_message(error)}") from None
+
+    def _needs_more_memory(self, module, binding, name, state, record, limit) -> bool:
+        """After a trap: whether the same call, given twice the memory, grows past the
+        binding's limit (then a failed ``memory.grow`` is what made it trap). A function of
+        the call's inputs only, so every replica classifies a failure alike."""
+        probe = min(2 * limit, MAX_PAGES * PAGE)
+        if probe <= limit:
+            return False
+        try:
+            size = self._execute(module, binding, name, state, record, probe)[1]
+        except _Probed as probed:
+            size = probed.size
+        except (wasmtime.WasmtimeError, ReduceFailed, _NoStart):
+            return False
+        return size > limit
+
+    @staticmethod
+    def _execute(module, binding: Binding, name: str, state: bytes, record: bytes | None,
+                 limit: int) -> tuple[bytes, int]:
+        """One call in a fresh instance: (output, memory size at the end)."""
         store = wasmtime.Store(engine())
         store.set_fuel(binding.fuel)
-        limit = binding.memory_pages * PAGE
         store.set_limits(memory_size=limit)
         memory = None
         try:
-            instance = wasmtime.Instance(store, module, [])
+            try:
+                instance = wasmtime.Instance(store, module, [])
+            except wasmtime.WasmtimeError as error:
+                raise _NoStart(_message(error)) from None
             exports = instance.exports(store)
             memory = exports["memory"]
             size = len(state) + (len(record) if record is not None else 0)
@@ -103,23 +142,26 @@ class WasmReducer:
                                              f"allows {binding.max_output_bytes}")
             if out_ptr + out_len > memory.data_len(store):
                 raise ReduceFailed("abi", f"{name} answered bytes outside memory")
-            return bytes(memory.read(store, out_ptr, out_ptr + out_len)) if out_len else b""
-        except wasmtime.Trap as trap:
-            if trap.trap_code == wasmtime.TrapCode.OUT_OF_FUEL:
-                raise ReduceFailed("fuel", f"{name} ran out of fuel ({binding.fuel})") from None
-            if memory is not None and memory.data_len(store) >= limit - limit // 16:
-                raise ReduceFailed("memory", f"{name} trapped with its memory at the limit "
-                                             f"({binding.memory_pages} pages): "
-                                             f"{_message(trap)}") from None
-            raise ReduceFailed("trap", f"{name} trapped: {_message(trap)}") from None
-        except wasmtime.WasmtimeError as error:
-            if memory is None:
-                raise ReduceFailed("memory", f"the instance does not start within "
-                                             f"{binding.memory_pages} pages: "
-                                             f"{_message(error)}") from None
-            raise ReduceFailed("trap", f"{name} failed: {_message(error)}") from None
+            out = bytes(memory.read(store, out_ptr, out_ptr + out_len)) if out_len else b""
+            return out, memory.data_len(store)
+        except wasmtime.Trap:
+            if memory is not None and limit > binding.memory_pages * PAGE:
+                raise _Probed(memory.data_len(store)) from None
+            raise
         finally:
             store.close()
+
+
+class _NoStart(Exception):
+    """The instance could not be made (its initial memory is over the limit)."""
+
+
+class _Probed(Exception):
+    """A probe call trapped; ``size`` is its memory's size then."""
+
+    def __init__(self, size: int):
+        super().__init__(size)
+        self.size = size
 
 
 def _message(error: Exception) -> str:
