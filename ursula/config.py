@@ -140,7 +140,7 @@ class ComputeSection:
     enabled: bool = True
     modules: str = ""  # "id = path" entries (newlines or commas): loaded when the node starts
     directory: str = ""  # the module registry (default <data_dir>/compute/modules)
-    fuel: int = 10_000_000  # wasmtime fuel per reducer call
+    fuel: int = 5_000_000  # wasmtime fuel per reducer call (about 6 ms of a busy loop here)
     memory_pages: int = 256  # 64 KiB pages per call (16 MiB)
     max_output_bytes: int = 1 * MiB  # the state (and a rendered snapshot) at most
     max_module_bytes: int = 4 * MiB

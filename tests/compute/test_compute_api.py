@@ -99,7 +99,7 @@ def test_bind_describe_state_and_unbind_on_a_byte_stream(node):
     described = json.loads(body)
     assert described["module"] == "counter" and described["digest"] == digest
     assert described["records"] == 1 and described["offset"] == render_offset(6)
-    assert described["limits"] == {"fuel": 10_000_000, "memory_pages": 256,
+    assert described["limits"] == {"fuel": 5_000_000, "memory_pages": 256,
                                    "max_output_bytes": 1 << 20}
     response, body = yield bind(url, "counter", every_records=0)  # the same: a no-op
     assert response.code == 200

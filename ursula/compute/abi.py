@@ -45,7 +45,7 @@ class ModuleError(Exception):
 class ComputeLimits:
     """The limits of one reducer call (they travel in the binding: every replica uses them)."""
 
-    fuel: int = 10_000_000
+    fuel: int = 5_000_000
     memory_pages: int = 256
     max_output_bytes: int = 1 << 20
 
