@@ -96,3 +96,11 @@ def test_compute_seeds_every_replica_reduces_the_same_state(nodes):
 
 def test_a_run_without_compute_is_unchanged_by_it():
     assert run_seed(4, 3) == run_seed(4, 3, compute=False)
+
+
+def test_the_simulators_counter_is_the_example_module():
+    import pathlib
+
+    from ursula.sim.compute import COUNTER_WAT
+    example = pathlib.Path(__file__).resolve().parents[2] / "examples/wasm/byte_counter.wat"
+    assert COUNTER_WAT == example.read_text()
