@@ -114,3 +114,23 @@ def test_registry_files_and_config_list(tmp_path):
     with pytest.raises(ModuleError, match="expected 'id = path'"):
         parse_module_list("just-a-path")
     assert registry.remove("counter") and registry.get("counter") is None
+
+
+def test_a_host_side_error_is_a_trap_not_an_exception():
+    seen = []
+    reducer = WasmReducer(on_error=lambda kind, reason, b: seen.append(kind))
+    with pytest.raises(ReduceFailed) as raised:
+        reducer.reduce(binding(COUNTER_WAT), None, b"x")  # not bytes: a TypeError inside
+    assert raised.value.kind == "trap" and "host error" in raised.value.reason
+    assert seen == ["trap"]
+
+
+def test_the_node_logs_failures_sparingly():
+    from ursula.core.compute import _should_log, make_reducer
+    assert [n for n in range(1, 2100) if _should_log(n)] == [1, 2, 4, 8, 16, 32, 64, 128, 256,
+                                                             512, 1000, 1024, 2000, 2048]
+    assert make_reducer(False) is None
+    reducer = make_reducer(True)
+    with pytest.raises(ReduceFailed):
+        reducer.reduce(binding(MISCHIEF), b"", b"trap")
+    assert reducer.stats()["errors"] == {"trap": 1}

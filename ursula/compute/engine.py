@@ -6,11 +6,12 @@ the host passes in), under the binding's limits: ``fuel`` (wasmtime's determinis
 metering: the same module, state and record burn the same fuel everywhere, so the same record
 fails the same way on every replica), ``memory_pages`` (the store's memory limit: a
 ``memory.grow`` past it fails) and ``max_output_bytes``. A failure raises
-``ReduceFailed(kind, reason)``: ``fuel``, ``memory`` (the call trapped, and the same call given twice
-the memory grows past the limit: a failed ``memory.grow`` made it trap; or the instance could
-not start within the limit), ``output``, ``abi`` (an answer outside
-memory), ``rejected`` (a negative answer), ``trap`` (anything else). Each failure is counted
-(``stats``) and reported to ``on_error(kind, reason, binding)`` (the node logs it).
+``ReduceFailed(kind, reason)``: ``fuel``; ``memory`` (the call trapped, and the same call given
+twice the memory grows past the limit: a failed ``memory.grow`` made it trap; or the instance
+could not start within the limit); ``output``; ``abi`` (an answer outside memory);
+``rejected`` (a negative answer); ``trap`` (anything else, a host-side error included: nothing
+but ``ReduceFailed`` leaves a call). Each failure is counted (``stats``) and reported to
+``on_error(kind, reason, binding)`` (the node logs it).
 
 Compiled modules are cached by digest (compiled from the binding's own bytes the first time).
 
@@ -66,10 +67,17 @@ class WasmReducer:
         try:
             return self._run(binding, name, state, record)
         except ReduceFailed as failure:
-            self.errors[failure.kind] = self.errors.get(failure.kind, 0) + 1
-            if self.on_error is not None:
-                self.on_error(failure.kind, failure.reason, binding)
+            self._failed(failure, binding)
             raise
+        except Exception as error:  # a host-side surprise must not escape into apply
+            failure = ReduceFailed("trap", f"{name}: host error {error!r}")
+            self._failed(failure, binding)
+            raise failure from None
+
+    def _failed(self, failure: ReduceFailed, binding: Binding) -> None:
+        self.errors[failure.kind] = self.errors.get(failure.kind, 0) + 1
+        if self.on_error is not None:
+            self.on_error(failure.kind, failure.reason, binding)
 
     def _run(self, binding: Binding, name: str, state: bytes, record: bytes | None) -> bytes:
         try:

@@ -1,6 +1,7 @@
 """The node's side of the compute extension: the reducer every local state machine is given
 (``ursula.compute.WasmReducer``), with its per-record failures logged (each replica logs the
-failures it reduces; the counts are in ``RaftCore.stats`` and the metrics).
+failures it reduces, the 1st, 2nd, 4th, ... and every 1000th of a kind; every one is counted in
+``RaftCore.stats`` and the metrics).
 
 May import: Twisted (the logger), ``ursula.compute``.
 """
@@ -12,9 +13,10 @@ from twisted.logger import Logger
 log = Logger()
 
 
-def _logged(kind: str, reason: str, binding) -> None:
-    log.warn("compute: module {module} ({digest}): a call failed ({kind}): {reason}",
-             module=binding.module_id, digest=binding.digest[:12], kind=kind, reason=reason)
+def _should_log(count: int) -> bool:
+    """The 1st, 2nd, 4th, 8th ... and then every 1000th failure of a kind: a module that fails
+    on every record must not flood the log (the metrics count every one)."""
+    return count & (count - 1) == 0 or count % 1000 == 0
 
 
 def make_reducer(enabled: bool = True):
@@ -22,7 +24,16 @@ def make_reducer(enabled: bool = True):
     if not enabled:
         return None
     from ursula.compute import WasmReducer
-    return WasmReducer(on_error=_logged)
+    reducer = WasmReducer()
+
+    def logged(kind: str, reason: str, binding) -> None:
+        count = reducer.errors.get(kind, 0)
+        if _should_log(count):
+            log.warn("compute: module {module} ({digest}): a call failed ({kind}, failure "
+                     "{count} of this kind here): {reason}", module=binding.module_id,
+                     digest=binding.digest[:12], kind=kind, count=count, reason=reason)
+    reducer.on_error = logged
+    return reducer
 
 
 def reducer_stats(reducer) -> dict:
