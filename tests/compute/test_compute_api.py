@@ -29,6 +29,7 @@ from compute_helpers import (
     parse_multipart,
     state_messages,
 )
+from twisted.logger import globalLogPublisher
 
 from ursula.protocol.offsets import render_offset
 from ursula.stream.compute import module_digest, state_digest
@@ -166,12 +167,22 @@ def test_failing_records_are_skipped_counted_and_the_stream_goes_on(node):
              b"out": "abi", b"no": "rejected"}
     response, _ = yield call("POST", url, b"good", BYTES)
     assert response.code == 204
-    for record, kind in kinds.items():
-        response, _ = yield call("POST", url, record, BYTES)
-        assert response.code == 204  # the append succeeds
-        response, body = yield call("GET", url + "/compute")
-        described = json.loads(body)
-        assert described["last_error"]["kind"] == kind, (record, described)
+    logged = []
+
+    def observe(event):
+        if str(event.get("log_format", "")).startswith("compute: module"):
+            logged.append(event["kind"])
+    globalLogPublisher.addObserver(observe)
+    try:
+        for record, kind in kinds.items():
+            response, _ = yield call("POST", url, record, BYTES)
+            assert response.code == 204  # the append succeeds
+            response, body = yield call("GET", url + "/compute")
+            described = json.loads(body)
+            assert described["last_error"]["kind"] == kind, (record, described)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert logged == list(kinds.values())  # each failure is logged (the first of its kind)
     response, raw = yield call("GET", url + "/compute/state")
     assert raw == b"good"  # every failed record was skipped
     response, _ = yield call("POST", url, b"last", BYTES)
