@@ -146,6 +146,7 @@ class ComputeSection:
     max_module_bytes: int = 4 * MiB
     every_records: int = 1000  # default compaction policy of a binding (0: off)
     every_bytes: int = 0
+    module_cache: int = 64  # compiled modules kept per core process (by digest)
 
 
 @dataclass(frozen=True)
@@ -264,7 +265,8 @@ _MINIMUM = {("node", "backlog"): 1, ("node", "admin_drain_timeout_s"): 1, ("http
             ("subscriptions", "reconcile_ms"): 100, ("subscriptions", "tick_ms"): 10,
             ("subscriptions", "token_ttl_ms"): 1000,
             ("compute", "fuel"): 1000, ("compute", "memory_pages"): 1,
-            ("compute", "max_output_bytes"): 64, ("compute", "max_module_bytes"): 1024}
+            ("compute", "max_output_bytes"): 64, ("compute", "max_module_bytes"): 1024,
+            ("compute", "module_cache"): 1}
 
 
 def _convert(section: str, key: str, raw: str, kind: type):

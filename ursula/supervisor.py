@@ -174,7 +174,8 @@ def core_settings(config: NodeConfig):
         chunk_bytes=config.cold.chunk_bytes, cold_cache_bytes=config.cold.cache_bytes,
         flush_depth=config.cold.flush_depth, sweep_interval_s=config.cold.sweep_interval_s,
         orphan_grace_s=config.cold.orphan_grace_s, pack_ranges=config.cold.pack_ranges,
-        join=config.cluster.join, compute=config.compute.enabled)
+        join=config.cluster.join, compute=config.compute.enabled,
+        compute_module_cache=config.compute.module_cache)
 
 
 def compute_registry(config: NodeConfig):

@@ -134,3 +134,13 @@ def test_the_node_logs_failures_sparingly():
     with pytest.raises(ReduceFailed):
         reducer.reduce(binding(MISCHIEF), b"", b"trap")
     assert reducer.stats()["errors"] == {"trap": 1}
+
+
+def test_compiled_modules_are_cached_up_to_the_limit_and_recompiled_after():
+    reducer = WasmReducer(module_cache=2)
+    counter, state, mischief = binding(COUNTER_WAT), binding(STATE_WAT), binding(MISCHIEF)
+    for _ in range(2):
+        assert reducer.render(counter, b"") == b'{"appends":0,"bytes":0}'
+        assert reducer.reduce(mischief, b"", b"ok") == b"ok"
+        assert reducer.render(state, b"").startswith(b"[")
+        assert len(reducer._modules) == 2

@@ -27,15 +27,17 @@ import wasmtime
 from ursula.compute.abi import PAGE, ModuleError, compile_module, engine
 from ursula.stream.compute import Binding, ReduceFailed
 
-#: Compiled modules kept (by digest); the least recently bound goes first.
+#: Compiled modules kept (by digest) by default; the least recently used goes first
+#: (``[compute] module_cache``).
 MODULE_CACHE = 64
 MAX_PAGES = 65536
 _MASK32 = 0xFFFFFFFF
 
 
 class WasmReducer:
-    def __init__(self, on_error=None):
+    def __init__(self, on_error=None, module_cache: int = MODULE_CACHE):
         self.on_error = on_error
+        self.module_cache = max(1, module_cache)
         self._modules: dict[str, wasmtime.Module] = {}
         self.calls = 0
         self.errors: dict[str, int] = {}
@@ -57,7 +59,7 @@ class WasmReducer:
         module = self._modules.pop(binding.digest, None)
         if module is None:
             module = compile_module(binding.module)
-            if len(self._modules) >= MODULE_CACHE:
+            if len(self._modules) >= self.module_cache:
                 del self._modules[next(iter(self._modules))]
         self._modules[binding.digest] = module
         return module

@@ -83,7 +83,7 @@ class CoreSettings:
                  hot_bytes=32 << 20, hot_max_bytes=0, chunk_bytes=4 << 20,
                  cold_cache_bytes=64 << 20, parallel_write=True, flush_depth=4,
                  sweep_interval_s=600.0, orphan_grace_s=600.0, pack_ranges=256,
-                 join=False, compute=True):
+                 join=False, compute=True, compute_module_cache=64):
         self.tick_ms = tick_ms
         self.parallel_write = parallel_write  # the leader's fsync beside replication
         self.election_ticks = election_ticks
@@ -105,6 +105,7 @@ class CoreSettings:
         self.pack_ranges = pack_ranges
         self.join = join  # a group on an empty disk joins (raft Config.joining)
         self.compute = compute  # [compute] enabled: the state machines get a WASM reducer
+        self.compute_module_cache = compute_module_cache  # compiled modules kept per process
 
 
 @implementer(ICore)
@@ -119,7 +120,7 @@ class RaftCore:
         self.settings = settings or CoreSettings()
         self.watchers = WatcherRegistry(self.settings.max_live_readers)
         self.batches = BatchSizes()
-        self.reducer = make_reducer(self.settings.compute)
+        self.reducer = make_reducer(self.settings.compute, self.settings.compute_module_cache)
         raft_config = {"election_tick": self.settings.election_ticks,
                        "heartbeat_tick": self.settings.heartbeat_ticks}
         policy = SnapshotPolicy(self.settings.snapshot_entries, self.settings.snapshot_keep,

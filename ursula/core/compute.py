@@ -19,12 +19,12 @@ def _should_log(count: int) -> bool:
     return count & (count - 1) == 0 or count % 1000 == 0
 
 
-def make_reducer(enabled: bool = True):
+def make_reducer(enabled: bool = True, module_cache: int = 64):
     """The node's reducer, or None when ``[compute] enabled`` is off (bindings are refused)."""
     if not enabled:
         return None
     from ursula.compute import WasmReducer
-    reducer = WasmReducer()
+    reducer = WasmReducer(module_cache=module_cache)
 
     def logged(kind: str, reason: str, binding) -> None:
         count = reducer.errors.get(kind, 0)
