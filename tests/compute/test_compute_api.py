@@ -269,3 +269,13 @@ def test_state_protocol_end_to_end_10000_messages(node, batch):
     as_python = {name: {(t, k): v for t, k, v in json.loads(text)}
                  for name, text in checked.items()}  # (JSON numbers: 34.0 == 34)
     assert as_python["bootstrap"] == as_python["replay"] == expected
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_node_with_compute_disabled_refuses_bindings(node_factory):
+    node = node_factory(compute={"enabled": False})
+    yield register(node, "counter", COUNTER_WAT)
+    url = node.url + "/v1/stream/off"
+    yield call("PUT", url, b"", BYTES)
+    response, body = yield bind(url, "counter")
+    assert response.code == 409 and b"disabled" in body

@@ -59,8 +59,8 @@ class ComputeHandlers:
     def bind(self, request, bucket: str, name: str):
         compute = self.config.compute
         if not compute.enabled:
-            raise ProtocolError(503, "the compute extension is disabled on this node "
-                                     "([compute] enabled)")
+            raise ProtocolError(409, "the compute extension is disabled on this node "
+                                     "([compute] enabled = false)")
         try:
             spec = json.loads(_body(request) or b"null")
         except ValueError:

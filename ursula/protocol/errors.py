@@ -57,7 +57,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "compute_bound": 409,
     "compute_history": 409,
     "compute_render_failed": 422,
-    "compute_unavailable": 503,
+    "compute_unavailable": 409,
 }
 
 REASON_BY_CODE: dict[str, str] = {
@@ -105,7 +105,8 @@ REASON_BY_CODE: dict[str, str] = {
                        "bytes): bind a module before compacting the stream",
     "compute_render_failed": "the module failed to render the state (see GET "
                              "{stream}/compute for the error kind)",
-    "compute_unavailable": "this server runs no compute reducer",
+    "compute_unavailable": "the compute extension is disabled on this server ([compute] "
+                           "enabled = false)",
 }
 
 
