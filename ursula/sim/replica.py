@@ -99,7 +99,7 @@ class Replica:
                                 keep_bytes=800 if sim.compact_keep == 50 else 1 << 40)
         self.driver = GroupDriver(
             0, self.storage, cfg, random.Random(sim.rng.getrandbits(64)), policy=policy,
-            record_applied=True, broken=sim.driver_rules,
+            record_applied=True, broken=sim.driver_rules, hold_bytes=sim.hold_bytes,
             reducer=sim.compute.reducer_for(self.id) if sim.compute is not None else None,
         )
         self.last_applied = self.driver.applied
