@@ -54,7 +54,10 @@ class Node:
         self.factory = data_plane_factory(self.core, config, reactor, self.metrics)
         self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port.getHost().port}"
-        self.admin_port = reactor.listenTCP(0, admin_site(self.core, self.metrics),
+        from ursula.http.compute import registry_for
+        self.registry = registry_for(config)  # the compute module registry (admin plane)
+        self.admin_port = reactor.listenTCP(0, admin_site(self.core, self.metrics,
+                                                          registry=self.registry),
                                             interface="127.0.0.1")
         self.admin_url = f"http://127.0.0.1:{self.admin_port.getHost().port}"
 

@@ -135,6 +135,23 @@ class SubscriptionsSection:
 
 
 @dataclass(frozen=True)
+class ComputeSection:
+    """The WASM compute extension (docs/wasm.md). The limits and the default policy are put in
+    a binding when it is made (``PUT {stream}/compute``): every replica then uses the same."""
+
+    enabled: bool = True
+    modules: str = ""  # "id = path" entries (newlines or commas): loaded when the node starts
+    directory: str = ""  # the module registry (default <data_dir>/compute/modules)
+    fuel: int = 5_000_000  # wasmtime fuel per reducer call (about 6 ms of a busy loop here)
+    memory_pages: int = 256  # 64 KiB pages per call (16 MiB)
+    max_output_bytes: int = 1 * MiB  # the state (and a rendered snapshot) at most
+    max_module_bytes: int = 4 * MiB
+    every_records: int = 1000  # default compaction policy of a binding (0: off)
+    every_bytes: int = 0
+    module_cache: int = 64  # compiled modules kept per core process (by digest)
+
+
+@dataclass(frozen=True)
 class Peer:
     node_id: int
     host: str
@@ -163,6 +180,7 @@ class NodeConfig:
     storage: StorageSection = field(default_factory=StorageSection)
     cold: ColdSection = field(default_factory=ColdSection)
     subscriptions: SubscriptionsSection = field(default_factory=SubscriptionsSection)
+    compute: ComputeSection = field(default_factory=ComputeSection)
 
     @property
     def peers(self) -> dict[int, Peer]:
@@ -195,6 +213,11 @@ class NodeConfig:
         return storage.hot_bytes
 
     @property
+    def compute_directory(self) -> str:
+        """The module registry's directory (``[compute] directory`` or under ``data_dir``)."""
+        return self.compute.directory or os.path.join(self.node.data_dir, "compute", "modules")
+
+    @property
     def admin_token(self) -> str:
         """The admin plane's bearer token (``[node] admin_token`` or the first line of
         ``admin_token_file``), or "" for none."""
@@ -213,7 +236,7 @@ class NodeConfig:
 
 _SECTIONS = {"node": NodeSection, "http": HttpSection, "limits": LimitsSection, "log": LogSection,
              "cluster": ClusterSection, "storage": StorageSection, "cold": ColdSection,
-             "subscriptions": SubscriptionsSection}
+             "subscriptions": SubscriptionsSection, "compute": ComputeSection}
 _CHOICES = {("log", "level"): ("debug", "info", "warn", "error"),
             ("log", "format"): ("text", "json"),
             ("storage", "fsync"): ("always", "never"),
@@ -242,7 +265,10 @@ _MINIMUM = {("node", "backlog"): 1, ("node", "admin_drain_timeout_s"): 1, ("http
             ("subscriptions", "max_webhook_answer_bytes"): 64,
             ("subscriptions", "retry_initial_ms"): 10, ("subscriptions", "retry_max_ms"): 10,
             ("subscriptions", "reconcile_ms"): 100, ("subscriptions", "tick_ms"): 10,
-            ("subscriptions", "token_ttl_ms"): 1000}
+            ("subscriptions", "token_ttl_ms"): 1000,
+            ("compute", "fuel"): 1000, ("compute", "memory_pages"): 1,
+            ("compute", "max_output_bytes"): 64, ("compute", "max_module_bytes"): 1024,
+            ("compute", "module_cache"): 1}
 
 
 def _convert(section: str, key: str, raw: str, kind: type):
@@ -466,6 +492,10 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
                           f"({subs.max_lease_ttl_ms})")
     if subs.retry_max_ms < subs.retry_initial_ms:
         raise ConfigError("[subscriptions] retry_max_ms: must be at least retry_initial_ms")
+    if config.compute.memory_pages > 65536:
+        raise ConfigError(f"[compute] memory_pages: at most 65536 (4 GiB), got "
+                          f"{config.compute.memory_pages}")
+    _check_compute_modules(config.compute.modules)
     if config.node.cores > config.cluster.groups:
         raise ConfigError(f"[node] cores: {config.node.cores} cores need at least as many groups "
                           f"([cluster] groups = {config.cluster.groups})")
@@ -473,6 +503,25 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
         raise ConfigError(f"[node] listen: with cores > 1 it must be a tcp: endpoint, got "
                           f"{config.node.listen!r}")
     return config
+
+
+_MODULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _check_compute_modules(text: str) -> None:
+    """``[compute] modules``: ``id = path`` entries whose files exist (checked as WebAssembly
+    when the node loads them)."""
+    for item in text.replace(",", "\n").splitlines():
+        item = item.strip()
+        if not item:
+            continue
+        module_id, sep, path = item.partition("=")
+        module_id, path = module_id.strip(), path.strip()
+        if not sep or not path or not _MODULE_ID.match(module_id):
+            raise ConfigError(f"[compute] modules: expected 'id = path' (an id of A-Z a-z 0-9 "
+                              f". _ -), got {item!r}")
+        if not os.path.isfile(path):
+            raise ConfigError(f"[compute] modules: {module_id}: no file {path!r}")
 
 
 def _resolve_cold(config: NodeConfig) -> NodeConfig:

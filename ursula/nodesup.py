@@ -348,7 +348,8 @@ class _ViewService(service.Service):
 
 def build_supervisor(config, config_path, reactor) -> service.MultiService:
     from ursula.admin import admin_site
-    from ursula.supervisor import LoggingService
+    from ursula.supervisor import LoggingService, compute_registry, load_compute_modules
+    load_compute_modules(config)
     try:
         import setproctitle
         setproctitle.setproctitle(f"ursula node {config.cluster.node_id} supervisor "
@@ -368,7 +369,8 @@ def build_supervisor(config, config_path, reactor) -> service.MultiService:
         endpoint = serverFromString(reactor, config.node.admin_listen)
         admin_service = StreamServerEndpointService(endpoint, admin_site(
             view, view, token=config.admin_token,
-            drain_timeout_s=config.node.admin_drain_timeout_s))
+            drain_timeout_s=config.node.admin_drain_timeout_s,
+            registry=compute_registry(config)))
         admin_service._raiseSynchronously = True
         admin_service.setServiceParent(top)
         log.info("ursula serving the admin plane on {listen}", listen=config.node.admin_listen)

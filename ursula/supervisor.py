@@ -174,7 +174,31 @@ def core_settings(config: NodeConfig):
         chunk_bytes=config.cold.chunk_bytes, cold_cache_bytes=config.cold.cache_bytes,
         flush_depth=config.cold.flush_depth, sweep_interval_s=config.cold.sweep_interval_s,
         orphan_grace_s=config.cold.orphan_grace_s, pack_ranges=config.cold.pack_ranges,
-        join=config.cluster.join)
+        join=config.cluster.join, compute=config.compute.enabled,
+        compute_module_cache=config.compute.module_cache)
+
+
+def compute_registry(config: NodeConfig):
+    """The node's compute module registry, or None when ``[compute] enabled`` is off."""
+    if not config.compute.enabled:
+        return None
+    from ursula.http.compute import registry_for
+    return registry_for(config)
+
+
+def load_compute_modules(config: NodeConfig) -> None:
+    """Check and register ``[compute] modules`` (a bad module stops the node, naming it)."""
+    registry = compute_registry(config)
+    if registry is None or not config.compute.modules.strip():
+        return
+    from ursula.compute import ModuleError, parse_module_list
+    try:
+        infos = registry.load_files(parse_module_list(config.compute.modules))
+    except ModuleError as error:
+        raise ConfigError(f"[compute] modules: {error}") from None
+    for info in infos:
+        log.info("compute: module {id} loaded ({digest})", id=info.module_id,
+                 digest=info.digest)
 
 
 def cold_store(config: NodeConfig, reactor):
@@ -276,6 +300,7 @@ def build_node(config: NodeConfig, reactor=None, config_path: str | None = None
     from ursula.http.metrics import Metrics
 
     check_cluster_identity(config)
+    load_compute_modules(config)
     cluster = config.cluster
     lean_poll(reactor)  # this process runs the core: no logging context per I/O event
     tune_malloc(config.node.malloc_mmap_threshold)  # big blocks back to the kernel when freed
@@ -313,7 +338,8 @@ def build_node(config: NodeConfig, reactor=None, config_path: str | None = None
         admin_endpoint = serverFromString(reactor, config.node.admin_listen)
         admin_service = StreamServerEndpointService(admin_endpoint, admin_site(
             core, metrics, token=config.admin_token,
-            drain_timeout_s=config.node.admin_drain_timeout_s))
+            drain_timeout_s=config.node.admin_drain_timeout_s,
+            registry=compute_registry(config)))
         admin_service._raiseSynchronously = True
         admin_service.setServiceParent(top)
         log.info("ursula serving the admin plane on {listen}", listen=config.node.admin_listen)

@@ -58,6 +58,8 @@ FIRST_SEED = {
     ("torn_tail_kept", 5): 8,
     ("ifmatch_at_submit", 3): 0,
     ("ifmatch_at_submit", 5): 0,
+    ("compute_diverges", 3): 0,
+    ("compute_diverges", 5): 0,
 }
 
 

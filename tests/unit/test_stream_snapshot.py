@@ -237,6 +237,10 @@ ALL_COMMANDS = [
     commands.AdvanceRetention("b", "s", 12),
     commands.SetAttrs("b", "s", b""),
     commands.SnapshotFlushed("b", "s", 3, 12, "ab" * 32, "g0/s3-snap/x.snap", 7),
+    commands.BindCompute("b", "s", "state", "cd" * 32, b"\0asm\x01\0\0\0", 5_000_000, 256,
+                         1 << 20, 1000, 0, "application/json"),
+    commands.BindCompute("b", "s", "counter", "ef" * 32, b"\0asm", 1000, 1, 64),
+    commands.UnbindCompute("b", "s"),
 ]
 
 

@@ -10,6 +10,12 @@ Operations (``POST``): ``/__ursula/groups/<g>/transfer-leader?to=<node>``,
 ``/__ursula/drain``, ``/__ursula/undrain``; for backups ``GET /__ursula/backup/info`` and
 ``GET /__ursula/backup/group/<g>`` (a consistent image of the group: ``ursula.backup``).
 
+The compute extension's module registry (``docs/wasm.md``): ``PUT
+/__ursula/compute/modules/<id>`` registers a module (the body: a WebAssembly binary or WAT
+text; a module with imports, missing exports, or that is not WebAssembly is a 400 with the
+reason), ``GET /__ursula/compute/modules`` lists them, ``GET``/``DELETE
+/__ursula/compute/modules/<id>`` shows or removes one.
+
 With a bearer token (``[node] admin_token``; required when the listener is not on loopback)
 every route but health and ready needs ``Authorization: Bearer <token>`` (401 otherwise).
 Anything unknown is a 404 with a one-line reason; a refused operation answers its status with a
@@ -17,7 +23,7 @@ one-line reason; tracebacks are never shown. The core's answers may be Deferreds
 of a multi-core node asks its cores over the local link).
 
 May import: Twisted, Klein (and werkzeug, its router), ``ursula.http.metrics``, ``ursula.core``
-(interfaces and ``AdminError``).
+(interfaces and ``AdminError``), ``ursula.compute`` (the module registry).
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ BACKUP_FORMAT_VERSION = 1
 INDEX = (b"ursula admin: GET /__ursula/metrics /__ursula/health /__ursula/ready "
          b"/__ursula/groups /__ursula/status /__ursula/backup/info /__ursula/backup/group/<g>; "
          b"POST /__ursula/groups/<g>/transfer-leader?to=<node> /__ursula/groups/<g>/snapshot "
-         b"/__ursula/snapshot /__ursula/drain /__ursula/undrain\n")
+         b"/__ursula/snapshot /__ursula/drain /__ursula/undrain; "
+         b"GET|PUT|DELETE /__ursula/compute/modules[/<id>]\n")
 
 #: Answered without the bearer token (they are on the public port too).
 OPEN_PATHS = frozenset({b"/__ursula/health", b"/__ursula/ready"})
@@ -48,10 +55,11 @@ OPEN_PATHS = frozenset({b"/__ursula/health", b"/__ursula/ready"})
 class AdminApp:
     app = Klein()
 
-    def __init__(self, core, metrics, drain_timeout_s: float = 30.0):
+    def __init__(self, core, metrics, drain_timeout_s: float = 30.0, registry=None):
         self.core = core
         self.metrics = metrics
         self.drain_timeout_s = drain_timeout_s
+        self.registry = registry  # ursula.compute.ModuleRegistry, or None
 
     def resource(self):
         return self.app.resource()
@@ -206,6 +214,63 @@ class AdminApp:
         return self._supports(request, "backup_group") or self._operation(
             request, lambda: self.core.backup_group(group), image)
 
+    # -- the compute module registry -------------------------------------------------------
+
+    def _registry(self, request):
+        if self.registry is None:
+            return None, self._refused(request, 404, "the compute extension is disabled on "
+                                                     "this node ([compute] enabled)")
+        return self.registry, None
+
+    @app.route("/__ursula/compute/modules", methods=["GET"])
+    def compute_modules(self, request):
+        registry, refused = self._registry(request)
+        if refused:
+            return refused
+        return self._json(request, 200, {"modules": [m.describe() for m in registry.list()]})
+
+    @app.route("/__ursula/compute/modules/<string:module_id>", methods=["PUT"])
+    def compute_register(self, request, module_id):
+        from ursula.compute import ModuleError
+        registry, refused = self._registry(request)
+        if refused:
+            return refused
+        data = request.content.read() if request.content is not None else b""
+        try:
+            info = registry.register(module_id, data)
+        except ModuleError as error:
+            return self._refused(request, 400, str(error))
+        return self._json(request, 201, info.describe())
+
+    @app.route("/__ursula/compute/modules/<string:module_id>", methods=["GET"])
+    def compute_module(self, request, module_id):
+        from ursula.compute import ModuleError
+        registry, refused = self._registry(request)
+        if refused:
+            return refused
+        try:
+            info = registry.get(module_id)
+        except ModuleError as error:
+            return self._refused(request, 400, str(error))
+        if info is None:
+            return self._refused(request, 404, f"no module {module_id!r} is registered")
+        return self._json(request, 200, info.describe())
+
+    @app.route("/__ursula/compute/modules/<string:module_id>", methods=["DELETE"])
+    def compute_unregister(self, request, module_id):
+        from ursula.compute import ModuleError
+        registry, refused = self._registry(request)
+        if refused:
+            return refused
+        try:
+            removed = registry.remove(module_id)
+        except ModuleError as error:
+            return self._refused(request, 400, str(error))
+        if not removed:
+            return self._refused(request, 404, f"no module {module_id!r} is registered")
+        request.setResponseCode(204)
+        return b""
+
     @app.handle_errors
     def failed(self, request, failure):
         from werkzeug.exceptions import HTTPException
@@ -240,10 +305,12 @@ class TokenGuard(resource.Resource):
         return self.inner.render(request)
 
 
-def admin_site(core, metrics, token: str = "", drain_timeout_s: float = 30.0) -> server.Site:
+def admin_site(core, metrics, token: str = "", drain_timeout_s: float = 30.0,
+               registry=None) -> server.Site:
     """The twisted.web Site of the admin listener (no access log, no tracebacks); with
-    ``token``, every route but health and ready needs it as a bearer token."""
-    root = AdminApp(core, metrics, drain_timeout_s).resource()
+    ``token``, every route but health and ready needs it as a bearer token. ``registry``: the
+    compute module registry (``ursula.compute.ModuleRegistry``), None for no compute routes."""
+    root = AdminApp(core, metrics, drain_timeout_s, registry).resource()
     if token:
         root = TokenGuard(root, token)
     site = server.Site(root)

@@ -32,6 +32,7 @@ from zope.interface import implementer
 
 from ursula.cold.cache import ChunkCache
 from ursula.core.batches import BatchSizes
+from ursula.core.compute import make_reducer, reducer_stats
 from ursula.core.flusher import Flusher
 from ursula.core.forks import ForkCoordinator
 from ursula.core.forwarder import RETRY_DELAY_S, Forwarder
@@ -83,7 +84,7 @@ class CoreSettings:
                  cold_cache_bytes=64 << 20, parallel_write=True, hold_bytes=1 << 20,
                  flush_depth=4,
                  sweep_interval_s=600.0, orphan_grace_s=600.0, pack_ranges=256,
-                 join=False):
+                 join=False, compute=True, compute_module_cache=64):
         self.tick_ms = tick_ms
         self.parallel_write = parallel_write  # the leader's fsync beside replication
         self.hold_bytes = hold_bytes  # proposals held while a write is in flight (GroupDriver)
@@ -105,6 +106,8 @@ class CoreSettings:
         self.orphan_grace_s = orphan_grace_s
         self.pack_ranges = pack_ranges
         self.join = join  # a group on an empty disk joins (raft Config.joining)
+        self.compute = compute  # [compute] enabled: the state machines get a WASM reducer
+        self.compute_module_cache = compute_module_cache  # compiled modules kept per process
 
 
 @implementer(ICore)
@@ -119,6 +122,7 @@ class RaftCore:
         self.settings = settings or CoreSettings()
         self.watchers = WatcherRegistry(self.settings.max_live_readers)
         self.batches = BatchSizes()
+        self.reducer = make_reducer(self.settings.compute, self.settings.compute_module_cache)
         raft_config = {"election_tick": self.settings.election_ticks,
                        "heartbeat_tick": self.settings.heartbeat_ticks}
         policy = SnapshotPolicy(self.settings.snapshot_entries, self.settings.snapshot_keep,
@@ -130,7 +134,8 @@ class RaftCore:
                              and _empty(storages[g])},
                             seed=node_id * 7919 + g, policy=policy,
                             parallel_write=self.settings.parallel_write,
-                            hold_bytes=self.settings.hold_bytes)
+                            hold_bytes=self.settings.hold_bytes,
+                            reducer=self.reducer)
             for g in range(group_count)
         }
         self.scheduler = Scheduler(reactor, self.settings.tick_ms / 1000.0)
@@ -347,7 +352,7 @@ class RaftCore:
         return {"streams": sum(m.stream_count for m in machines),
                 "bytes": sum(m.total_bytes for m in machines),
                 "cold_bytes": sum(m.cold_bytes for m in machines),
-                "live_readers": self.watchers.count}
+                "live_readers": self.watchers.count, **reducer_stats(self.reducer)}
 
     def group_stats(self) -> list[dict]:
         out = []

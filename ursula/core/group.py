@@ -58,14 +58,14 @@ def as_exception(rejection: Rejection) -> Exception:
 class GroupReplica:
     def __init__(self, runtime, group_id: int, node_id: int, storage, raft_config: dict,
                  seed: int, policy: SnapshotPolicy | None = None, parallel_write: bool = True,
-                 hold_bytes: int = HOLD_BYTES):
+                 hold_bytes: int = HOLD_BYTES, reducer=None):
         self.runtime = runtime
         self.group_id = group_id
         self.storage = storage
         self.driver = GroupDriver(group_id, storage, Config(id=node_id, **raft_config),
                                   random.Random(seed), owns=runtime.owns_for(group_id),
                                   policy=policy, parallel_write=parallel_write,
-                                  hold_bytes=hold_bytes)
+                                  hold_bytes=hold_bytes, reducer=reducer)
         self.node = self.driver.node
         self.releasing = False
         self.leader_waiters: list[Deferred] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 from twisted.internet.defer import fail, succeed
 from zope.interface import implementer
 
+from ursula.core.compute import make_reducer, reducer_stats
 from ursula.core.interfaces import ICore
 from ursula.core.watchers import WatcherRegistry
 from ursula.stream import StreamMachine, commands
@@ -24,9 +25,10 @@ _STREAM_COMMANDS = (commands.CreateStream, commands.Append, commands.AppendBatch
 @implementer(ICore)
 class LocalCore:
     def __init__(self, clock, max_live_readers: int = 10_000,
-                 machine: StreamMachine | None = None):
+                 machine: StreamMachine | None = None, compute: bool = True):
         self.clock = clock
-        self.machine = machine or StreamMachine()
+        self.reducer = make_reducer(compute) if machine is None else machine.reducer
+        self.machine = machine or StreamMachine(reducer=self.reducer)
         self.watchers = WatcherRegistry(max_live_readers)
 
     @property
@@ -74,4 +76,4 @@ class LocalCore:
 
     def stats(self) -> dict:
         return {"streams": self.machine.stream_count, "bytes": self.machine.total_bytes,
-                "live_readers": self.watchers.count}
+                "live_readers": self.watchers.count, **reducer_stats(self.reducer)}

@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from ursula.core.interfaces import TooManyReaders, Unavailable
 from ursula.http import render
 from ursula.http.common import error_body
+from ursula.http.compute import ComputeHandlers
 from ursula.http.extensions import ExtensionHandlers
 from ursula.http.live import LiveReads
 from ursula.http.metrics import Metrics
@@ -59,6 +60,8 @@ class Api:
             self.subscriptions = SubscriptionRoutes(core, config, self.keys, clock)
         self.extensions = ExtensionHandlers(core, config, self.streams)
         ext = self.extensions
+        self.compute = ComputeHandlers(core, config)
+        compute = self.compute
         # (extension, has an argument) -> {method: handler(request, bucket, name[, arg])}
         self._extension_routes = {
             ("snapshot", False): {b"GET": ext.latest_snapshot},
@@ -66,6 +69,9 @@ class Api:
             ("retention", True): {b"PUT": ext.advance_retention},
             ("bootstrap", False): {b"GET": ext.bootstrap},
             ("attrs", False): {b"GET": ext.get_attrs, b"PUT": ext.put_attrs},
+            ("compute", False): {b"GET": compute.describe, b"PUT": compute.bind,
+                                 b"DELETE": compute.unbind},
+            ("compute", True): {b"GET": compute.state},
         }
         streams = self.streams
         self._handlers = {b"GET": self._get, b"PUT": streams.put, b"POST": streams.post,

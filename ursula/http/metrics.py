@@ -44,6 +44,7 @@ class Metrics:
             self.registry.register(_BatchCollector(core.batches))
         if getattr(core, "flusher", None) is not None:
             self.registry.register(_ColdCollector(core))
+        self.registry.register(_ComputeCollector(core))
 
     def watch_subscriptions(self, service) -> None:
         """Export the subscription service's counters (``ursula.core.subscriptions``)."""
@@ -104,6 +105,27 @@ class _GroupCollector:
         yield from families.values()
         yield from cold.values()
         yield is_leader
+
+
+class _ComputeCollector:
+    """The compute extension's reducer calls and failed calls by kind (this process's)."""
+
+    KINDS = ("trap", "fuel", "memory", "output", "abi", "rejected")
+
+    def __init__(self, core):
+        self.core = core
+
+    def collect(self):
+        stats = self.core.stats()
+        yield CounterMetricFamily("ursula_compute_calls", "WASM reducer calls (reduce, render)",
+                                  value=stats.get("compute_calls", 0))
+        errors = CounterMetricFamily("ursula_compute_errors",
+                                     "WASM reducer calls that failed (the record is skipped)",
+                                     labels=["kind"])
+        counts = stats.get("compute_errors", {})
+        for kind in self.KINDS:
+            errors.add_metric([kind], counts.get(kind, 0))
+        yield errors
 
 
 class _ColdCollector:

@@ -52,6 +52,12 @@ STATUS_BY_CODE: dict[str, int] = {
     "retained": 410,
     "precondition_failed": 412,
     "too_large": 413,
+    "compute_digest_mismatch": 400,
+    "compute_not_bound": 404,
+    "compute_bound": 409,
+    "compute_history": 409,
+    "compute_render_failed": 422,
+    "compute_unavailable": 409,
 }
 
 REASON_BY_CODE: dict[str, str] = {
@@ -91,6 +97,16 @@ REASON_BY_CODE: dict[str, str] = {
     "precondition_failed": "If-Match does not match the stream's tail (the current tail is in "
                            "ETag and Stream-Next-Offset)",
     "too_large": "payload too large",
+    "compute_digest_mismatch": "the module's SHA-256 is not the digest given",
+    "compute_not_bound": "no compute module is bound to this stream",
+    "compute_bound": "another compute binding exists on this stream (DELETE {stream}/compute "
+                     "first)",
+    "compute_history": "the stream's history is not all held (a retention floor or cold "
+                       "bytes): bind a module before compacting the stream",
+    "compute_render_failed": "the module failed to render the state (see GET "
+                             "{stream}/compute for the error kind)",
+    "compute_unavailable": "the compute extension is disabled on this server ([compute] "
+                           "enabled = false)",
 }
 
 

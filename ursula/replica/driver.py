@@ -26,6 +26,7 @@ towards a commit quorum only after ``persisted`` (``advance``), so a commit stil
 majority of fsyncs. Any other Work sends its messages only after the write (``Output.messages``).
 
 ``broken`` names planted rules (for the simulator's bite tests only): see ``BROKEN_RULES``.
+``reducer`` is the compute extension's reducer, handed to every ``StreamMachine`` it makes.
 
 May import: the standard library, ``ursula.raft`` and ``ursula.stream``.
 """
@@ -139,21 +140,22 @@ class GroupDriver:
     def __init__(self, group_id: int, storage, config: Config, rng: random.Random,
                  owns=None, policy: SnapshotPolicy | None = None, parallel_write: bool = True,
                  record_applied: bool = False, broken: frozenset[str] = frozenset(),
-                 hold_bytes: int = HOLD_BYTES):
+                 hold_bytes: int = HOLD_BYTES, reducer=None):
         unknown = set(broken) - BROKEN_RULES
         if unknown:
             raise ValueError(f"unknown broken rules {sorted(unknown)}")
         self.group_id = group_id
         self.storage = storage
         self.owns = owns
+        self.reducer = reducer  # the compute extension's reducer (StreamMachine's)
         self.policy = policy or SnapshotPolicy()
         self.parallel_write = parallel_write
         self.hold_bytes = hold_bytes
         self.record_applied = record_applied
         self.broken = frozenset(broken)
         snapshot = storage.snapshot()
-        self.machine = (StreamMachine.restore(snapshot.data, owns) if snapshot.meta.index
-                        else StreamMachine(owns))
+        self.machine = (StreamMachine.restore(snapshot.data, owns, reducer)
+                        if snapshot.meta.index else StreamMachine(owns, reducer))
         self._nonce = b"%x" % rng.getrandbits(48)
         self.node = RaftNode(config, storage, rng)
         self.id = config.id
@@ -358,7 +360,7 @@ class GroupDriver:
             pending = self._pending.pop(entry.index, None)
             if pending is None:
                 continue
-            shadow = StreamMachine.restore(self.machine.snapshot(), self.owns)
+            shadow = StreamMachine.restore(self.machine.snapshot(), self.owns, self.reducer)
             results = apply_entry(shadow, entry.data)
             self._early.extend((token, outcome) for token, (_, outcome)
                                in zip(pending[1], results, strict=True))
@@ -374,7 +376,7 @@ class GroupDriver:
         storage = self.storage
         if rd.snapshot is not None:
             storage.apply_snapshot(rd.snapshot)
-            self.machine = StreamMachine.restore(rd.snapshot.data, self.owns)
+            self.machine = StreamMachine.restore(rd.snapshot.data, self.owns, self.reducer)
             self.applied = rd.snapshot.meta.index
             self.snapshots_installed += 1
             out.installed_snapshot = True

@@ -4,6 +4,7 @@
     python -m ursula.sim --seed 17 --nodes 5 --trace   # replay one seed, with a fault trace
     python -m ursula.sim --seeds 0..199 --cold         # with the cold tier (ursula.sim.cold)
     python -m ursula.sim --seeds 0..199 --membership   # membership changes (ursula.sim.membership)
+    python -m ursula.sim --seeds 0..99 --compute       # a WASM reducer bound (ursula.sim.compute)
     python -m ursula.sim --seeds 0..99 --cas-clients 0 # without the If-Match writers
     python -m ursula.sim --bench                       # no-fault throughput of the core
 
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the leader flushes to a simulated cold tier (with outages)")
     p.add_argument("--membership", action="store_true",
                    help="two spare nodes; learners added, promoted, members removed, disks wiped")
+    p.add_argument("--compute", action="store_true",
+                   help="the clients bind a WASM module; every replica's state is checked")
     p.add_argument("--cas-clients", type=int, default=2,
                    help="If-Match writers (0: the workload before If-Match existed)")
     p.add_argument("--hold-bytes", type=int, default=0,
@@ -66,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         options["cold"] = True
     if args.membership:
         options["membership"] = True
+    if args.compute:
+        options["compute"] = True
     if args.hold_bytes:
         options["hold_bytes"] = args.hold_bytes
     if args.cas_clients != 2:

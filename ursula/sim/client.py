@@ -40,6 +40,7 @@ class Client:
         self.producer = f"c{k}"
         self.seq = 0
         self.created = False
+        self.bound = sim.compute is None  # --compute: bind the counter after the create
         self.target = sim.rng.choice(sim.ids)
         self.req = 0
         self.op: tuple | None = None  # what is in flight
@@ -61,6 +62,8 @@ class Client:
         if not self.created:
             cmd = C.CreateStream(bucket=sim.bucket, stream=self.stream, content_type=CONTENT_TYPE)
             self.op = ("create", encode_command(cmd))
+        elif not self.bound:
+            self.op = ("bind", encode_command(sim.compute.bind_command(self.stream)))
         elif self.rng.random() < sim.read_ratio:
             self.op = ("read", len(sim.checker.acked.get(self.stream, [])))
             if self.rng.random() < 0.5:
@@ -101,7 +104,7 @@ class Client:
                 endpoint, target, lambda _: replica.submit_read(self.stream, reply), None
             )
         else:
-            rid = f"{self.producer}:{self.seq if op[0] == 'append' else 'create'}"
+            rid = f"{self.producer}:{self.seq if op[0] == 'append' else op[0]}"
             sim.client_net.send(
                 endpoint, target, lambda _: replica.submit(op[1], rid, reply), None
             )
@@ -154,6 +157,12 @@ class Client:
             if out.error is not None:
                 sim.checker.fail(f"create {self.stream}: {out.error}")
             self.created = True
+            self._done()
+            return
+        if op[0] == "bind":  # (another client's binding of the same module: a no-op)
+            if out.error is not None:
+                sim.checker.fail(f"bind {self.stream}: {out.error}")
+            self.bound = True
             self._done()
             return
         self._on_appended(out)

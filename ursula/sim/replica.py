@@ -100,6 +100,7 @@ class Replica:
         self.driver = GroupDriver(
             0, self.storage, cfg, random.Random(sim.rng.getrandbits(64)), policy=policy,
             record_applied=True, broken=sim.driver_rules, hold_bytes=sim.hold_bytes,
+            reducer=sim.compute.reducer_for(self.id) if sim.compute is not None else None,
         )
         self.last_applied = self.driver.applied
         self.flusher = sim.new_flusher(self) if sim.cold else None

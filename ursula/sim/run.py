@@ -23,8 +23,12 @@ With ``membership=True`` (``--membership``) two spare nodes join the cluster and
 added and promoted, voters (the leader too) and learners removed, removed nodes' disks wiped
 before they join again; at the end every member of the leader's membership must catch up.
 
-May import: the standard library, cbor2, ursula.raft, ursula.stream, ursula.replica and
-ursula.sim.
+With ``compute=True`` (``--compute``) the clients bind the WASM byte counter to their streams
+and every replica's materialised state is checked against its own stream, and across replicas
+(``ursula.sim.compute``).
+
+May import: the standard library, cbor2, ursula.raft, ursula.stream, ursula.replica,
+ursula.compute (through ursula.sim.compute) and ursula.sim.
 """
 
 from __future__ import annotations
@@ -79,6 +83,8 @@ BROKEN_RULES: dict[str, dict] = {
     # storage (the fake disk)
     "lazy_fsync": {"disk": "lazy_fsync"},
     "unsynced_vote": {"disk": "unsynced_vote"},
+    # the compute extension: one node's reducer differs (ursula.sim.compute)
+    "compute_diverges": {"compute": "compute_diverges"},
     "torn_tail_kept": {"disk": "torn_tail_kept"},
 }
 
@@ -128,6 +134,7 @@ class Simulation:
         cold: bool = False,
         cas_clients: int = 2,
         membership: bool = False,
+        compute: bool = False,
         hold_bytes: int = 0,
     ) -> None:
         self.seed = seed
@@ -188,6 +195,13 @@ class Simulation:
             self.cold_hot_bytes = self.cold_rng.choice([0, 64, 256])
             self.cold_chunk_bytes = self.cold_rng.choice([32, 128, 400])
             self.cold_depth = self.cold_rng.choice([1, 2, 4])
+        self.compute = None
+        if compute or rule.get("compute"):
+            if self.cold:
+                raise ValueError("--compute and --cold together are not supported (a binding "
+                                 "needs the stream's whole history hot)")
+            from ursula.sim.compute import SimCompute
+            self.compute = SimCompute(self.bucket, rule.get("compute"))
         self.genesis = list(self.ids)  # the group's voters at creation
         self.membership = membership or rule.get("membership", False)
         spares = []
@@ -355,6 +369,8 @@ class Simulation:
                 except StreamError:
                     data = b""
                 self.checker.check_stream_data(f"replica {i}", stream, data)
+            if self.compute is not None:
+                self.compute.check_replica(r.machine, f"replica {i}")
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self) -> Result:
@@ -391,6 +407,12 @@ class Simulation:
                     )
                 )
             self.check_replica_data()
+            if self.compute is not None:
+                leader = self._leader()
+                members = (self.replicas[leader].node.conf_state.members if leader
+                           else self.replicas)
+                self.compute.check_agreement({i: self.replicas[i].machine for i in members
+                                              if self.replicas[i].up})
         except Violation as v:
             res.violation = f"{v} (at {w.now_ms} ms)"
         except AssertionError as e:  # an internal assertion of the raft core

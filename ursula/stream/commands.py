@@ -214,14 +214,44 @@ class SnapshotFlushed:
     checksum: int
 
 
+@dataclass(frozen=True, slots=True)
+class BindCompute:
+    """``PUT {stream}/compute``: bind the WebAssembly module ``module`` (its binary; ``digest``
+    its SHA-256) to the stream; from then on every committed record is reduced into the
+    stream's materialised state on every replica. The limits of one call and the compaction
+    policy travel in the command, so every replica uses the same ones (``docs/wasm.md``)."""
+
+    bucket: str
+    stream: str
+    module_id: str
+    digest: str
+    module: bytes
+    fuel: int
+    memory_pages: int
+    max_output_bytes: int
+    every_records: int = 0
+    every_bytes: int = 0
+    snapshot_content_type: str = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class UnbindCompute:
+    """``DELETE {stream}/compute``: drop the binding and its state (snapshots stay)."""
+
+    bucket: str
+    stream: str
+
+
 _TYPES = [CreateStream, Append, AppendBatch, DeleteStream, Touch, CreateBucket, DeleteBucket,
           AcquireFork, ReleaseFork, AckReleases, ColdFlushed, ColdCollected, Subscription,
-          PublishSnapshot, AdvanceRetention, SetAttrs, SnapshotFlushed]
+          PublishSnapshot, AdvanceRetention, SetAttrs, SnapshotFlushed, BindCompute,
+          UnbindCompute]
 _TAG = {cls: index for index, cls in enumerate(_TYPES)}
 
 Command = (CreateStream | Append | AppendBatch | DeleteStream | Touch | CreateBucket | DeleteBucket
            | AcquireFork | ReleaseFork | AckReleases | ColdFlushed | ColdCollected | Subscription
-           | PublishSnapshot | AdvanceRetention | SetAttrs | SnapshotFlushed)
+           | PublishSnapshot | AdvanceRetention | SetAttrs | SnapshotFlushed | BindCompute
+           | UnbindCompute)
 
 
 # Field names per command type, computed once (dataclasses.fields is slow on a hot path).

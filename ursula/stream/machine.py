@@ -12,6 +12,12 @@ Snapshots, retention and attributes (``PublishSnapshot``, ``AdvanceRetention``, 
 raises ``StreamError("retained")`` (410). ``view`` answers what the snapshot, bootstrap and
 attrs routes need in one query (``StreamView``).
 
+The compute extension (``BindCompute``, ``UnbindCompute``; ``ursula.stream.compute`` and
+``docs/wasm.md``): every record committed to a bound stream is reduced into its materialised
+state here, at apply, by the injected ``reducer``; when the binding's policy says so, the
+rendered state is published as the stream's snapshot (``auto``) and the retention floor moves up
+to it, in the same apply, so every replica compacts at the same offset.
+
 May import: the standard library, cbor2, ``ursula.protocol`` and ``ursula.stream`` modules.
 """
 
@@ -33,6 +39,7 @@ from ursula.stream.commands import (
     AdvanceRetention,
     Append,
     AppendBatch,
+    BindCompute,
     ColdCollected,
     ColdFlushed,
     CreateBucket,
@@ -45,7 +52,9 @@ from ursula.stream.commands import (
     SnapshotFlushed,
     Subscription,
     Touch,
+    UnbindCompute,
 )
+from ursula.stream.compute import Binding, ReduceFailed, module_digest
 from ursula.stream.model import (
     APPENDS,
     RECORDS,
@@ -186,7 +195,7 @@ class StreamView:
     compute_state: bytes | None = None
 
 
-VIEW_KINDS = ("snapshot", "bootstrap", "attrs", "compute")
+VIEW_KINDS = ("snapshot", "bootstrap", "attrs", "compute", "compute-render")
 
 
 def info_wire(info: StreamInfo) -> list:
@@ -212,10 +221,13 @@ def view_from_wire(data: list) -> StreamView:
 
 
 class StreamMachine:
-    def __init__(self, owns=None) -> None:
+    def __init__(self, owns=None, reducer=None) -> None:
         """``owns(bucket, stream)``: whether a stream belongs to this machine's group (fork
-        releases for other groups are queued in ``pending_releases``). Default: all."""
+        releases for other groups are queued in ``pending_releases``). Default: all.
+        ``reducer``: the compute extension's reducer (``ursula.stream.compute.Reducer``); None
+        refuses bindings (``compute_unavailable``)."""
         self.owns = owns or _owns_everything
+        self.reducer = reducer
         self.pending_releases: list[tuple[str, str, str]] = []
         self.streams: dict[tuple[str, str], Stream] = {}
         self.buckets: dict[str, set[str]] = {DEFAULT_BUCKET: set()}
@@ -487,6 +499,8 @@ class StreamMachine:
         if records:
             stream.write_records(records)
             self.total_bytes += stream.tail - start
+            if stream.compute is not None:
+                self._reduce(stream, start, records)
         if stream_seq is not None:
             stream.last_seq = stream_seq
         if close:
@@ -537,6 +551,8 @@ class StreamMachine:
             start = stream.tail
             stream.write_records(records)
             results.append(Outcome(start_offset=start, next_offset=stream.tail))
+            if stream.compute is not None:
+                self._reduce(stream, start, records)
         self.total_bytes += stream.tail - first
         self._touch(stream, now_ms)
         return Outcome(start_offset=first, next_offset=stream.tail, results=results)
@@ -665,6 +681,94 @@ class StreamMachine:
         snap.key, snap.checksum = cmd.key, cmd.checksum
         self.snapshot_bytes -= snap.size
         return Outcome()
+
+    # == the compute extension ================================================================
+
+    def _bind_compute(self, cmd: BindCompute, now_ms: int) -> Outcome:
+        """Bind a module: refused without a reducer (503), with a digest that is not the
+        module's (400), over another binding (409; the same binding is a no-op), or on a
+        stream whose history is not all here (a retention floor or cold bytes: 409). Records
+        the stream holds already are reduced now."""
+        stream, error = self._writable(cmd.bucket, cmd.stream, now_ms)
+        if stream is None:
+            return Outcome(error=error)
+        if self.reducer is None:
+            return Outcome(error="compute_unavailable")
+        if module_digest(cmd.module) != cmd.digest:
+            return Outcome(error="compute_digest_mismatch")
+        binding = Binding(cmd.module_id, cmd.digest, bytes(cmd.module), cmd.fuel,
+                          cmd.memory_pages, cmd.max_output_bytes, cmd.every_records,
+                          cmd.every_bytes, cmd.snapshot_content_type, stream.tail)
+        current = stream.compute
+        if current is not None:
+            if current.same_binding(binding):
+                return Outcome(duplicate=True, next_offset=stream.tail,
+                               payload=current.describe())
+            return Outcome(error="compute_bound", next_offset=stream.tail)
+        if stream.retained or stream.base:
+            return Outcome(error="compute_history", next_offset=stream.tail)
+        stream.compute = binding
+        if stream.tail:  # the history is all hot: reduce it record by record
+            previous = 0
+            records = []
+            for end in stream.ends:
+                records.append(stream.slice(previous, end))
+                previous = end
+            self._reduce(stream, 0, records, compact=False)
+        return Outcome(created=True, next_offset=stream.tail, payload=binding.describe())
+
+    def _unbind_compute(self, cmd: UnbindCompute, now_ms: int) -> Outcome:
+        stream, error = self._writable(cmd.bucket, cmd.stream, now_ms)
+        if stream is None:
+            return Outcome(error=error)
+        if stream.compute is None:
+            return Outcome(error="compute_not_bound")
+        stream.compute = None
+        return Outcome(next_offset=stream.tail)
+
+    def _reduce(self, stream: Stream, start: int, records: list[bytes],
+                compact: bool = True) -> None:
+        """Reduce the records just written at ``start`` (one append) into the stream's state;
+        a failed record is skipped and counted. Then the compaction policy."""
+        binding = stream.compute
+        reducer = self.reducer
+        state = binding.state
+        offset = start
+        json_mode = stream.json
+        for record in records:
+            offset += len(record)
+            value = record[:-1] if json_mode else record  # a JSON record ends with ","
+            try:
+                state = reducer.reduce(binding, state, value)
+            except ReduceFailed as failure:
+                binding.failed(offset, failure.kind)
+            else:
+                binding.records += 1
+            binding.since_records += 1
+            binding.since_bytes += len(value)
+        binding.state = state
+        binding.offset = offset
+        if compact and binding.due():
+            self._compact(stream)
+
+    def _compact(self, stream: Stream) -> None:
+        """The policy is due: publish the rendered state as the stream's snapshot at its tail
+        (``auto``) and move the retention floor up to it. A render that fails publishes
+        nothing (counted); the policy counts again from here either way."""
+        binding = stream.compute
+        binding.since_records = binding.since_bytes = 0
+        try:
+            body = self.reducer.render(binding, binding.state)
+        except ReduceFailed as failure:
+            binding.render_errors += 1
+            binding.failed(stream.tail, failure.kind)
+            return
+        offset = stream.tail
+        outcome = self.publish(stream, offset, binding.snapshot_content_type, body, auto=True)
+        if outcome.error is None and not outcome.duplicate:
+            binding.snapshots += 1
+        if outcome.error is None and offset > stream.retained:
+            self.retain(stream, offset)
 
     def _subscription(self, cmd: Subscription, now_ms: int) -> Outcome:
         result = self.subscriptions.apply(cmd.bucket, cmd.op, cmd.args, now_ms)
@@ -805,6 +909,20 @@ class StreamMachine:
             bounds = tuple(ends[bisect_right(ends, start):bisect_right(ends,
                                                                        updates.next_offset)])
             return StreamView(info, meta, blob, ref, updates, bounds, stream.attrs)
+        if kind in ("compute", "compute-render"):
+            binding = stream.compute
+            if binding is None:
+                raise StreamError("compute_not_bound")
+            state = binding.state
+            if kind == "compute-render":
+                if self.reducer is None:
+                    raise StreamError("compute_unavailable")
+                try:
+                    state = self.reducer.render(binding, state)
+                except ReduceFailed:
+                    raise StreamError("compute_render_failed") from None
+            return StreamView(info, meta, blob, ref, attrs=stream.attrs,
+                              compute=binding.describe(), compute_state=state)
         return StreamView(info, meta, blob, ref, attrs=stream.attrs)
 
     @property
@@ -829,11 +947,11 @@ class StreamMachine:
         return cbor2.dumps(state)
 
     @classmethod
-    def restore(cls, blob: bytes, owns=None) -> StreamMachine:
+    def restore(cls, blob: bytes, owns=None, reducer=None) -> StreamMachine:
         state = cbor2.loads(blob)
         if state.get("version") not in (1, SNAPSHOT_VERSION):
             raise ValueError(f"unsupported snapshot version {state.get('version')!r}")
-        machine = cls(owns)
+        machine = cls(owns, reducer)
         machine.next_uid = state["next_uid"]
         machine.pending_releases = [tuple(r) for r in state["pending_releases"]]
         machine.requests = {rid: outcome_from_wire(o) for rid, o in state.get("requests", [])}
@@ -906,6 +1024,8 @@ def _dump_extensions(s: Stream) -> dict:
         out["snapshot"] = s.snapshot.to_wire()
     if s.attrs is not None:
         out["attrs"] = s.attrs
+    if s.compute is not None:
+        out["compute"] = s.compute.to_wire()
     return out
 
 
@@ -931,6 +1051,8 @@ def _load_stream(d: dict) -> Stream:
     if d.get("snapshot") is not None:
         s.snapshot = SnapshotMeta.from_wire(d["snapshot"])
     s.attrs = d.get("attrs")
+    if d.get("compute") is not None:
+        s.compute = Binding.from_wire(d["compute"])
     return s
 
 
@@ -952,6 +1074,8 @@ _HANDLERS = {
     AdvanceRetention: StreamMachine._advance_retention,
     SetAttrs: StreamMachine._set_attrs,
     SnapshotFlushed: StreamMachine._snapshot_flushed,
+    BindCompute: StreamMachine._bind_compute,
+    UnbindCompute: StreamMachine._unbind_compute,
 }
 
 

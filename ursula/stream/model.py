@@ -20,7 +20,8 @@ snapshot (a ``SnapshotMeta``: the state of ``[0, offset)``, its blob inline unti
 moved it to the cold tier, then a reference), ``retained`` the retention floor: reads below it
 are refused (410), the hot bytes below it are dropped, the cold chunks wholly below it are
 released, and the record boundaries below it are forgotten (``retained`` is a boundary itself).
-``attrs`` is the stream's attribute object (canonical JSON bytes) or None.
+``attrs`` is the stream's attribute object (canonical JSON bytes) or None. ``compute`` is the
+stream's compute binding and materialised state (``ursula.stream.compute.Binding``) or None.
 
 May import: the standard library only.
 """
@@ -120,7 +121,7 @@ class Stream:
         "uid", "bucket", "name", "content_type", "json", "ttl_seconds", "expires_at_ms",
         "expires_at_text", "touched_ms", "closed", "data", "ends", "append_ends", "last_seq",
         "producers", "fork_ids", "deleted", "fork_spec", "fork_source", "requested_lifetime",
-        "base", "chunks", "inherited", "retained", "snapshot", "attrs",
+        "base", "chunks", "inherited", "retained", "snapshot", "attrs", "compute",
     )
 
     def __init__(self, uid: int, bucket: str, name: str, content_type: str, json: bool):
@@ -150,6 +151,7 @@ class Stream:
         self.retained = 0  # the retention floor: reads below it are 410
         self.snapshot: SnapshotMeta | None = None
         self.attrs: bytes | None = None
+        self.compute = None  # the compute binding (ursula.stream.compute.Binding) or None
 
     @property
     def tail(self) -> int:
