@@ -57,6 +57,7 @@ class LimitsSection:
     idle_timeout_s: int = 120
     request_timeout_s: int = 60
     max_pipelined_requests: int = 16
+    max_attrs_bytes: int = 16384
 
 
 @dataclass(frozen=True)

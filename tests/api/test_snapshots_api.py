@@ -287,3 +287,18 @@ def test_cold_tier_holds_the_snapshot_and_retention_collects_chunks(cold_node):
             break
         yield _sleep(0.02)
     assert new_key not in node.store.objects
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_attrs_limit_is_a_config_key(node_factory):
+    node = node_factory(limits={"max_attrs_bytes": 64})
+    url = node.url + "/photos/small"
+    small, big = json.dumps({"t": "x" * 40}).encode(), json.dumps({"t": "x" * 80}).encode()
+    response, _ = yield call("PUT", url, b"", {**TEXT, "Stream-Attrs": big.decode()})
+    assert response.code == 400
+    response, _ = yield call("PUT", url, b"", {**TEXT, "Stream-Attrs": small.decode()})
+    assert response.code == 201
+    response, body = yield call("PUT", url + "/attrs", big, JSON)
+    assert response.code == 400 and b"limits.max_attrs_bytes" in body
+    response, _ = yield call("PUT", url + "/attrs", small, JSON)
+    assert response.code == 204

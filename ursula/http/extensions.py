@@ -190,7 +190,7 @@ class ExtensionHandlers:
         content_type = _header(request, "content-type")
         if content_type is None or media_type(content_type) != "application/json":
             raise ProtocolError(400, "stream attributes need Content-Type: application/json")
-        attrs = H.parse_attrs(_body(request))
+        attrs = H.parse_attrs(_body(request), self.config.limits.max_attrs_bytes)
 
         def done(outcome):
             if outcome.error:

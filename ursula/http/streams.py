@@ -84,7 +84,8 @@ class StreamHandlers:
             expires_at_text=lifetime.expires_at_text, closed=H.flag(get, "stream-closed"),
             body=request_body(request), fork_bucket=fork_bucket, fork_stream=fork_stream,
             fork_offset=fork_offset, fork_sub_offset=sub_offset,
-            attrs=H.parse_attrs(get("stream-attrs")) if get("stream-attrs") is not None
+            attrs=H.parse_attrs(get("stream-attrs"), self.config.limits.max_attrs_bytes)
+            if get("stream-attrs") is not None
             else None)
         return self.core.submit(command).addCallback(self._created, request)
 

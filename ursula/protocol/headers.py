@@ -152,13 +152,14 @@ def parse_if_match(values: list[str] | None) -> int | None:
                                  f"Offset or the ETag of an append)") from None
 
 
-#: The largest attribute object (``Stream-Attrs``, ``PUT {stream}/attrs``), canonical JSON.
+#: The default largest attribute object (``Stream-Attrs``, ``PUT {stream}/attrs``), canonical
+#: JSON (``[limits] max_attrs_bytes``).
 MAX_ATTRS_BYTES = 16 * 1024
 
 
-def parse_attrs(text: str | bytes) -> bytes:
-    """An attribute object: a JSON object of at most ``MAX_ATTRS_BYTES`` bytes once made
-    canonical (keys sorted, no spaces). ``{}`` means none (``b""``). Raises ProtocolError."""
+def parse_attrs(text: str | bytes, max_bytes: int = MAX_ATTRS_BYTES) -> bytes:
+    """An attribute object: a JSON object of at most ``max_bytes`` bytes once made canonical
+    (keys sorted, no spaces). ``{}`` means none (``b""``). Raises ProtocolError."""
     try:
         value = json.loads(text)
     except (ValueError, UnicodeDecodeError):
@@ -169,8 +170,9 @@ def parse_attrs(text: str | bytes) -> bytes:
         return b""
     canonical = json.dumps(value, sort_keys=True, separators=(",", ":"),
                            ensure_ascii=False).encode("utf-8")
-    if len(canonical) > MAX_ATTRS_BYTES:
-        raise ProtocolError(400, f"stream attributes are larger than {MAX_ATTRS_BYTES} bytes")
+    if len(canonical) > max_bytes:
+        raise ProtocolError(400, f"stream attributes are larger than {max_bytes} bytes "
+                                 "(limits.max_attrs_bytes)")
     return canonical
 
 
