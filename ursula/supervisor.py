@@ -105,13 +105,15 @@ def check_cluster_identity(config: NodeConfig) -> None:
     """Groups and node id are fixed at cluster creation: refuse to start with others."""
     path = os.path.join(config.node.data_dir, "cluster.json")
     identity = {"node_id": config.cluster.node_id, "groups": config.cluster.groups,
-                "cores": config.cores, "genesis": config.genesis}
+                "cores": config.cores, "genesis": config.genesis,
+                "replication": config.cluster.replication}
     if os.path.exists(path):
         with open(path, encoding="utf-8") as handle:
             stored = json.load(handle)
         stored.setdefault("cores", 1)  # written before [node] cores existed: one process
         # written before membership changes: the voters were the peers, and stayed them
         stored.setdefault("genesis", config.genesis)
+        stored.setdefault("replication", 0)  # written before placement: every node
         for key, value in identity.items():
             if stored.get(key) != value:
                 if key == "genesis":
@@ -189,8 +191,17 @@ def cold_store(config: NodeConfig, reactor):
                           f"({error})") from None
 
 
-def open_journal(config: NodeConfig, directory: str, owned, fail):
-    """The journal in ``directory`` and every group's ``MemoryStorage`` rebuilt from it.
+def placement_of(config: NodeConfig, owned, directory: str):
+    """The ``ursula.core.placement.Placement`` of a core process whose journal is in
+    ``directory`` (its hosted groups are listed in ``hosted.json`` beside it)."""
+    from ursula.core.placement import Placement
+    return Placement(config.genesis, config.cluster.replication, config.cluster.groups, owned,
+                     os.path.join(os.path.dirname(directory), "hosted.json"))
+
+
+def open_journal(config: NodeConfig, directory: str, owned, fail, placement=None):
+    """The journal in ``directory`` and the ``MemoryStorage`` of every group this process
+    hosts, rebuilt from it (every group it may hold without a ``placement``).
 
     ``owned(g)``: whether this process may hold group ``g`` (a journal holding any other group
     is refused); ``fail(what)`` raises the caller's error with a one-line reason."""
@@ -211,8 +222,13 @@ def open_journal(config: NodeConfig, directory: str, owned, fail):
     if foreign:
         fail(f"the journal holds groups {foreign}, not of this process "
              f"([cluster] groups = {cluster.groups}, [node] cores = {config.cores})")
-    storages = {g: memory_storage(recovered[g], voters) if g in recovered
-                else MemoryStorage(voters) for g in range(cluster.groups)}
+    if placement is None:
+        hosted = range(cluster.groups)
+    else:
+        hosted = placement.load_hosted(cluster.node_id, recovered, cluster.join)
+    initial = placement.initial if placement is not None else (lambda g: voters)
+    storages = {g: memory_storage(recovered[g], initial(g)) if g in recovered
+                else MemoryStorage(initial(g)) for g in hosted}
     # The storages hold what recovery read; the journal keeps only its report (the recovered
     # snapshots' bytes are released once each group is running: GroupReplica).
     journal.recovery = Recovery({}, journal.recovery.report)
@@ -279,8 +295,9 @@ def build_node(config: NodeConfig, reactor=None, config_path: str | None = None
     def fail(what):
         raise ConfigError(f"[node] data_dir: {what}") from None
 
-    journal, storages = open_journal(config, os.path.join(config.node.data_dir, "journal"),
-                                     lambda g: True, fail)
+    journal_dir = os.path.join(config.node.data_dir, "journal")
+    placement = placement_of(config, None, journal_dir)
+    journal, storages = open_journal(config, journal_dir, lambda g: True, fail, placement)
     settings = core_settings(config)
     transport, peer_listen = peer_transport(config, reactor)
     core_holder = []
@@ -292,7 +309,7 @@ def build_node(config: NodeConfig, reactor=None, config_path: str | None = None
     committer = journal_committer(journal, reactor, lambda: metrics_holder[0])
     core = RaftCore(reactor, cluster.node_id, cluster.groups, storages,
                     JournalPersister(committer, on_failure=fatal), transport, settings,
-                    cold_store=cold_store(config, reactor))
+                    cold_store=cold_store(config, reactor), placement=placement)
     core_holder.append(core)
     metrics = Metrics(core)
     metrics_holder.append(metrics)

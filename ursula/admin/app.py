@@ -39,7 +39,8 @@ BACKUP_FORMAT_VERSION = 1
 INDEX = (b"ursula admin: GET /__ursula/metrics /__ursula/health /__ursula/ready "
          b"/__ursula/groups /__ursula/status /__ursula/backup/info /__ursula/backup/group/<g>; "
          b"POST /__ursula/groups/<g>/transfer-leader?to=<node> /__ursula/groups/<g>/snapshot "
-         b"/__ursula/snapshot /__ursula/drain /__ursula/undrain\n")
+         b"/__ursula/snapshot /__ursula/drain /__ursula/undrain; POST/DELETE "
+         b"/__ursula/groups/<g>/replica\n")
 
 #: Answered without the bearer token (they are on the public port too).
 OPEN_PATHS = frozenset({b"/__ursula/health", b"/__ursula/ready"})
@@ -146,6 +147,14 @@ class AdminApp:
                                                f"got {op!r}")
         return self._supports(request, "change_membership") or self._operation(
             request, lambda: self.core.change_membership(group, op, node),
+            lambda value: self._json(request, 200, value))
+
+    @app.route("/__ursula/groups/<int:group>/replica", methods=["POST", "DELETE"])
+    def replica(self, request, group):
+        """POST: host a (joining) replica of the group here; DELETE: stop hosting it."""
+        name = "host_group" if request.method == b"POST" else "drop_group"
+        return self._supports(request, name) or self._operation(
+            request, lambda: getattr(self.core, name)(group),
             lambda value: self._json(request, 200, value))
 
     @app.route("/__ursula/groups/<int:group>/snapshot", methods=["POST"])
