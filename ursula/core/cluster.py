@@ -20,8 +20,12 @@ every group), the transport's callbacks, stats, and the operations of the admin 
 leadership off this node and keep it off), and the consistent group image a backup takes
 (``backup_group``: a ReadIndex barrier, then the state machine's snapshot).
 
-May import: Twisted, zope.interface, ``ursula.raft``, ``ursula.replica``, ``ursula.stream``,
-``ursula.cold``, ``ursula.loop``, ``ursula.core``.
+Groups this node does not host (``[cluster] replication`` below the node count) are
+``RemoteGroup``s (``ursula.core.remote``): their requests are carried to a host; the admin
+plane's ``host_group`` / ``drop_group`` start and stop hosting one (a group move).
+
+May import: Twisted, zope.interface, cbor2, ``ursula.raft``, ``ursula.replica``,
+``ursula.stream``, ``ursula.cold``, ``ursula.loop``, ``ursula.core``.
 """
 
 from __future__ import annotations
