@@ -43,6 +43,7 @@ def test_initial_voters_spread_replicas_and_leaders_within_one(nodes, r, groups)
 
 def test_every_node_hosts_every_group_when_replication_covers_them():
     p = Placement([1, 2, 3], 0, 4)
+    assert Placement([1, 2, 3], 3, 4).placed_on(4) == []  # explicit: groups move to it
     assert p.placed_on(1) == [0, 1, 2, 3] and p.placed_on(4) == [0, 1, 2, 3]
     p = Placement([1, 2, 3, 4, 5], 3, 5)
     assert p.placed_on(1) == [g for g in range(5) if 1 in initial_voters([1, 2, 3, 4, 5], 3, g)]

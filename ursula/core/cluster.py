@@ -190,8 +190,7 @@ class RaftCore:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        placed = self.placement is not None and self.placement.voters_per_group < len(
-            self.placement.genesis)
+        placed = self.placement is not None and not self.placement.every_node
         for group in self.groups.values():
             if len(group.node.voters) == 1:
                 group.node.campaign()  # a cluster of one elects itself at once
@@ -506,7 +505,8 @@ class RaftCore:
         return {"node": self.node_id, "draining": self.draining,
                 "group_count": self.group_count, "groups": self.group_stats(),
                 "hosted": sorted(self.groups),
-                "replication": placement.voters_per_group if placement is not None else 0,
+                "replication": (0 if placement is None or placement.every_node
+                                else placement.voters_per_group),
                 "genesis": placement.genesis if placement is not None else []}
 
     def host_group(self, group_id: int):

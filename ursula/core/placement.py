@@ -100,6 +100,12 @@ class Placement:
     def voters_per_group(self) -> int:
         return resolve_replication(self.replication, len(self.genesis))
 
+    @property
+    def every_node(self) -> bool:
+        """``replication = 0`` on at most five genesis nodes: every node hosts every group,
+        and a node that joins joins every group (as before placement existed)."""
+        return self.replication <= 0 and len(self.genesis) <= ALL_NODES_UP_TO
+
     def initial(self, group: int) -> list[int]:
         return initial_voters(self.genesis, self.replication, group)
 
@@ -107,7 +113,7 @@ class Placement:
         """The groups a new data directory of ``node_id`` hosts: those whose initial voters
         hold it, or every group while each group has every node (a node that joins such a
         cluster joins every group, as before placement)."""
-        if self.voters_per_group >= len(self.genesis):
+        if self.every_node:
             return list(self.owned)
         return [g for g in self.owned if node_id in self.initial(g)]
 
