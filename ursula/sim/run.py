@@ -99,6 +99,8 @@ class Result:
     cold_uploads: int = 0  # chunks stored in the simulated cold tier
     refused: int = 0  # If-Match appends answered 412 (the writers' acks are in acks)
     conf_changes: int = 0  # membership changes applied (proposals answered ok)
+    moves: int = 0  # group moves finished (learner, promote, transfer, remove)
+    transfers: int = 0  # leadership transfers the moves asked for
     broken: str | None = None
     options: dict = field(default_factory=dict)
 
@@ -127,6 +129,7 @@ class Simulation:
         cold: bool = False,
         cas_clients: int = 2,
         membership: bool = False,
+        moves: bool = False,
     ) -> None:
         self.seed = seed
         self.rng = rng = random.Random(seed)
@@ -188,7 +191,7 @@ class Simulation:
             # its own random stream: a run without membership changes is the same as before
             self.member_rng = random.Random(seed * 7_000_003 + 5)
             self.operator = Operator(self, random.Random(self.member_rng.getrandbits(64)),
-                                     rule.get("member"))
+                                     rule.get("member"), moves)
             spares = list(range(nodes + 1, nodes + 1 + SPARES))
         skews = [rng.uniform(-0.25, 0.25) for _ in self.ids]
         if spares:
@@ -400,6 +403,8 @@ class Simulation:
         res.refused = self.checker.cas_refused
         res.cold_uploads = self.cold_store.uploads if self.cold_store is not None else 0
         res.conf_changes = self.operator.applied if self.membership else 0
+        res.moves = self.operator.moves if self.membership else 0
+        res.transfers = self.operator.transfers if self.membership else 0
         return res
 
     def _converged(self) -> bool:
