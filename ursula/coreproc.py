@@ -92,6 +92,9 @@ class AdminCalls:
         "backup_group": lambda raft, group: raft.backup_group(group),
         "host_group": lambda raft, group: raft.host_group(group),
         "drop_group": lambda raft, group: raft.drop_group(group),
+        "join_token": lambda raft, node: raft.join_token(node),
+        "set_peer_address": lambda raft, node, address, token: raft.set_peer_address(
+            node, address, token),
     }
 
     def __init__(self, server, raft):
@@ -147,6 +150,7 @@ def build_core(config, k: int, reactor):
         open_journal,
         peer_transport,
         placement_of,
+        wire_joining,
     )
     from ursula.wire.local import LocalClient, LocalLinkFactory
 
@@ -173,6 +177,7 @@ def build_core(config, k: int, reactor):
                     core_settings(config), cold_store=cold_store(config, reactor),
                     placement=placement)
     holder["raft"] = raft
+    wire_joining(raft, config, k)
     keep_groups(raft, k, cores)
     proxies = {j: RemoteCoreProxy(j, reactor, cluster.request_timeout_ms / 1000)
                for j in range(cores) if j != k}

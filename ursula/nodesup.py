@@ -265,6 +265,15 @@ class NodeView:
         return defer.maybeDeferred(self._core_of, group).addCallback(
             lambda k: self._admin(k, "change_membership", group, op, node))
 
+    def join_token(self, node: int):
+        return self._admin(0, "join_token", node)
+
+    def set_peer_address(self, node: int, address: str, token: str):
+        d = defer.gatherResults([self._admin(k, "set_peer_address", node, address, token)
+                                 for k in sorted(self.clients)], consumeErrors=True)
+        d.addErrback(lambda failure: failure.value.subFailure)
+        return d.addCallback(lambda answers: answers[0])
+
     def host_group(self, group: int):
         return defer.maybeDeferred(self._core_of, group).addCallback(
             lambda k: self._admin(k, "host_group", group))

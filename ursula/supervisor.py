@@ -235,20 +235,36 @@ def open_journal(config: NodeConfig, directory: str, owned, fail, placement=None
     return journal, storages
 
 
+def peers_file(config: NodeConfig) -> str:
+    """``peers.json``: peer addresses learnt at run time (``ursula.core.joining``)."""
+    return os.path.join(config.node.data_dir, "peers.json")
+
+
+def wire_joining(core, config: NodeConfig, offset: int = 0) -> None:
+    """Give a ``RaftCore`` what join tokens and address changes need."""
+    if len(config.peers) > 1:
+        core.join_secret = config.cluster_secret
+    core.peers_file = peers_file(config)
+    core.peer_port_offset = offset
+
+
 def peer_transport(config: NodeConfig, reactor, core: int = 0):
     """``(PeerTransport, listen endpoint)`` of core ``core`` (peer ports + ``core``: core k
     talks to core k of every peer), or ``(None, None)`` for a node of its own."""
-    peers = config.peers
+    peers = {pid: (peer.host, peer.port) for pid, peer in config.peers.items()}
     if len(peers) == 1:
         return None, None
+    from ursula.core.joining import load_addresses
     from ursula.coreproc import shift_port
     from ursula.wire.transport import PeerTransport
     cluster = config.cluster
-    me = peers[cluster.node_id]
-    listen = cluster.peer_listen or f"tcp:{me.port}:interface={me.host}"
+    # addresses registered since the config was written (ursula-admin node address) win
+    peers.update(load_addresses(peers_file(config)))
+    host, port = peers[cluster.node_id]
+    listen = cluster.peer_listen or f"tcp:{port}:interface={host}"
     transport = PeerTransport(cluster.node_id,
-                              {pid: f"tcp:host={peer.host}:port={peer.port + core}"
-                               for pid, peer in peers.items() if pid != cluster.node_id},
+                              {pid: f"tcp:host={h}:port={p + core}"
+                               for pid, (h, p) in peers.items() if pid != cluster.node_id},
                               config.cluster_secret, reactor,
                               tls_options=peer_tls_options(config), backoff_max=1.0)
     return transport, shift_port(listen, core) if core else listen
@@ -311,6 +327,7 @@ def build_node(config: NodeConfig, reactor=None, config_path: str | None = None
                     JournalPersister(committer, on_failure=fatal), transport, settings,
                     cold_store=cold_store(config, reactor), placement=placement)
     core_holder.append(core)
+    wire_joining(core, config)
     metrics = Metrics(core)
     metrics_holder.append(metrics)
     factory = data_plane_factory(core, config, reactor, metrics)

@@ -179,3 +179,24 @@ def test_requests_follow_a_group_that_moved(placed):
     assert h.tail(dest, stream) == 9
     conf = h.cores[h.leader(group)].groups[group].node
     assert dest in conf.voters and source not in conf.voters and len(conf.voters) == 3
+
+
+def test_a_peer_address_is_registered_with_the_nodes_join_token(tmp_path):
+    from ursula.core.joining import join_token, load_addresses
+    h = Harness(nodes=3, groups=2)
+    core = h.cores[1]
+    core.join_secret = b"0123456789abcdef0123456789abcdef"
+    core.peers_file = str(tmp_path / "peers.json")
+    core.peer_port_offset = 2
+    token = _done(h, core.join_token(6))["token"]
+    assert token == join_token(core.join_secret, 6) and token != join_token(core.join_secret, 5)
+    for address, tok, status in [("127.0.0.1:7000", join_token(core.join_secret, 5), 403),
+                                 ("127.0.0.1:7000", "", 403), ("nope", token, 400),
+                                 ("127.0.0.1:0", token, 400)]:
+        with pytest.raises(Exception) as caught:
+            _done(h, core.set_peer_address(6, address, tok))
+        assert caught.value.status == status
+    assert _done(h, core.set_peer_address(6, "10.0.0.6:7000", token))["address"] == (
+        "10.0.0.6:7000")
+    assert h.net.transports[1].addresses == {6: "tcp:host=10.0.0.6:port=7002"}  # + core 2
+    assert load_addresses(core.peers_file) == {6: ("10.0.0.6", 7000)}

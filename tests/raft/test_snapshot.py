@@ -114,3 +114,38 @@ def test_stale_snapshot_is_ignored():
     c.process(3)
     assert c.node(3).applied == applied
     assert c.applied[3] == c.applied[1]
+
+
+def test_a_heartbeat_retransmits_a_chunk_only_when_none_was_answered_since_the_last():
+    # While chunks flow, a retransmission on every heartbeat answer would add one more chunk
+    # in circulation per heartbeat (each answer is answered with a chunk): a storm that never
+    # drains under reordering. The leader retransmits only after a heartbeat with no answer.
+    from ursula.raft import HeartbeatResponse, SnapshotResponse
+    c = _lagging_cluster(chunk=64)
+    c.restart(3)
+    leader = c.node(1)
+    term = leader.term
+    pr = leader.tracker.progress[3]
+    c.tick(1)  # a heartbeat goes out; node 3's answer starts the snapshot
+    c.deliver(drop=lambda m: isinstance(m, InstallSnapshot) and m.offset > 0)
+    assert pr.state == "snapshot"
+    index = pr.snap.meta.index
+
+    def chunks_after(message):
+        c.sent.clear()
+        leader.step(message)
+        c.process(1)
+        return [m for m in c.sent if isinstance(m, InstallSnapshot)]
+    assert len(chunks_after(SnapshotResponse(term, 3, 1, index, 64))) == 1  # answered: next
+    assert chunks_after(HeartbeatResponse(term, 3, 1, b"")) == []  # chunks flow: none more
+    assert len(chunks_after(HeartbeatResponse(term, 3, 1, b""))) == 1  # a quiet beat: resend
+    c2 = _lagging_cluster(chunk=64, unsafe_snapshot_retransmit=True)  # the planted twin
+    c2.restart(3)
+    c2.tick(1)
+    c2.deliver(drop=lambda m: isinstance(m, InstallSnapshot) and m.offset > 0)
+    pr2 = c2.node(1).tracker.progress[3]
+    c2.node(1).step(SnapshotResponse(c2.node(1).term, 3, 1, pr2.snap.meta.index, 64))
+    c2.sent.clear()
+    c2.node(1).step(HeartbeatResponse(c2.node(1).term, 3, 1, b""))
+    c2.process(1)
+    assert [m for m in c2.sent if isinstance(m, InstallSnapshot)]

@@ -40,7 +40,8 @@ INDEX = (b"ursula admin: GET /__ursula/metrics /__ursula/health /__ursula/ready 
          b"/__ursula/groups /__ursula/status /__ursula/backup/info /__ursula/backup/group/<g>; "
          b"POST /__ursula/groups/<g>/transfer-leader?to=<node> /__ursula/groups/<g>/snapshot "
          b"/__ursula/snapshot /__ursula/drain /__ursula/undrain; POST/DELETE "
-         b"/__ursula/groups/<g>/replica\n")
+         b"/__ursula/groups/<g>/replica; GET /__ursula/join-token/<node>; POST "
+         b"/__ursula/peers/<node>?address=<host:port>&token=<t>\n")
 
 #: Answered without the bearer token (they are on the public port too).
 OPEN_PATHS = frozenset({b"/__ursula/health", b"/__ursula/ready"})
@@ -155,6 +156,20 @@ class AdminApp:
         name = "host_group" if request.method == b"POST" else "drop_group"
         return self._supports(request, name) or self._operation(
             request, lambda: getattr(self.core, name)(group),
+            lambda value: self._json(request, 200, value))
+
+    @app.route("/__ursula/join-token/<int:node>", methods=["GET"])
+    def join_token(self, request, node):
+        return self._supports(request, "join_token") or self._operation(
+            request, lambda: self.core.join_token(node),
+            lambda value: self._json(request, 200, value))
+
+    @app.route("/__ursula/peers/<int:node>", methods=["POST"])
+    def set_peer_address(self, request, node):
+        address = (request.args.get(b"address") or [b""])[0].decode("latin-1")
+        token = (request.args.get(b"token") or [b""])[0].decode("latin-1")
+        return self._supports(request, "set_peer_address") or self._operation(
+            request, lambda: self.core.set_peer_address(node, address, token),
             lambda value: self._json(request, 200, value))
 
     @app.route("/__ursula/groups/<int:group>/snapshot", methods=["POST"])

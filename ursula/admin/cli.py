@@ -16,6 +16,8 @@ through ``ursula.admin.client``).
       node replace OLD NEW             NEW takes OLD's place
       group move G --from A --to B     B a learner, caught up, promoted; A's lead moved; A out
       rebalance                        moves until replicas and leaders per node are even
+      join-token ID                    the token with which node ID registers its address
+      node address ID HOST:PORT --token T   every node given dials node ID there from now on
 
 With ``[cluster] replication`` below the node count (groups placed on some nodes), ``node
 add`` / ``remove`` / ``replace`` move groups (``ursula.admin.moves``) instead of changing
@@ -98,6 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
                                     help="the new node takes the old one's groups")
     replace.add_argument("id", type=int, help="the node that leaves")
     replace.add_argument("new", type=int, help="the node that takes its place")
+    address = node_steps.add_parser("address", allow_abbrev=False,
+                                    help="register a node's (new) peer address on every node")
+    address.add_argument("id", type=int)
+    address.add_argument("address", metavar="HOST:PORT", help="its peer address")
+    address.add_argument("--token", dest="join_token", required=True,
+                         help="its join token (ursula-admin join-token ID)")
+    token = commands.add_parser("join-token", allow_abbrev=False,
+                                help="the join token of a node id")
+    token.add_argument("id", type=int)
     group = commands.add_parser("group", allow_abbrev=False, help="move a group's replica")
     group_steps = group.add_subparsers(dest="group_step", metavar="STEP", required=True)
     move = group_steps.add_parser("move", allow_abbrev=False,
@@ -436,6 +447,24 @@ def node_step(action: str, node: int, row: dict, max_lag: int):
     return ("change", "remove")
 
 
+@defer.inlineCallbacks
+def cmd_node_address(args, clients, out):
+    """Tell every node given where node ``id`` is (each checks the join token)."""
+    answers = yield defer.DeferredList(
+        [c.set_peer_address(args.id, args.address, args.join_token) for c in clients],
+        consumeErrors=True)
+    failed = [(c, v) for c, (ok, v) in zip(clients, answers, strict=True) if not ok]
+    for client, (ok, _) in zip(clients, answers, strict=True):
+        if ok:
+            out.write(f"{client.url}: node {args.id} is at {args.address}\n")
+    if failed:
+        client, failure = failed[0]
+        if failure.check(AdminRefused) and failure.value.status in (400, 403):
+            raise Failed(f"{client.url}: {failure.value.reason}")
+        raise Failed(f"{len(failed)} of {len(clients)} nodes did not take it ({client.url}: "
+                     f"{_why(failure)}); run it again")
+
+
 def _placed(statuses) -> bool:
     """Whether the groups have fewer voters than the cluster has genesis nodes."""
     answered = [s for _, s, _ in statuses if s]
@@ -618,6 +647,11 @@ def run(reactor, argv, out=None, err=None):
             yield cmd_backup(args, clients, out, err, config, reactor)
         elif args.command in ("group", "rebalance"):
             yield cmd_place(args, clients, out, err, reactor)
+        elif args.command == "join-token":
+            answer = yield clients[0].join_token(args.id)
+            out.write(answer["token"] + "\n")
+        elif args.command == "node" and args.node_step == "address":
+            yield cmd_node_address(args, clients, out)
         elif args.command == "node":
             statuses = yield _statuses(clients)
             if _placed(statuses):

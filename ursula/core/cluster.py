@@ -42,6 +42,13 @@ from ursula.core.forks import ForkCoordinator
 from ursula.core.forwarder import RETRY_DELAY_S, Forwarder
 from ursula.core.group import GroupReplica
 from ursula.core.interfaces import ICore, TooManyReaders, Unavailable
+from ursula.core.joining import (
+    join_token,
+    load_addresses,
+    parse_address,
+    save_addresses,
+    token_ok,
+)
 from ursula.core.persist import MemoryPersister
 from ursula.core.placement import group_of, preferred_leader
 from ursula.core.reads import ReadPath
@@ -151,6 +158,11 @@ class RaftCore:
         self.remote: dict[int, RemoteGroup] = {}
         self._seen: dict = {}  # (bucket, stream) -> what remote reads last saw of it
         self._unknown_logged: set[int] = set()
+        self._unknown_peers: set[int] = set()
+        # join tokens and peer addresses (ursula.core.joining): set by the node's builder
+        self.join_secret = b""
+        self.peers_file = ""
+        self.peer_port_offset = 0  # core k talks to core k of every peer: peer port + k
         self.scheduler = Scheduler(reactor, self.settings.tick_ms / 1000.0)
         self.timeouts = Timeouts(reactor)  # request timeouts of the forwarder and read path
         self.forwarder = Forwarder(reactor, node_id, transport, self.settings, self.timeouts)
@@ -270,7 +282,14 @@ class RaftCore:
         for message in messages:
             by_peer.setdefault(message.dst, []).append((group_id, encode_message(message)))
         for peer, items in by_peer.items():
-            self.transport.send_raft(peer, items)
+            try:
+                self.transport.send_raft(peer, items)
+            except ValueError:  # a member whose address this node has not been told yet
+                if peer not in self._unknown_peers:
+                    self._unknown_peers.add(peer)
+                    log.warn("group {group}: node {peer} is a member but its address is "
+                             "unknown here (ursula-admin node address)", group=group_id,
+                             peer=peer)
 
     def snapshot_groups(self, group_ids) -> None:
         """Snapshot these groups now (their old entries keep journal segments alive)."""
@@ -531,6 +550,35 @@ class RaftCore:
             self.schedule(group)
         log.info("group {group}: hosted here from now on (joining)", group=group_id)
         return defer.succeed({"group": group_id, "hosted": True, "new": True})
+
+    def join_token(self, node: int):
+        """The token with which node ``node`` may register its peer address."""
+        if not self.join_secret:
+            return defer.fail(AdminError(409, "a node of its own has no cluster secret"))
+        return defer.succeed({"node": node, "token": join_token(self.join_secret, node)})
+
+    def set_peer_address(self, node: int, address: str, token: str):
+        """Node ``node`` is at ``address`` (``host:port``, its peer port) from now on: the
+        transport dials it there (a node that joined, or moved), and ``peers.json`` keeps it
+        over ``[cluster] peers`` across restarts. 403 for a wrong join token, 400 for a bad
+        address."""
+        try:
+            if not self.join_secret or not token_ok(self.join_secret, node, token):
+                raise AdminError(403, f"token: not the join token of node {node}")
+            try:
+                host, port = parse_address(address)
+            except ValueError as error:
+                raise AdminError(400, str(error)) from None
+        except AdminError as error:
+            return defer.fail(error)
+        if node != self.node_id and self.transport is not None:
+            self.transport.set_peer(node, f"tcp:host={host}:port={port + self.peer_port_offset}")
+        if self.peers_file:
+            addresses = load_addresses(self.peers_file)
+            addresses[node] = (host, port)
+            save_addresses(self.peers_file, addresses)
+        log.info("node {node} is at {host}:{port} from now on", node=node, host=host, port=port)
+        return defer.succeed({"node": node, "address": f"{host}:{port}"})
 
     def drop_group(self, group_id: int):
         """Stop hosting a group whose membership no longer has this node (``ursula-admin``

@@ -24,7 +24,10 @@ learner receives the log and snapshots and never counts towards a quorum; a chan
 of its own kind (`ENTRY_CONF_CHANGE`, which the application skips) that takes effect on every
 replica when it is applied (committed), and is kept in snapshots (`conf_at`). The leader takes
 one change at a time (the previous one applied) and none before it has committed an entry of
-its own term; a leader removed by a change steps down once the change is applied.
+its own term; a leader removed by a change steps down once the change is applied. A joining
+node (`Config.joining`: a new or wiped disk) takes its commit index only from AppendEntries,
+never from a heartbeat (whose commit a stale leader caps by the node's progress from before
+the wipe).
 
 May import: the standard library and ursula.raft.* only.
 """
@@ -122,6 +125,8 @@ class Config:
     # own promotion.
     joining: bool = False
     unsafe_learners_count: bool = False  # count learners towards the commit quorum
+    unsafe_joining_heartbeat_commit: bool = False  # a joining node commits from heartbeats
+    unsafe_snapshot_retransmit: bool = False  # retransmit a chunk on every heartbeat answer
 
     def validate(self) -> None:
         if self.id == NONE:
@@ -599,7 +604,12 @@ class RaftNode:
                 # gap is then rejected by the follower and we fall back to probing).
                 pr.inflights.free_first()
             if pr.state == SNAPSHOT:
-                self._send_snapshot_chunk(m.src)  # retransmit the chunk we are waiting on
+                # retransmit the chunk we are waiting on, if no chunk was answered since the
+                # last heartbeat (it was lost): a retransmission while chunks still flow adds
+                # one more chunk in circulation per heartbeat, a storm that never drains
+                if not pr.snap_answered or self.config.unsafe_snapshot_retransmit:
+                    self._send_snapshot_chunk(m.src)
+                pr.snap_answered = False
             elif pr.match < self.log.last_index():
                 self._send_append(m.src)
             if m.ctx:
@@ -614,6 +624,7 @@ class RaftNode:
             pr.recent_active = True
             if pr.state == SNAPSHOT and pr.snap is not None and pr.snap.meta.index == m.index:
                 pr.snap_offset = m.offset
+                pr.snap_answered = True
                 self._send_snapshot_chunk(m.src)
         elif isinstance(m, ReadIndexRequest):
             if m.src not in self.tracker.progress:
@@ -795,6 +806,12 @@ class RaftNode:
         return False
 
     def _handle_heartbeat(self, m: Heartbeat) -> None:
+        if self.joining and not self.config.unsafe_joining_heartbeat_commit:
+            # A node on a new disk takes its commit index only from AppendEntries (which prove
+            # the prefix): a leader that has not applied the node's removal still holds the
+            # node's progress from before the wipe, and caps the heartbeat's commit by it.
+            self._send(HeartbeatResponse(self.term, self.id, m.src, m.ctx))
+            return
         if self.config.unsafe_heartbeat_commit_uncapped:
             # BROKEN on purpose: commit whatever we hold up to the leader's commit
             self.log.commit_to(min(m.commit, self.log.last_index()))

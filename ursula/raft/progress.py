@@ -70,6 +70,7 @@ class Progress:
         "inflights",
         "snap",
         "snap_offset",
+        "snap_answered",
     )
 
     def __init__(self, next_index: int, max_inflight: int) -> None:
@@ -82,6 +83,7 @@ class Progress:
         self.inflights = Inflights(max_inflight)
         self.snap: Snapshot | None = None  # the image being sent, fixed for the transfer
         self.snap_offset = 0  # bytes the follower acknowledged
+        self.snap_answered = False  # a chunk was answered since the last heartbeat
 
     def __repr__(self) -> str:
         return (
@@ -96,6 +98,7 @@ class Progress:
         self.inflights.reset()
         self.snap = None
         self.snap_offset = 0
+        self.snap_answered = False
 
     def become_probe(self) -> None:
         if self.state == SNAPSHOT:

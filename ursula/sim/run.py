@@ -75,6 +75,10 @@ BROKEN_RULES: dict[str, dict] = {
     "conf_changes_in_flight": {"raft": {"unsafe_conf_changes_in_flight": True},
                                "membership": True},
     "wiped_node_votes": {"member": "wiped_node_votes", "membership": True},
+    "joining_heartbeat_commit": {"raft": {"unsafe_joining_heartbeat_commit": True},
+                                 "membership": True, "moves": True},
+    "snapshot_retransmit": {"raft": {"unsafe_snapshot_retransmit": True},
+                            "membership": True, "moves": True},
     # storage (the fake disk)
     "lazy_fsync": {"disk": "lazy_fsync"},
     "unsynced_vote": {"disk": "unsynced_vote"},
@@ -191,7 +195,7 @@ class Simulation:
             # its own random stream: a run without membership changes is the same as before
             self.member_rng = random.Random(seed * 7_000_003 + 5)
             self.operator = Operator(self, random.Random(self.member_rng.getrandbits(64)),
-                                     rule.get("member"), moves)
+                                     rule.get("member"), moves or rule.get("moves", False))
             spares = list(range(nodes + 1, nodes + 1 + SPARES))
         skews = [rng.uniform(-0.25, 0.25) for _ in self.ids]
         if spares:
