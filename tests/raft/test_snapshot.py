@@ -136,9 +136,17 @@ def test_a_heartbeat_retransmits_a_chunk_only_when_none_was_answered_since_the_l
         leader.step(message)
         c.process(1)
         return [m for m in c.sent if isinstance(m, InstallSnapshot)]
-    assert len(chunks_after(SnapshotResponse(term, 3, 1, index, 64))) == 1  # answered: next
+    assert pr.snap_offset == 64  # chunk 0 arrived; chunk 64 (dropped) was sent
+    assert [m.offset for m in chunks_after(SnapshotResponse(term, 3, 1, index, 128))] == [
+        128]  # as if 64 arrived after all: the next
+    assert chunks_after(SnapshotResponse(term, 3, 1, index, 128)) == []  # a duplicate answer
     assert chunks_after(HeartbeatResponse(term, 3, 1, b"")) == []  # chunks flow: none more
-    assert len(chunks_after(HeartbeatResponse(term, 3, 1, b""))) == 1  # a quiet beat: resend
+    resent = chunks_after(HeartbeatResponse(term, 3, 1, b""))  # a quiet beat: resend
+    assert [m.offset for m in resent] == [128]
+    # a follower that started again says it is behind: nothing at once, the next quiet
+    # heartbeat sends from where it is
+    assert chunks_after(SnapshotResponse(term, 3, 1, index, 0)) == []
+    assert [m.offset for m in chunks_after(HeartbeatResponse(term, 3, 1, b""))] == [0]
     c2 = _lagging_cluster(chunk=64, unsafe_snapshot_retransmit=True)  # the planted twin
     c2.restart(3)
     c2.tick(1)

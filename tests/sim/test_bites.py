@@ -52,6 +52,8 @@ FIRST_SEED = {
     ("conf_changes_in_flight", 3): 35,
     ("conf_changes_in_flight", 5): 56,
     ("wiped_node_votes", 5): 50,
+    ("joining_heartbeat_commit", 5): 24,
+    ("snapshot_retransmit", 3): 29,
     ("torn_tail_kept", 3): 13,
     ("torn_tail_kept", 5): 8,
     ("ifmatch_at_submit", 3): 0,

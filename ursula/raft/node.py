@@ -126,7 +126,7 @@ class Config:
     joining: bool = False
     unsafe_learners_count: bool = False  # count learners towards the commit quorum
     unsafe_joining_heartbeat_commit: bool = False  # a joining node commits from heartbeats
-    unsafe_snapshot_retransmit: bool = False  # retransmit a chunk on every heartbeat answer
+    unsafe_snapshot_retransmit: bool = False  # a chunk for every chunk answer and heartbeat
 
     def validate(self) -> None:
         if self.id == NONE:
@@ -604,10 +604,13 @@ class RaftNode:
                 # gap is then rejected by the follower and we fall back to probing).
                 pr.inflights.free_first()
             if pr.state == SNAPSHOT:
-                # retransmit the chunk we are waiting on, if no chunk was answered since the
-                # last heartbeat (it was lost): a retransmission while chunks still flow adds
+                # retransmit the chunk we are waiting on (from where the follower said it is,
+                # if it said it is behind) when no answer moved the transfer on since the last
+                # heartbeat (the chunk was lost): one sent while chunks still flow would add
                 # one more chunk in circulation per heartbeat, a storm that never drains
                 if not pr.snap_answered or self.config.unsafe_snapshot_retransmit:
+                    if pr.snap_low is not None:
+                        pr.snap_offset, pr.snap_low = pr.snap_low, None
                     self._send_snapshot_chunk(m.src)
                 pr.snap_answered = False
             elif pr.match < self.log.last_index():
@@ -623,9 +626,18 @@ class RaftNode:
                 return
             pr.recent_active = True
             if pr.state == SNAPSHOT and pr.snap is not None and pr.snap.meta.index == m.index:
-                pr.snap_offset = m.offset
-                pr.snap_answered = True
-                self._send_snapshot_chunk(m.src)
+                if m.offset > pr.snap_offset or self.config.unsafe_snapshot_retransmit:
+                    pr.snap_offset = m.offset  # it took the chunk: send the next
+                    pr.snap_answered = True
+                    pr.snap_low = None
+                    self._send_snapshot_chunk(m.src)
+                else:
+                    # not ahead: a late or duplicate answer (the chunk it asks for is on its
+                    # way), or a follower that started again. Answering it with a chunk too
+                    # would keep one more chunk circulating for good: under reordering and
+                    # duplication they pile up into a storm. Note it; a heartbeat with no
+                    # answer that moved the transfer on sends from there.
+                    pr.snap_low = m.offset
         elif isinstance(m, ReadIndexRequest):
             if m.src not in self.tracker.progress:
                 return

@@ -71,6 +71,7 @@ class Progress:
         "snap",
         "snap_offset",
         "snap_answered",
+        "snap_low",
     )
 
     def __init__(self, next_index: int, max_inflight: int) -> None:
@@ -83,7 +84,8 @@ class Progress:
         self.inflights = Inflights(max_inflight)
         self.snap: Snapshot | None = None  # the image being sent, fixed for the transfer
         self.snap_offset = 0  # bytes the follower acknowledged
-        self.snap_answered = False  # a chunk was answered since the last heartbeat
+        self.snap_answered = False  # an answer moved the transfer on since the last heartbeat
+        self.snap_low: int | None = None  # the follower said it is behind snap_offset
 
     def __repr__(self) -> str:
         return (
@@ -99,6 +101,7 @@ class Progress:
         self.snap = None
         self.snap_offset = 0
         self.snap_answered = False
+        self.snap_low = None
 
     def become_probe(self) -> None:
         if self.state == SNAPSHOT:
