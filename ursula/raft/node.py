@@ -161,6 +161,11 @@ class _SnapRecv:
     term: int
     meta: object
     data: bytearray
+    ahead: dict = field(default_factory=dict)  # offset -> (chunk, done) that came early
+
+
+SNAPSHOT_WINDOW = 4  # snapshot chunks in flight to one follower
+SNAPSHOT_AHEAD = 16  # chunks a follower keeps that came before the ones before them
 
 
 class RaftNode:
@@ -611,7 +616,7 @@ class RaftNode:
                 if not pr.snap_answered or self.config.unsafe_snapshot_retransmit:
                     if pr.snap_low is not None:
                         pr.snap_offset, pr.snap_low = pr.snap_low, None
-                    self._send_snapshot_chunk(m.src)
+                    self._send_snapshot_chunk(m.src, again=True)
                 pr.snap_answered = False
             elif pr.match < self.log.last_index():
                 self._send_append(m.src)
@@ -841,17 +846,27 @@ class RaftNode:
         buf = self._snap_recv
         same = buf is not None and buf.meta == meta and buf.term == m.term
         if not same:
-            if m.offset != 0:
-                self._send(SnapshotResponse(self.term, self.id, m.src, meta.index, 0))
-                return
             buf = self._snap_recv = _SnapRecv(m.src, m.term, meta, bytearray())
         assert buf is not None
-        if m.offset != len(buf.data):
-            # duplicate or out of order: tell the leader where we are
-            self._send(SnapshotResponse(self.term, self.id, m.src, meta.index, len(buf.data)))
+        have = len(buf.data)
+        if m.offset > have:
+            # early (reordered, or a chunk before it was lost): keep it for later, a few
+            if len(buf.ahead) < SNAPSHOT_AHEAD:
+                buf.ahead[m.offset] = (m.data, m.done)
+            self._send(SnapshotResponse(self.term, self.id, m.src, meta.index, have))
             return
-        buf.data += m.data
-        if not m.done:
+        end = m.offset + len(m.data)
+        if end < have or (end == have and not m.done):
+            # a duplicate: tell the leader where we are
+            self._send(SnapshotResponse(self.term, self.id, m.src, meta.index, have))
+            return
+        buf.data += m.data[have - m.offset:]
+        done = m.done
+        while not done and len(buf.data) in buf.ahead:
+            chunk, done = buf.ahead.pop(len(buf.data))
+            buf.data += chunk
+        if not done:
+            buf.ahead = {o: c for o, c in buf.ahead.items() if o > len(buf.data)}
             self._send(SnapshotResponse(self.term, self.id, m.src, meta.index, len(buf.data)))
             return
         self._snap_recv = None
@@ -923,15 +938,28 @@ class RaftNode:
                 pr.probe_sent = True
         return True
 
-    def _send_snapshot_chunk(self, to: int) -> None:
+    def _send_snapshot_chunk(self, to: int, again: bool = False) -> None:
+        """Send the chunks of the window after what the follower acknowledged
+        (``snap_offset``) not sent yet (all of them ``again``)."""
         pr = self.tracker.progress[to]
         snap = pr.snap
         if snap is None:
             return
-        off = pr.snap_offset
         data = snap.data
-        if off > len(data):
-            off = pr.snap_offset = 0
-        chunk = data[off : off + self.config.snapshot_chunk_size]
-        done = off + len(chunk) >= len(data)
-        self._send(InstallSnapshot(self.term, self.id, to, snap.meta, off, chunk, done))
+        size = self.config.snapshot_chunk_size
+        if pr.snap_offset > len(data):
+            pr.snap_offset = pr.snap_sent = 0
+        off = pr.snap_offset if again else max(pr.snap_offset, pr.snap_sent)
+        if self.config.unsafe_snapshot_retransmit:
+            off, window = pr.snap_offset, 1  # the old way: one chunk per answer and beat
+        else:
+            window = SNAPSHOT_WINDOW
+        end = pr.snap_offset + window * size
+        while off < end and (off < len(data) or (off == 0 and not data)):
+            chunk = data[off : off + size]
+            done = off + len(chunk) >= len(data)
+            self._send(InstallSnapshot(self.term, self.id, to, snap.meta, off, chunk, done))
+            off += len(chunk)
+            pr.snap_sent = max(pr.snap_sent, off)
+            if done:
+                break

@@ -72,6 +72,7 @@ class Progress:
         "snap_offset",
         "snap_answered",
         "snap_low",
+        "snap_sent",
     )
 
     def __init__(self, next_index: int, max_inflight: int) -> None:
@@ -86,6 +87,7 @@ class Progress:
         self.snap_offset = 0  # bytes the follower acknowledged
         self.snap_answered = False  # an answer moved the transfer on since the last heartbeat
         self.snap_low: int | None = None  # the follower said it is behind snap_offset
+        self.snap_sent = 0  # the end of the furthest chunk sent
 
     def __repr__(self) -> str:
         return (
@@ -102,6 +104,7 @@ class Progress:
         self.snap_offset = 0
         self.snap_answered = False
         self.snap_low = None
+        self.snap_sent = 0
 
     def become_probe(self) -> None:
         if self.state == SNAPSHOT:
