@@ -107,6 +107,8 @@ class Config:
     pre_vote: bool = True
     check_quorum: bool = True
     snapshot_chunk_size: int = 60 * 1024
+    snapshot_window: int = 4  # snapshot chunks in flight to one follower
+    snapshot_ahead: int = 16  # early chunks a follower keeps until the ones before them come
     max_apply_size: int | None = None
     # Deliberately broken rules, for showing that the simulator's checker bites.  Never set
     # these outside tests.
@@ -133,8 +135,9 @@ class Config:
             raise ValueError("node id must be a positive int")
         if self.heartbeat_tick <= 0 or self.election_tick <= self.heartbeat_tick:
             raise ValueError("need 0 < heartbeat_tick < election_tick")
-        if self.max_inflight <= 0 or self.snapshot_chunk_size <= 0:
-            raise ValueError("max_inflight and snapshot_chunk_size must be positive")
+        if self.max_inflight <= 0 or self.snapshot_chunk_size <= 0 or self.snapshot_window <= 0:
+            raise ValueError("max_inflight, snapshot_chunk_size and snapshot_window must be "
+                             "positive")
 
 
 @dataclass
@@ -163,9 +166,6 @@ class _SnapRecv:
     data: bytearray
     ahead: dict = field(default_factory=dict)  # offset -> (chunk, done) that came early
 
-
-SNAPSHOT_WINDOW = 4  # snapshot chunks in flight to one follower
-SNAPSHOT_AHEAD = 16  # chunks a follower keeps that came before the ones before them
 
 
 class RaftNode:
@@ -851,7 +851,7 @@ class RaftNode:
         have = len(buf.data)
         if m.offset > have:
             # early (reordered, or a chunk before it was lost): keep it for later, a few
-            if len(buf.ahead) < SNAPSHOT_AHEAD:
+            if len(buf.ahead) < self.config.snapshot_ahead:
                 buf.ahead[m.offset] = (m.data, m.done)
             self._send(SnapshotResponse(self.term, self.id, m.src, meta.index, have))
             return
@@ -953,7 +953,7 @@ class RaftNode:
         if self.config.unsafe_snapshot_retransmit:
             off, window = pr.snap_offset, 1  # the old way: one chunk per answer and beat
         else:
-            window = SNAPSHOT_WINDOW
+            window = self.config.snapshot_window
         end = pr.snap_offset + window * size
         while off < end and (off < len(data) or (off == 0 and not data)):
             chunk = data[off : off + size]
