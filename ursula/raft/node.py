@@ -845,10 +845,17 @@ class RaftNode:
             return
         buf = self._snap_recv
         same = buf is not None and buf.meta == meta and buf.term == m.term
+        old_way = self.config.unsafe_snapshot_retransmit
         if not same:
+            if old_way and m.offset != 0:
+                self._send(SnapshotResponse(self.term, self.id, m.src, meta.index, 0))
+                return
             buf = self._snap_recv = _SnapRecv(m.src, m.term, meta, bytearray())
         assert buf is not None
         have = len(buf.data)
+        if old_way and m.offset != have:
+            self._send(SnapshotResponse(self.term, self.id, m.src, meta.index, have))
+            return
         if m.offset > have:
             # early (reordered, or a chunk before it was lost): keep it for later, a few
             if len(buf.ahead) < self.config.snapshot_ahead:
