@@ -139,3 +139,87 @@ def test_move_step_sequence():
     assert moves.move_step(g, 1, 4, 10) == ("drop", 1)
     g.hosts.discard(1)
     assert moves.move_step(g, 1, 4, 10) is None
+
+
+# -- the command line's loop (ursula.admin.cli.cmd_place) on the model ---------------------------
+
+class ModelClient:
+    """An ``AdminClient`` of one node of the model: its status, and the steps asked of it."""
+
+    def __init__(self, model, node):
+        self.model = model
+        self.node = node
+        self.url = f"http://node{node}"
+        self.asked = []
+
+    def status(self):
+        from twisted.internet import defer
+        return defer.succeed(next(s for s in self.model.statuses() if s["node"] == self.node))
+
+    def _take(self, group, step):
+        from twisted.internet import defer
+        self.asked.append((group, step))
+        self.model.take(group, step)
+        return defer.succeed({})
+
+    def host_group(self, group):
+        return self._take(group, ("host", self.node))
+
+    def drop_group(self, group):
+        return self._take(group, ("drop", self.node))
+
+    def transfer_leader(self, group, to):
+        assert self.model.groups[group]["leader"] == self.node  # asked of the leader
+        return self._take(group, ("transfer", to))
+
+    def change_membership(self, group, op, node):
+        assert self.model.groups[group]["leader"] == self.node
+        return self._take(group, ("change", op, node))
+
+
+def _run_cli(model, argv, within=None):
+    import io
+
+    from twisted.internet import task
+
+    from ursula.admin.cli import build_parser, cmd_place
+    clock = task.Clock()
+    args = build_parser().parse_args(argv + (["--within", str(within)] if within else []))
+    clients = [ModelClient(model, n) for n in model.nodes]
+    out = io.StringIO()
+    results = []
+    cmd_place(args, clients, out, io.StringIO(), clock).addBoth(results.append)
+    for _ in range(2000):
+        if results:
+            break
+        clock.advance(0.2)
+    return results[0], out.getvalue(), clients
+
+
+def test_the_cli_moves_one_group_and_stops():
+    m = Model([1, 2, 3, 4], 3, 4)
+    g = next(g for g, r in m.groups.items() if 1 in r["voters"] and 4 not in r["voters"])
+    m.groups[g]["leader"] = 1
+    result, out, _ = _run_cli(m, ["group", "move", str(g), "--from", "1", "--to", "4"])
+    assert result is None, result
+    assert f"group {g}: moved from node 1 to node 4" in out
+    assert 4 in m.groups[g]["voters"] and 1 not in m.groups[g]["voters"] + m.groups[g]["learners"]
+    assert g in m.hosted[4] and g not in m.hosted[1]
+    result, out, clients = _run_cli(m, ["group", "move", str(g), "--from", "1", "--to", "4"])
+    assert result is None and not any(c.asked for c in clients)  # done: nothing to do again
+
+
+def test_the_cli_replaces_a_node_and_resumes_after_it_died():
+    m = Model([1, 2, 3], 3, 6)
+    m.add_node(4)
+    # the first run dies after a few rounds (the node driving it went away)
+    from ursula.admin.cli import Failed
+    result, _, _ = _run_cli(m, ["node", "replace", "2", "4"], within=0.5)
+    assert hasattr(result, "check") and result.check(Failed)
+    assert any(r["learners"] or len(r["voters"]) != 3 or 4 in r["voters"]
+               for r in m.groups.values())  # it stopped half-way
+    result, out, _ = _run_cli(m, ["node", "replace", "2", "4"])
+    assert result is None, result
+    assert "balanced" in out and not m.hosted[2]
+    assert all(2 not in r["voters"] and len(r["voters"]) == 3 and not r["learners"]
+               for r in m.groups.values())
