@@ -25,3 +25,19 @@ def test_the_threshold_is_set_on_glibc():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "True"
+
+
+def test_tune_gc_sets_the_young_threshold_and_zero_leaves_the_collector_alone():
+    import gc
+
+    from ursula.process import tune_gc
+    before = gc.get_threshold()
+    try:
+        assert parse_config("").node.gc_threshold == 20_000
+        assert not tune_gc(0) and gc.get_threshold() == before
+        assert tune_gc(12_345)
+        assert gc.get_threshold() == (12_345, before[1], before[2])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()

@@ -29,6 +29,7 @@ class NodeSection:
     backlog: int = 1024
     cores: int = 0  # 0: the machine's CPU count (at most [cluster] groups); 1: one process
     malloc_mmap_threshold: int = 0  # glibc: fix its mmap threshold (0: glibc's dynamic one)
+    gc_threshold: int = 20_000  # allocations between young-generation GCs (0: Python's 700)
     admin_token: str = ""  # bearer token of the admin plane (required off loopback)
     admin_token_file: str = ""  # or read it from this file
     admin_drain_timeout_s: int = 30  # how long POST /__ursula/drain waits for leadership to move
@@ -81,6 +82,7 @@ class ClusterSection:
     log_keep_bytes: int = 4 * MiB
     snapshot_log_bytes: int = 16 * MiB
     parallel_write: bool = True
+    hold_bytes: int = 1 << 20  # proposals held while a group's write is in flight (0: off)
 
 
 @dataclass(frozen=True)

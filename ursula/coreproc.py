@@ -25,7 +25,7 @@ import sys
 from twisted.logger import Logger
 
 from ursula.loop import lean_poll
-from ursula.process import tune_malloc
+from ursula.process import tune_gc, tune_malloc
 
 log = Logger()
 
@@ -262,6 +262,7 @@ def main(argv=None) -> int:
     lean_poll(reactor)  # no logging context per I/O event (ursula.loop.poll)
     tune_malloc(config.node.malloc_mmap_threshold)  # ursula.process
     stop = build_core(config, args.core, reactor)
+    tune_gc(config.node.gc_threshold)  # ursula.process: after recovery, so that is frozen too
     reactor.addSystemEventTrigger("before", "shutdown", stop)
     reactor.run()
     return 0

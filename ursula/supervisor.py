@@ -29,7 +29,7 @@ from twisted.python import usage
 
 from ursula.config import ConfigError, NodeConfig, load_config
 from ursula.loop import lean_poll
-from ursula.process import tune_malloc
+from ursula.process import tune_gc, tune_malloc
 
 log = Logger()
 
@@ -171,7 +171,7 @@ def core_settings(config: NodeConfig):
         snapshot_keep=cluster.log_keep_entries, snapshot_keep_bytes=cluster.log_keep_bytes,
         snapshot_log_bytes=cluster.snapshot_log_bytes,
         max_live_readers=config.limits.max_live_readers,
-        parallel_write=cluster.parallel_write,
+        parallel_write=cluster.parallel_write, hold_bytes=cluster.hold_bytes,
         hot_bytes=config.group_hot_bytes, hot_max_bytes=config.storage.hot_max_bytes,
         chunk_bytes=config.cold.chunk_bytes, cold_cache_bytes=config.cold.cache_bytes,
         flush_depth=config.cold.flush_depth, sweep_interval_s=config.cold.sweep_interval_s,
@@ -281,7 +281,11 @@ def journal_committer(journal, reactor, metrics_of):
         metrics.journal_batches.inc()
         metrics.journal_records.observe(records)
 
-    return GroupCommitter(journal, reactor, reactor.getThreadPool(),
+    from ursula.storage.worker import SerialWorker
+
+    writer = SerialWorker().start()
+    reactor.addSystemEventTrigger("after", "shutdown", writer.stop)
+    return GroupCommitter(journal, reactor, reactor.getThreadPool(), writer=writer,
                           fsync_observer=lambda seconds: metrics_of().fsync_seconds.observe(
                               seconds),
                           batch_observer=batch_seen)
@@ -347,6 +351,7 @@ def build_node(config: NodeConfig, reactor=None, config_path: str | None = None
         admin_service._raiseSynchronously = True
         admin_service.setServiceParent(top)
         log.info("ursula serving the admin plane on {listen}", listen=config.node.admin_listen)
+    tune_gc(config.node.gc_threshold)  # ursula.process: after recovery, so that is frozen too
     return top
 
 

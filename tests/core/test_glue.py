@@ -200,3 +200,33 @@ def test_a_leader_elected_within_the_wait_serves_the_request():
     h.run_until(lambda: done, timeout=5)
     assert _ok(done).created
     h.stop()
+
+
+def test_a_proposal_on_the_leader_that_cannot_commit_fails_after_the_request_timeout():
+    h = Harness(nodes=3, groups=1, request_timeout_s=0.3).start()
+    h.elect()
+    leader = h.leader(0)
+    assert _create(h, leader, "s").created
+    for peer in h.cores:
+        if peer != leader:
+            h.net.disconnect(leader, peer)
+    started = h.now
+    done = h.submit(leader, C.Append(BUCKET, "s", OCTETS, b"x"))
+    h.run_until(lambda: done, timeout=5)
+    assert done[0].check(Unavailable), done
+    assert "timed out waiting for the cluster" in done[0].getErrorMessage()
+    assert 0.3 <= h.now - started <= 0.55  # the deadline, checked every forwarder.SWEEP_S
+    h.stop()
+
+
+def test_answered_proposals_leave_the_deadline_queue(cluster):
+    h = cluster
+    leader = h.leader(0)
+    stream = h.stream_in(0)
+    assert _create(h, leader, stream).created
+    results = [h.submit(leader, C.Append(BUCKET, stream, OCTETS, b"x")) for _ in range(50)]
+    h.run_until(lambda: all(results))
+    assert all(_ok(r) for r in results)
+    h.run(0.3)  # a sweep or two
+    forwarder = h.cores[leader].forwarder
+    assert not any(forwarder._local.values()) and forwarder._sweeper is None

@@ -192,6 +192,51 @@ def test_one_entry_per_turn_for_every_proposal_of_the_turn():
     assert [c.outcomes[k].next_offset for k in range(5)] == [1, 2, 3, 4, 5]
 
 
+def test_proposals_made_while_a_write_is_in_flight_wait_and_become_one_entry():
+    c = Drivers()
+    leader = c.elect(1)
+    leader.propose("c", create())
+    c.turn(1)  # the create's entry is being written
+    last = leader.node.log.last_index()
+    for k in range(5):  # five turns while that write is in flight
+        leader.propose(k, append(b"%d" % k))
+        assert leader.holding and not leader.has_work()
+        c.turn(1)
+    assert leader.node.log.last_index() == last and leader.queued == 5  # held, not proposed
+    c.settle()
+    assert leader.node.log.last_index() == last + 1  # all five in one entry
+    assert [c.outcomes[k].next_offset for k in range(5)] == [1, 2, 3, 4, 5]
+
+
+def test_held_proposals_are_proposed_once_they_reach_hold_bytes():
+    c = Drivers(hold_bytes=100)
+    leader = c.elect(1)
+    leader.propose("c", create())
+    c.turn(1)
+    last = leader.node.log.last_index()
+    leader.propose(0, append(b"x" * 10))
+    c.turn(1)
+    assert leader.node.log.last_index() == last  # under the cap: held
+    leader.propose(1, append(b"y" * 200))
+    assert not leader.holding
+    c.turn(1)
+    assert leader.node.log.last_index() == last + 1 and leader.queued == 0
+    c.settle()
+    assert [c.outcomes[k].next_offset for k in range(2)] == [10, 210]
+
+
+def test_hold_bytes_zero_proposes_every_turn():
+    c = Drivers(hold_bytes=0)
+    leader = c.elect(1)
+    leader.propose("c", create())
+    c.turn(1)
+    last = leader.node.log.last_index()
+    for k in range(3):
+        leader.propose(k, append(b"%d" % k))
+        c.turn(1)
+    assert leader.node.log.last_index() == last + 3
+
+
 def test_reads_are_released_once_applied_and_fail_on_a_follower_without_a_leader():
     c = Drivers()
     assert c.d[1].read("r0") == Rejection("not_leader", "no known leader", 0)

@@ -38,6 +38,8 @@ FIRST_SEED = {
     ("send_before_persist", 5): 31,
     ("reuse_stale_proposal", 3): 0,
     ("reuse_stale_proposal", 5): 0,
+    ("held_twice", 3): 0,
+    ("held_twice", 5): 0,
     ("lazy_fsync", 3): 39,
     ("lazy_fsync", 5): 19,
     ("unsynced_vote", 3): 96,

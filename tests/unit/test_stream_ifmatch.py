@@ -4,6 +4,8 @@ append-batch (all frames or none), the request-id memory, and the command encodi
 
 import cbor2
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ursula.protocol.errors import status_for
 from ursula.protocol.headers import IF_MATCH_ANY
@@ -272,3 +274,16 @@ def test_a_conditional_command_round_trips(cmd):
     back = decode_command(data_)
     assert back == cmd and encode_command(back) == data_
     assert cbor2.loads(data_)[-1] == cmd.if_match
+
+
+@given(st.text(max_size=8), st.text(max_size=8), st.one_of(st.none(), st.text(max_size=8)),
+       st.binary(max_size=16), st.booleans(),
+       st.one_of(st.none(), st.builds(Producer, st.text(max_size=4), st.integers(0, 9),
+                                      st.integers(0, 9))),
+       st.one_of(st.none(), st.text(max_size=4)),
+       st.one_of(st.none(), st.integers(-1, 2**53 - 1)))
+def test_the_append_fast_path_encodes_as_the_generic_encoder(bucket, name, ctype, body, close,
+                                                              producer, seq, if_match):
+    cmd = Append(bucket, name, ctype, body, close, producer, seq, if_match)
+    assert encode_command(cmd) == cbor2.dumps(commands._to_plain(cmd))
+    assert decode_command(encode_command(cmd)) == cmd

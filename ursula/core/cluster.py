@@ -104,11 +104,13 @@ class CoreSettings:
                  snapshot_keep=1000, max_live_readers=10_000, snapshot_log_bytes=16 << 20,
                  snapshot_keep_bytes=4 << 20,
                  hot_bytes=32 << 20, hot_max_bytes=0, chunk_bytes=4 << 20,
-                 cold_cache_bytes=64 << 20, parallel_write=True, flush_depth=4,
+                 cold_cache_bytes=64 << 20, parallel_write=True, hold_bytes=1 << 20,
+                 flush_depth=4,
                  sweep_interval_s=600.0, orphan_grace_s=600.0, pack_ranges=256,
                  join=False):
         self.tick_ms = tick_ms
         self.parallel_write = parallel_write  # the leader's fsync beside replication
+        self.hold_bytes = hold_bytes  # proposals held while a write is in flight (GroupDriver)
         self.election_ticks = election_ticks
         self.heartbeat_ticks = heartbeat_ticks
         self.request_timeout_s = request_timeout_s
@@ -197,7 +199,8 @@ class RaftCore:
         return GroupReplica(self, g, self.node_id, storage,
                             {**self._raft_config, "joining": joining},
                             seed=self.node_id * 7919 + g, policy=self._policy,
-                            parallel_write=self.settings.parallel_write)
+                            parallel_write=self.settings.parallel_write,
+                            hold_bytes=self.settings.hold_bytes)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

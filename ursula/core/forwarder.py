@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections import deque
 
 import cbor2
 from twisted.internet import defer
@@ -47,6 +48,8 @@ from ursula.wire import PeerError
 log = Logger()
 
 RETRY_DELAY_S = 0.05
+#: How often the deadlines of the requests proposed here are checked.
+SWEEP_S = 0.1
 
 
 def with_timeout(timeouts: Timeouts, d, seconds: float):
@@ -116,6 +119,9 @@ class Forwarder:
         self._ids = itertools.count(1)
         self._requests: set[_Request] = set()
         self._outstanding: dict[int, set[_Request]] = {}  # group -> sent to a remote leader
+        # group -> (deadline, Deferred) of the requests proposed here, in the order proposed
+        self._local: dict[int, deque] = {}
+        self._sweeper = None
 
     # -- the client side -----------------------------------------------------------------------
 
@@ -123,8 +129,7 @@ class Forwarder:
         if self.stopped:
             return defer.fail(Unavailable("the node is shutting down"))
         if group.is_leader:
-            return with_timeout(self.timeouts, group.submit(command),
-                                self.settings.request_timeout_s)
+            return self._propose_here(group, command)
         request_id = f"{self.node_id}:{self._nonce}:{next(self._ids)}"
         req = _Request(group, command, request_id, deadline)
         req.expires = self.reactor.seconds() + self.settings.request_timeout_s
@@ -134,6 +139,35 @@ class Forwarder:
         self._requests.add(req)
         self._route(req)
         return req.result
+
+    def _propose_here(self, group, command):
+        """The hot path: propose on this node, the group's leader. The request's deadline
+        (``request_timeout_s``) is an entry in the group's queue of local proposals, checked
+        every ``SWEEP_S`` (they are answered in log order, so the queue stays as short as the
+        proposals in flight): no timer per request."""
+        d = group.submit(command)
+        if d.called:
+            return d
+        queue = self._local.get(group.group_id)
+        if queue is None:
+            queue = self._local[group.group_id] = deque()
+        queue.append((self.reactor.seconds() + self.settings.request_timeout_s, d))
+        if self._sweeper is None:
+            self._sweeper = self.timeouts.call_later(SWEEP_S, self._sweep)
+        return d
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = self.reactor.seconds()
+        waiting = False
+        for queue in self._local.values():
+            while queue and (queue[0][1].called or queue[0][0] <= now):
+                _, d = queue.popleft()
+                if not d.called:
+                    d.errback(Unavailable("the request timed out waiting for the cluster"))
+            waiting = waiting or bool(queue)
+        if waiting and not self.stopped:
+            self._sweeper = self.timeouts.call_later(SWEEP_S, self._sweep)
 
     def leader_changed(self, group) -> None:
         leader = group.node.leader
@@ -149,6 +183,9 @@ class Forwarder:
 
     def stop(self) -> None:
         self.stopped = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for req in list(self._requests):
             self._finish(req, Unavailable("the node is shutting down"))
 

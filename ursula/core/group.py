@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from ursula.core.interfaces import Unavailable
 from ursula.raft import Config
 from ursula.replica import GroupDriver, Rejection, SnapshotPolicy
+from ursula.replica.driver import HOLD_BYTES
 from ursula.stream import encode_command
 
 log = Logger()
@@ -56,13 +57,15 @@ def as_exception(rejection: Rejection) -> Exception:
 
 class GroupReplica:
     def __init__(self, runtime, group_id: int, node_id: int, storage, raft_config: dict,
-                 seed: int, policy: SnapshotPolicy | None = None, parallel_write: bool = True):
+                 seed: int, policy: SnapshotPolicy | None = None, parallel_write: bool = True,
+                 hold_bytes: int = HOLD_BYTES):
         self.runtime = runtime
         self.group_id = group_id
         self.storage = storage
         self.driver = GroupDriver(group_id, storage, Config(id=node_id, **raft_config),
                                   random.Random(seed), owns=runtime.owns_for(group_id),
-                                  policy=policy, parallel_write=parallel_write)
+                                  policy=policy, parallel_write=parallel_write,
+                                  hold_bytes=hold_bytes)
         self.node = self.driver.node
         self.releasing = False
         self.leader_waiters: list[Deferred] = []
@@ -137,7 +140,7 @@ class GroupReplica:
         rejected = driver.flush(self.runtime.now_ms())
         for d, rejection in rejected:
             _fire(d, rejection)
-        if queued and not rejected:
+        if queued and not rejected and not driver.queued:
             self.runtime.batches.observe(queued)
         work = driver.ready()
         if work is None:

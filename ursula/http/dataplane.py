@@ -84,7 +84,8 @@ def parse_query(query: bytes) -> dict[bytes, list[bytes]]:
 
 
 class Headers:
-    """Request headers as twisted.web's ``requestHeaders`` (``getRawHeaders``), built lazily."""
+    """Request headers as twisted.web's ``requestHeaders`` (``getRawHeaders``), built lazily,
+    plus ``first(name)``: the handlers' one-value lookup without building a list."""
 
     __slots__ = ("raw", "_by_name")
 
@@ -92,14 +93,22 @@ class Headers:
         self.raw = raw  # (lower-case name, value) in arrival order
         self._by_name: dict[bytes, list[bytes]] | None = None
 
+    def _index(self) -> dict[bytes, list[bytes]]:
+        by_name = self._by_name = {}
+        for key, value in self.raw:
+            values = by_name.get(key)
+            if values is None:
+                by_name[key] = [value]
+            else:
+                values.append(value)
+        return by_name
+
     def getRawHeaders(self, name, default=None):
         by_name = self._by_name
         if by_name is None:
-            by_name = self._by_name = {}
-            for key, value in self.raw:
-                by_name.setdefault(key, []).append(value)
+            by_name = self._index()
         if isinstance(name, str):
-            values = by_name.get(name.lower().encode("latin-1", "replace"))
+            values = by_name.get(_header_key(name))
             if values is None:
                 return default
             try:
@@ -108,6 +117,35 @@ class Headers:
                 raise ProtocolError(400, f"the {name} header is not valid UTF-8") from None
         values = by_name.get(name.lower())
         return default if values is None else values
+
+    def first(self, name: str) -> str | None:
+        """The first value of header ``name`` as text, or None; 400 if a value of it is not
+        UTF-8 (as ``getRawHeaders(name)[0]``)."""
+        by_name = self._by_name
+        if by_name is None:
+            by_name = self._index()
+        values = by_name.get(_header_key(name))
+        if values is None:
+            return None
+        try:
+            if len(values) == 1:
+                return values[0].decode("utf-8")
+            return [value.decode("utf-8") for value in values][0]
+        except UnicodeDecodeError:
+            raise ProtocolError(400, f"the {name} header is not valid UTF-8") from None
+
+
+_HEADER_KEYS: dict[str, bytes] = {}
+
+
+def _header_key(name: str) -> bytes:
+    """``"Content-Type"`` -> ``b"content-type"`` (cached: handlers ask for a few constants)."""
+    key = _HEADER_KEYS.get(name)
+    if key is None:
+        key = name.lower().encode("latin-1", "replace")
+        if len(_HEADER_KEYS) < 1024:
+            _HEADER_KEYS[name] = key
+    return key
 
 
 class Request:
@@ -254,6 +292,7 @@ class HttpConnection(Protocol):
         self._request: Request | None = None  # the request being parsed
         self._parsing = False
         self._idle_timer = self._request_timer = self._linger_timer = None
+        self._idle_since: float | None = None  # when the connection last became idle
 
     def connectionMade(self):
         setter = getattr(self.transport, "setTcpNoDelay", None)
@@ -301,6 +340,11 @@ class HttpConnection(Protocol):
             if not self.broken:
                 reason = str(error.args[0] if error.args else error) or "malformed request"
                 self._refuse(400, f"malformed request ({reason.lower()})")
+        if self._parsing and self._request_timer is None and not self.broken:
+            # a request began and is not complete yet: it has request_timeout to arrive (a
+            # request that arrives whole in one read, the usual case, never arms a timer)
+            self._request_timer = self.factory.timeouts.call_later(
+                self.factory.request_timeout, self._request_timed_out)
         self._advance()
 
     def connectionLost(self, reason=None):
@@ -325,20 +369,19 @@ class HttpConnection(Protocol):
         self._parsing = True
         self._url, self._headers, self._body = [], [], []
         self._header_bytes = self._body_bytes = 0
-        if self._idle_timer is not None and self._idle_timer.active():
-            self._idle_timer.cancel()
-        self._idle_timer = None
-        self._request_timer = self.factory.timeouts.call_later(
-            self.factory.request_timeout, self._request_timed_out)
+        self._idle_since = None  # busy: the idle timer, when it fires, finds this and waits
 
     def on_url(self, url: bytes):
         self._url.append(url)
         self._count_header_bytes(len(url))
 
     def on_header(self, name: bytes, value: bytes):
-        self._headers.append((name.lower(), value))
-        self._count_header_bytes(len(name) + len(value) + 4)
-        if len(self._headers) > self.factory.max_headers:
+        headers = self._headers
+        headers.append((name.lower(), value))
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self.factory.max_header_bytes:
+            self._count_header_bytes(0)  # refuses
+        if len(headers) > self.factory.max_headers:
             self._refuse(400, f"more than {self.factory.max_headers} request headers "
                               "(limits.max_headers)")
             raise _Abort()
@@ -356,11 +399,11 @@ class HttpConnection(Protocol):
             self, parser.get_method(), b"".join(self._url), parser.get_http_version(),
             self._headers, parser.should_keep_alive())
         self.queue.append(request)
-        headers = request.requestHeaders
-        length = headers.getRawHeaders(b"content-length")
+        by_name = request.requestHeaders._index()
+        length = by_name.get(b"content-length")
         if length and int(length[0]) > self.factory.max_body_bytes:
             self._refuse_body()
-        expect = headers.getRawHeaders(b"expect")
+        expect = by_name.get(b"expect")
         if expect and expect[0].lower() == b"100-continue" and request.version == "1.1":
             request.expect_continue = True
         if len(self.queue) > self.factory.max_pipelined and not self.reading_paused:
@@ -422,12 +465,27 @@ class HttpConnection(Protocol):
         self._advance()
 
     def _start_idle(self):
-        if self._idle_timer is None and not self.closing:
-            self._idle_timer = self.factory.timeouts.call_later(self.factory.idle_timeout,
-                                                                self._idle_timed_out)
+        """The connection is idle from now on. One timer per connection, not one per request:
+        a request that begins meanwhile clears ``_idle_since``, and the timer, when it fires,
+        closes the connection only if it has been idle long enough, else waits again."""
+        if self.closing:
+            return
+        timeouts = self.factory.timeouts
+        self._idle_since = timeouts.clock.seconds()
+        if self._idle_timer is None:
+            self._idle_timer = timeouts.call_later(self.factory.idle_timeout,
+                                                   self._idle_timed_out)
 
     def _idle_timed_out(self):
         self._idle_timer = None
+        since = self._idle_since
+        if since is None:
+            return  # busy: the next _start_idle arms it again
+        timeouts = self.factory.timeouts
+        left = since + self.factory.idle_timeout - timeouts.clock.seconds()
+        if left > 0:
+            self._idle_timer = timeouts.call_later(left, self._idle_timed_out)
+            return
         self._close()
 
     def _close(self, linger: bool = False):

@@ -30,7 +30,12 @@ from ursula.stream import commands as C
 
 
 def header_getter(request):
-    get = request.requestHeaders.getRawHeaders
+    """``get(name) -> first value as text or None`` for a request's headers."""
+    headers = request.requestHeaders
+    first = getattr(headers, "first", None)
+    if first is not None:  # the data plane's Headers
+        return first
+    get = headers.getRawHeaders
 
     def getter(name: str):
         values = get(name)

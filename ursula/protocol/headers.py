@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from ursula.protocol.errors import ProtocolError
 from ursula.protocol.offsets import parse_wire_offset
@@ -34,8 +35,10 @@ _RFC3339 = re.compile(
 )
 
 
+@lru_cache(maxsize=512)
 def media_type(content_type: str) -> str:
-    """The lower-cased media type without parameters: ``Text/Plain; x=y`` -> ``text/plain``."""
+    """The lower-cased media type without parameters: ``Text/Plain; x=y`` -> ``text/plain``
+    (cached: every append compares its type with its stream's)."""
     return content_type.split(";", 1)[0].strip().lower()
 
 

@@ -10,7 +10,8 @@ Inputs::
     driver.propose(token, raw_command, request_id)   # queued; batched into one entry per turn
     driver.read(token)                               # a linearizable read (ReadIndex)
     driver.step(message) / driver.tick() / driver.campaign() / driver.transfer_leadership(to)
-    rejected = driver.flush(now_ms)    # the queued proposals become one entry (once a turn)
+    rejected = driver.flush(now_ms)    # the queued proposals become one entry (once a turn;
+                                       # held while a Work is in flight, see ``holding``)
     work = driver.ready()              # None, or one Work: what to persist, what to send now
     out = driver.persisted()           # the Work is durable: messages, outcomes, reads, ...
     driver.snapshot_saved(snapshot)    # a snapshot requested by an Output is durable
@@ -50,10 +51,13 @@ BROKEN_RULES = frozenset({
     "no_request_dedup",        # ignore request ids: a re-routed request may apply twice
     "send_before_persist",     # a follower acks entries (and votes) before they are durable
     "reuse_stale_proposal",    # apply a proposal's kept commands to whatever entry took its index
+    "held_twice",              # proposals held while a Work was in flight are proposed twice
 })
 
 _STREAM_COMMANDS = (C.CreateStream, C.Append, C.AppendBatch, C.DeleteStream)
 _REUSABLE = frozenset({C.Append, C.AppendBatch})  # decode(encode(c)) == c, checked in tests
+#: While a Work is being persisted, proposals wait (one entry) until they hold this many bytes.
+HOLD_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +138,8 @@ class Output:
 class GroupDriver:
     def __init__(self, group_id: int, storage, config: Config, rng: random.Random,
                  owns=None, policy: SnapshotPolicy | None = None, parallel_write: bool = True,
-                 record_applied: bool = False, broken: frozenset[str] = frozenset()):
+                 record_applied: bool = False, broken: frozenset[str] = frozenset(),
+                 hold_bytes: int = HOLD_BYTES):
         unknown = set(broken) - BROKEN_RULES
         if unknown:
             raise ValueError(f"unknown broken rules {sorted(unknown)}")
@@ -143,6 +148,7 @@ class GroupDriver:
         self.owns = owns
         self.policy = policy or SnapshotPolicy()
         self.parallel_write = parallel_write
+        self.hold_bytes = hold_bytes
         self.record_applied = record_applied
         self.broken = frozenset(broken)
         snapshot = storage.snapshot()
@@ -160,6 +166,8 @@ class GroupDriver:
         self._work = None  # the Ready behind the Work in flight
         self._buffer: list[tuple[object, bytes, str | None]] = []
         self._buffer_commands: list = []  # the decoded commands of _buffer (or None)
+        self._buffer_bytes = 0  # of the raw commands in _buffer
+        self._held_once = False  # planted rule "held_twice": the buffer was held
         self._decoded: dict[int, tuple] = {}  # index -> (term, now_ms, commands, request ids)
         self._pending: dict[int, tuple[int, list[object]]] = {}  # index -> (term, tokens)
         self._reads: dict[bytes, object] = {}  # ctx -> token, waiting for a read index
@@ -190,8 +198,18 @@ class GroupDriver:
         return len(self._buffer)
 
     def has_work(self) -> bool:
-        """Whether ``ready`` would return a Work now."""
-        return bool(self._buffer) or (not self.busy and self.node.has_ready())
+        """Whether ``flush`` or ``ready`` would do something now."""
+        if self.busy:
+            return bool(self._buffer) and not self.holding
+        return bool(self._buffer) or self.node.has_ready()
+
+    @property
+    def holding(self) -> bool:
+        """Whether ``flush`` keeps the queued proposals for now: while a Work is being
+        persisted, the entries proposed meanwhile could leave only in the next Work anyway
+        (a Ready goes out only after the previous one is persisted), so they wait and become
+        one entry instead of one per turn, up to ``hold_bytes`` of commands."""
+        return self.busy and self._buffer_bytes < self.hold_bytes
 
     # -- inputs --------------------------------------------------------------------------------
 
@@ -206,6 +224,9 @@ class GroupDriver:
             return Rejection("not_leader", "not the leader", self.node.leader)
         self._buffer.append((token, raw_command, request_id))
         self._buffer_commands.append(command if type(command) in _REUSABLE else None)
+        self._buffer_bytes += len(raw_command)
+        if self.busy and "held_twice" in self.broken:
+            self._held_once = True
         return None
 
     def propose_conf_change(self, token, change) -> Rejection | None:
@@ -253,9 +274,14 @@ class GroupDriver:
 
     def flush(self, now_ms: int) -> list[tuple[object, Rejection]]:
         """Turn the queued proposals into one entry stamped ``now_ms``; returns the ones that
-        cannot be proposed (leadership moved since they were queued)."""
-        if not self._buffer:
+        cannot be proposed (leadership moved since they were queued).  While ``holding``
+        nothing happens: the proposals wait for the Work in flight to be persisted."""
+        if not self._buffer or self.holding:
             return []
+        if self._held_once:  # (the planted rule "held_twice" only)
+            self._held_once = False
+            self._propose_held_copy(now_ms)
+        self._buffer_bytes = 0
         buffer, self._buffer = self._buffer, []
         commands, self._buffer_commands = self._buffer_commands, []
         node = self.node
@@ -274,6 +300,17 @@ class GroupDriver:
             self._decoded[index] = (node.term, now_ms, commands,
                                     request_ids if any(request_ids) else None)
         return []
+
+    def _propose_held_copy(self, now_ms: int) -> None:
+        """The planted rule ``held_twice``: the held commands once more, in an entry of their
+        own that nobody waits for and without their request ids (so they apply twice)."""
+        if self.node.role == LEADER:
+            data = encode_entry(now_ms, [raw for _, raw, _ in self._buffer],
+                                [None] * len(self._buffer))
+            try:
+                self.node.propose(data)
+            except ProposalDropped:
+                pass
 
     def ready(self) -> Work | None:
         """The next Work, or None (nothing to do, or a Work is still being persisted)."""
@@ -509,6 +546,7 @@ class GroupDriver:
         tokens.extend(token for token, _ in self._early)
         self._buffer = []
         self._buffer_commands = []
+        self._buffer_bytes = 0
         self._pending.clear()
         self._decoded.clear()
         self._reads.clear()

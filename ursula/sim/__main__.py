@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="two spare nodes; learners added, promoted, members removed, disks wiped")
     p.add_argument("--cas-clients", type=int, default=2,
                    help="If-Match writers (0: the workload before If-Match existed)")
+    p.add_argument("--hold-bytes", type=int, default=0,
+                   help="the leader holds proposals while a write is in flight, up to this many "
+                        "bytes (the node does, with 1048576; 0: off)")
     p.add_argument("--bench", action="store_true", help="no-fault throughput of the core")
     p.add_argument("--bench-seconds", type=float, default=2.0)
     p.add_argument("-v", "--verbose", action="store_true", help="one line per seed")
@@ -69,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.moves:
         options["membership"] = True
         options["moves"] = True
+    if args.hold_bytes:
+        options["hold_bytes"] = args.hold_bytes
     if args.cas_clients != 2:
         options["cas_clients"] = args.cas_clients
     started = time.perf_counter()

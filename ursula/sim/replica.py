@@ -99,7 +99,7 @@ class Replica:
                                 keep_bytes=800 if sim.compact_keep == 50 else 1 << 40)
         self.driver = GroupDriver(
             0, self.storage, cfg, random.Random(sim.rng.getrandbits(64)), policy=policy,
-            record_applied=True, broken=sim.driver_rules,
+            record_applied=True, broken=sim.driver_rules, hold_bytes=sim.hold_bytes,
         )
         self.last_applied = self.driver.applied
         self.flusher = sim.new_flusher(self) if sim.cold else None

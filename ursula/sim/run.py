@@ -64,6 +64,7 @@ BROKEN_RULES: dict[str, dict] = {
     "no_request_dedup": {"driver": {"no_request_dedup"}},
     "send_before_persist": {"driver": {"send_before_persist"}},
     "reuse_stale_proposal": {"driver": {"reuse_stale_proposal"}},
+    "held_twice": {"driver": {"held_twice"}, "hold_bytes": 1 << 20},
     # the cold tier (they switch it on: ursula.sim.cold)
     "flush_before_upload": {"cold": "flush_before_upload"},
     "chunk_key_per_stream": {"cold": "chunk_key_per_stream"},
@@ -134,6 +135,7 @@ class Simulation:
         cas_clients: int = 2,
         membership: bool = False,
         moves: bool = False,
+        hold_bytes: int = 0,
     ) -> None:
         self.seed = seed
         self.rng = rng = random.Random(seed)
@@ -172,10 +174,15 @@ class Simulation:
             max_size_per_msg=rng.choice([200, 4096, 1 << 20]),
             snapshot_chunk_size=rng.choice([64, 512, 8192]),
         )
+        # the driver's hold of proposals while a Work is in flight (GroupDriver.holding): off by
+        # default, so the planted rules' first seeds (tests/sim/test_bites.py) stay where they
+        # are; CI runs seeds of its own with the node's value and with a small cap
+        self.hold_bytes = hold_bytes
         self.broken = broken
         rule = BROKEN_RULES[broken] if broken else {}
         self.raft_config.update(rule.get("raft", {}))
         self.driver_rules = frozenset(rule.get("driver", ()))
+        self.hold_bytes = rule.get("hold_bytes", self.hold_bytes)
         self.disk_mode = rule.get("disk")
         self.sim_rule = rule.get("sim")
         self.cold_rule = rule.get("cold")

@@ -1,12 +1,13 @@
 """Group commit: the Twisted face of the journal.
 
 What lives here: `GroupCommitter`, which collects the records appended during one reactor turn
-into one `Journal.write_batch` (one write, one fsync) run in a thread pool, with at most one
-journal operation in flight; records that arrive meanwhile form the next batch.  Installed
+into one `Journal.write_batch` (one write, one fsync) run off the reactor thread (in the
+``writer``: the node gives it a `SerialWorker`, a thread of its own; tests a fake pool), with at
+most one journal operation in flight; records that arrive meanwhile form the next batch.  Installed
 snapshots (``replace=True``) and segment releases go through the same queue, so they are
 ordered with the batches.  A group's own snapshot (``replace=False``: the state at an index
 that is durable already) is written beside the queue, in another pool thread, so a large
-image never holds up the appends behind it.
+image never holds up the appends behind it (in the reactor's pool).
 
 This is the only Twisted module of ``ursula.storage``.  May import: the standard library,
 Twisted, ursula.raft.messages and ursula.storage.
@@ -66,12 +67,15 @@ class GroupCommitter:
         reactor: Any,
         threadpool: Any,
         *,
+        writer: Any = None,
         fsync_observer: Callable[[float], None] | None = None,
         batch_observer: Callable[[int, int], None] | None = None,
     ) -> None:
         self.journal = journal
         self.reactor = reactor
-        self.threadpool = threadpool
+        self.threadpool = threadpool  # own snapshots, beside the queue
+        # the queue's jobs, one at a time (a SerialWorker in the node; else the pool)
+        self.writer = writer if writer is not None else threadpool
         self.fsync_observer = fsync_observer
         self.batch_observer = batch_observer
         self.bytes_written = 0
@@ -195,11 +199,11 @@ class GroupCommitter:
                     w.callback(None)
                 self._kick_or_drain()
                 return
-            d = deferToThreadPool(self.reactor, self.threadpool, self._write, job.records)
+            d = deferToThreadPool(self.reactor, self.writer, self._write, job.records)
             d.addCallbacks(self._batch_done, self._failed, callbackArgs=(job,),
                            errbackArgs=(job.waiters,))
         else:
-            d = deferToThreadPool(self.reactor, self.threadpool, job.fn, *job.args,
+            d = deferToThreadPool(self.reactor, self.writer, job.fn, *job.args,
                                   **job.kwargs)
             d.addCallbacks(self._call_done, self._failed, callbackArgs=(job,),
                            errbackArgs=([job.waiter],))

@@ -251,7 +251,25 @@ def _to_plain(command) -> list:
     return out
 
 
+def _append_to_plain(command: Append) -> list:
+    """``_to_plain`` of an ``Append`` (the hot path), field by field; the same list."""
+    producer = command.producer
+    out = [_APPEND_TAG, command.bucket, command.stream, command.content_type, command.body,
+           command.close, None if producer is None else [producer.id, producer.epoch,
+                                                         producer.seq], command.stream_seq]
+    if command.if_match is not None:
+        out.append(command.if_match)
+    return out
+
+
+_APPEND_TAG = _TAG[Append]
+assert _FIELDS[Append] == ("bucket", "stream", "content_type", "body", "close", "producer",
+                           "stream_seq", "if_match") and _LATE_FIELDS[Append] == 1
+
+
 def encode_command(command) -> bytes:
+    if type(command) is Append:
+        return cbor2.dumps(_append_to_plain(command))
     return cbor2.dumps(_to_plain(command))
 
 
