@@ -67,6 +67,7 @@ class ClusterSection:
     peers: str = ""
     genesis: str = ""  # the voters the cluster was created with (default: every peer)
     join: bool = False  # a new (or wiped) data_dir in a cluster that exists: join it
+    replication: int = 0  # voters per group (0: every node up to 5 nodes, else 3)
     peer_listen: str = ""
     secret: str = ""
     secret_file: str = ""
@@ -430,6 +431,11 @@ def _check_cluster(config: NodeConfig) -> None:
         unknown = sorted(genesis - set(peers or {cluster.node_id: None}))
         if unknown:
             raise ConfigError(f"[cluster] genesis: nodes {unknown} are not in [cluster] peers")
+    voters = len(parse_node_ids(cluster.genesis)) if cluster.genesis.strip() else len(
+        peers or {cluster.node_id: None})
+    if cluster.replication < 0 or cluster.replication > voters:
+        raise ConfigError(f"[cluster] replication: {cluster.replication} voters per group; "
+                          f"0 (the default) or 1 to {voters} (the genesis nodes)")
     if cluster.secret_file:
         try:
             open(cluster.secret_file, "rb").close()

@@ -90,6 +90,11 @@ class AdminCalls:
         "drain": lambda raft, timeout_s: raft.drain(timeout_s),
         "undrain": lambda raft: raft.undrain(),
         "backup_group": lambda raft, group: raft.backup_group(group),
+        "host_group": lambda raft, group: raft.host_group(group),
+        "drop_group": lambda raft, group: raft.drop_group(group),
+        "join_token": lambda raft, node: raft.join_token(node),
+        "set_peer_address": lambda raft, node, address, token: raft.set_peer_address(
+            node, address, token),
     }
 
     def __init__(self, server, raft):
@@ -144,6 +149,8 @@ def build_core(config, k: int, reactor):
         journal_committer,
         open_journal,
         peer_transport,
+        placement_of,
+        wire_joining,
     )
     from ursula.wire.local import LocalClient, LocalLinkFactory
 
@@ -154,8 +161,10 @@ def build_core(config, k: int, reactor):
     def fail(what):
         raise SystemExit(f"ursula core {k}: {what}")
 
-    journal, storages = open_journal(config, os.path.join(data_dir, f"core-{k}", "journal"),
-                                     lambda g: g % cores == k, fail)
+    journal_dir = os.path.join(data_dir, f"core-{k}", "journal")
+    placement = placement_of(config, lambda g: g % cores == k, journal_dir)
+    journal, storages = open_journal(config, journal_dir, lambda g: g % cores == k, fail,
+                                     placement)
     transport, peer_listen = peer_transport(config, reactor, core=k)
     holder = {}
 
@@ -165,8 +174,10 @@ def build_core(config, k: int, reactor):
     committer = journal_committer(journal, reactor, lambda: holder["metrics"])
     raft = RaftCore(reactor, cluster.node_id, cluster.groups, storages,
                     JournalPersister(committer, on_failure=fatal), transport,
-                    core_settings(config), cold_store=cold_store(config, reactor))
+                    core_settings(config), cold_store=cold_store(config, reactor),
+                    placement=placement)
     holder["raft"] = raft
+    wire_joining(raft, config, k)
     keep_groups(raft, k, cores)
     proxies = {j: RemoteCoreProxy(j, reactor, cluster.request_timeout_ms / 1000)
                for j in range(cores) if j != k}

@@ -251,6 +251,9 @@ class NodeView:
                              for row in answer["groups"]), key=lambda row: row["group"])
             return {"node": self.node_id, "cores": self.cores, "group_count": self.group_count,
                     "draining": any(a["draining"] for a in answers), "groups": groups,
+                    "hosted": sorted(g for a in answers for g in a.get("hosted", [])),
+                    "replication": answers[0].get("replication", 0) if answers else 0,
+                    "genesis": answers[0].get("genesis", []) if answers else [],
                     "core_restarts": sum(self.supervisor.restarts.values())}
         return d.addCallback(merge)
 
@@ -261,6 +264,23 @@ class NodeView:
     def change_membership(self, group: int, op: str, node: int):
         return defer.maybeDeferred(self._core_of, group).addCallback(
             lambda k: self._admin(k, "change_membership", group, op, node))
+
+    def join_token(self, node: int):
+        return self._admin(0, "join_token", node)
+
+    def set_peer_address(self, node: int, address: str, token: str):
+        d = defer.gatherResults([self._admin(k, "set_peer_address", node, address, token)
+                                 for k in sorted(self.clients)], consumeErrors=True)
+        d.addErrback(lambda failure: failure.value.subFailure)
+        return d.addCallback(lambda answers: answers[0])
+
+    def host_group(self, group: int):
+        return defer.maybeDeferred(self._core_of, group).addCallback(
+            lambda k: self._admin(k, "host_group", group))
+
+    def drop_group(self, group: int):
+        return defer.maybeDeferred(self._core_of, group).addCallback(
+            lambda k: self._admin(k, "drop_group", group))
 
     def snapshot_group(self, group: int):
         return defer.maybeDeferred(self._core_of, group).addCallback(

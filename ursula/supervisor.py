@@ -105,13 +105,15 @@ def check_cluster_identity(config: NodeConfig) -> None:
     """Groups and node id are fixed at cluster creation: refuse to start with others."""
     path = os.path.join(config.node.data_dir, "cluster.json")
     identity = {"node_id": config.cluster.node_id, "groups": config.cluster.groups,
-                "cores": config.cores, "genesis": config.genesis}
+                "cores": config.cores, "genesis": config.genesis,
+                "replication": config.cluster.replication}
     if os.path.exists(path):
         with open(path, encoding="utf-8") as handle:
             stored = json.load(handle)
         stored.setdefault("cores", 1)  # written before [node] cores existed: one process
         # written before membership changes: the voters were the peers, and stayed them
         stored.setdefault("genesis", config.genesis)
+        stored.setdefault("replication", 0)  # written before placement: every node
         for key, value in identity.items():
             if stored.get(key) != value:
                 if key == "genesis":
@@ -213,8 +215,17 @@ def cold_store(config: NodeConfig, reactor):
                           f"({error})") from None
 
 
-def open_journal(config: NodeConfig, directory: str, owned, fail):
-    """The journal in ``directory`` and every group's ``MemoryStorage`` rebuilt from it.
+def placement_of(config: NodeConfig, owned, directory: str):
+    """The ``ursula.core.placement.Placement`` of a core process whose journal is in
+    ``directory`` (its hosted groups are listed in ``hosted.json`` beside it)."""
+    from ursula.core.placement import Placement
+    return Placement(config.genesis, config.cluster.replication, config.cluster.groups, owned,
+                     os.path.join(os.path.dirname(directory), "hosted.json"))
+
+
+def open_journal(config: NodeConfig, directory: str, owned, fail, placement=None):
+    """The journal in ``directory`` and the ``MemoryStorage`` of every group this process
+    hosts, rebuilt from it (every group it may hold without a ``placement``).
 
     ``owned(g)``: whether this process may hold group ``g`` (a journal holding any other group
     is refused); ``fail(what)`` raises the caller's error with a one-line reason."""
@@ -235,28 +246,49 @@ def open_journal(config: NodeConfig, directory: str, owned, fail):
     if foreign:
         fail(f"the journal holds groups {foreign}, not of this process "
              f"([cluster] groups = {cluster.groups}, [node] cores = {config.cores})")
-    storages = {g: memory_storage(recovered[g], voters) if g in recovered
-                else MemoryStorage(voters) for g in range(cluster.groups)}
+    if placement is None:
+        hosted = range(cluster.groups)
+    else:
+        hosted = placement.load_hosted(cluster.node_id, recovered, cluster.join)
+    initial = placement.initial if placement is not None else (lambda g: voters)
+    storages = {g: memory_storage(recovered[g], initial(g)) if g in recovered
+                else MemoryStorage(initial(g)) for g in hosted}
     # The storages hold what recovery read; the journal keeps only its report (the recovered
     # snapshots' bytes are released once each group is running: GroupReplica).
     journal.recovery = Recovery({}, journal.recovery.report)
     return journal, storages
 
 
+def peers_file(config: NodeConfig) -> str:
+    """``peers.json``: peer addresses learnt at run time (``ursula.core.joining``)."""
+    return os.path.join(config.node.data_dir, "peers.json")
+
+
+def wire_joining(core, config: NodeConfig, offset: int = 0) -> None:
+    """Give a ``RaftCore`` what join tokens and address changes need."""
+    if len(config.peers) > 1:
+        core.join_secret = config.cluster_secret
+    core.peers_file = peers_file(config)
+    core.peer_port_offset = offset
+
+
 def peer_transport(config: NodeConfig, reactor, core: int = 0):
     """``(PeerTransport, listen endpoint)`` of core ``core`` (peer ports + ``core``: core k
     talks to core k of every peer), or ``(None, None)`` for a node of its own."""
-    peers = config.peers
+    peers = {pid: (peer.host, peer.port) for pid, peer in config.peers.items()}
     if len(peers) == 1:
         return None, None
+    from ursula.core.joining import load_addresses
     from ursula.coreproc import shift_port
     from ursula.wire.transport import PeerTransport
     cluster = config.cluster
-    me = peers[cluster.node_id]
-    listen = cluster.peer_listen or f"tcp:{me.port}:interface={me.host}"
+    # addresses registered since the config was written (ursula-admin node address) win
+    peers.update(load_addresses(peers_file(config)))
+    host, port = peers[cluster.node_id]
+    listen = cluster.peer_listen or f"tcp:{port}:interface={host}"
     transport = PeerTransport(cluster.node_id,
-                              {pid: f"tcp:host={peer.host}:port={peer.port + core}"
-                               for pid, peer in peers.items() if pid != cluster.node_id},
+                              {pid: f"tcp:host={h}:port={p + core}"
+                               for pid, (h, p) in peers.items() if pid != cluster.node_id},
                               config.cluster_secret, reactor,
                               tls_options=peer_tls_options(config), backoff_max=1.0)
     return transport, shift_port(listen, core) if core else listen
@@ -308,8 +340,9 @@ def build_node(config: NodeConfig, reactor=None, config_path: str | None = None
     def fail(what):
         raise ConfigError(f"[node] data_dir: {what}") from None
 
-    journal, storages = open_journal(config, os.path.join(config.node.data_dir, "journal"),
-                                     lambda g: True, fail)
+    journal_dir = os.path.join(config.node.data_dir, "journal")
+    placement = placement_of(config, None, journal_dir)
+    journal, storages = open_journal(config, journal_dir, lambda g: True, fail, placement)
     settings = core_settings(config)
     transport, peer_listen = peer_transport(config, reactor)
     core_holder = []
@@ -321,8 +354,9 @@ def build_node(config: NodeConfig, reactor=None, config_path: str | None = None
     committer = journal_committer(journal, reactor, lambda: metrics_holder[0])
     core = RaftCore(reactor, cluster.node_id, cluster.groups, storages,
                     JournalPersister(committer, on_failure=fatal), transport, settings,
-                    cold_store=cold_store(config, reactor))
+                    cold_store=cold_store(config, reactor), placement=placement)
     core_holder.append(core)
+    wire_joining(core, config)
     metrics = Metrics(core)
     metrics_holder.append(metrics)
     factory = data_plane_factory(core, config, reactor, metrics)

@@ -7,7 +7,7 @@ from twisted.internet import task
 
 from ursula.core.cluster import CoreSettings, RaftCore
 from ursula.core.persist import MemoryPersister
-from ursula.core.placement import group_of
+from ursula.core.placement import Placement, group_of
 from ursula.raft import LEADER, MemoryStorage
 from ursula.wire.fake import FakeNetwork
 
@@ -17,13 +17,24 @@ OCTETS = "application/octet-stream"
 
 
 class Harness:
-    def __init__(self, nodes: int = 3, groups: int = 2, latency: float = 0.001, **settings):
+    def __init__(self, nodes: int = 3, groups: int = 2, latency: float = 0.001,
+                 replication: int = 0, **settings):
         self.clock = task.Clock()
         self.clock.advance(START)
         self.net = FakeNetwork(self.clock, latency=latency)
         voters = list(range(1, nodes + 1))
         self.settings = CoreSettings(**settings)
         self.group_count = groups
+        if replication:  # groups placed on `replication` of the nodes each
+            self.placements = {i: Placement(voters, replication, groups) for i in voters}
+            self.cores = {
+                i: RaftCore(self.clock, i, groups,
+                            {g: MemoryStorage(self.placements[i].initial(g))
+                             for g in self.placements[i].placed_on(i)},
+                            MemoryPersister(), self.net.transport(i), self.settings,
+                            placement=self.placements[i])
+                for i in voters}
+            return
         self.cores = {
             i: RaftCore(self.clock, i, groups, {g: MemoryStorage(voters) for g in range(groups)},
                         MemoryPersister(), self.net.transport(i), self.settings)
@@ -60,7 +71,8 @@ class Harness:
     def leader(self, group: int) -> int | None:
         """The node that leads ``group`` (ignoring frozen nodes), or None."""
         found = [i for i, core in self.cores.items()
-                 if i not in self.net.frozen and core.groups[group].node.role == LEADER]
+                 if i not in self.net.frozen and group in core.groups
+                 and core.groups[group].node.role == LEADER]
         return max(found, key=lambda i: self.cores[i].groups[group].node.term) if found else None
 
     def elect(self, timeout: float = 10.0) -> None:
@@ -71,7 +83,7 @@ class Harness:
                 if leader is None:
                     return False
                 if any(core.groups[g].node.leader != leader for i, core in self.cores.items()
-                       if i not in self.net.frozen):
+                       if i not in self.net.frozen and g in core.groups):
                     return False
             return True
         self.run_until(settled, timeout)

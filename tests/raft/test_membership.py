@@ -247,3 +247,40 @@ def test_a_wiped_node_never_votes_until_it_has_rejoined_and_been_promoted():
     c.node(1).transfer_leadership(3)
     c.deliver()
     assert c.leaders() == [3]
+
+
+def test_a_joining_node_takes_no_commit_index_from_heartbeats():
+    # A leader that has not applied the node's removal still holds its progress from before
+    # the wipe (match 5 here) and caps its heartbeat's commit by it: a wiped node must not
+    # take it (its log is empty; the Raft core would stop on "commit past last index").
+    from ursula.raft import Heartbeat, HeartbeatResponse
+    c = Cluster(3)
+    c.elect(1)
+    for k in range(5):
+        c.propose(1, b"%d" % k)
+    c.crash(3)
+    node3 = c.join(3)
+    c.sent.clear()
+    node3.step(Heartbeat(c.node(1).term, 1, 3, 6, b""))
+    c.process(3)
+    assert node3.committed == 0 and node3.log.last_index() == 0
+    assert any(isinstance(m, HeartbeatResponse) and m.src == 3 for m in c.sent)
+    # this leader thinks node 3 holds everything: only a removal and a new learner (the
+    # runbook for a wiped disk) give it fresh progress; then AppendEntries, which prove the
+    # prefix, catch it up and commit
+    c.change(1, REMOVE, 3)
+    c.change(1, ADD_LEARNER, 3)
+    c.tick_all(3)
+    assert node3.committed == c.node(1).committed and c.applied[3] == c.applied[1]
+
+
+def test_the_planted_twin_takes_the_heartbeats_commit_and_trips():
+    from ursula.raft import Heartbeat
+    c = Cluster(3, unsafe_joining_heartbeat_commit=True)
+    c.elect(1)
+    for k in range(5):
+        c.propose(1, b"%d" % k)
+    c.crash(3)
+    node3 = c.join(3)
+    with pytest.raises(AssertionError):
+        node3.step(Heartbeat(c.node(1).term, 1, 3, 6, b""))

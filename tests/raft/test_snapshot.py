@@ -114,3 +114,57 @@ def test_stale_snapshot_is_ignored():
     c.process(3)
     assert c.node(3).applied == applied
     assert c.applied[3] == c.applied[1]
+
+
+def test_chunks_flow_in_a_window_and_late_answers_send_nothing():
+    # Every answer answered with a chunk, and a retransmission on every heartbeat answer, kept
+    # more and more chunks in circulation under reordering and duplication: a storm that never
+    # drained (seed 29 of the simulator's --moves). Now a window of chunks is in flight, an
+    # answer that moves the transfer on tops it up, a late or duplicate one sends nothing, and
+    # a heartbeat with no such answer since the last one resends the window.
+    from ursula.raft import HeartbeatResponse, SnapshotResponse
+    SNAPSHOT_WINDOW = 4  # noqa: N806 - Config.snapshot_window's default
+    c = _lagging_cluster(chunk=64)
+    c.restart(3)
+    leader = c.node(1)
+    term = leader.term
+    pr = leader.tracker.progress[3]
+    c.sent.clear()
+    c.tick(1)  # a heartbeat goes out; node 3's answer starts the snapshot
+    c.deliver(drop=lambda m: isinstance(m, InstallSnapshot))
+    assert pr.state == "snapshot"
+    first = [m.offset for m in c.sent if isinstance(m, InstallSnapshot)]
+    assert first == [64 * k for k in range(SNAPSHOT_WINDOW)]
+    index = pr.snap.meta.index
+
+    def chunks_after(message):
+        c.sent.clear()
+        leader.step(message)
+        c.process(1)
+        return [m.offset for m in c.sent if isinstance(m, InstallSnapshot)]
+    assert chunks_after(SnapshotResponse(term, 3, 1, index, 128)) == [256, 320]  # topped up
+    assert chunks_after(SnapshotResponse(term, 3, 1, index, 128)) == []  # a duplicate answer
+    assert chunks_after(SnapshotResponse(term, 3, 1, index, 64)) == []  # a late one
+    assert chunks_after(HeartbeatResponse(term, 3, 1, b"")) == []  # chunks flowed: none more
+    assert chunks_after(HeartbeatResponse(term, 3, 1, b"")) == [64, 128, 192, 256]  # quiet:
+    # the window again, from the last answer (the late 64 said it is behind)
+    assert chunks_after(SnapshotResponse(term, 3, 1, index, 0)) == []  # it started again
+    assert chunks_after(HeartbeatResponse(term, 3, 1, b"")) == [0, 64, 128, 192]
+
+
+def test_a_follower_keeps_chunks_that_come_early():
+    c = _lagging_cluster(chunk=64)
+    c.restart(3)
+    order = []
+
+    def reorder(m):  # hold back every chunk at an offset of 64 mod 128 once
+        if isinstance(m, InstallSnapshot) and m.offset % 128 == 64 and m.offset not in order:
+            order.append(m.offset)
+            c.node(1).msgs.append(m)  # sent again after the ones behind it
+            return True
+        return False
+    for _ in range(30):
+        for i in c.ids:
+            c.node(i).tick()
+        c.deliver(drop=reorder)
+    assert order and c.applied[3] == c.applied[1]

@@ -349,3 +349,38 @@ async def test_big_batches_are_shed_while_the_peer_is_not_reading(clusters):
     await sleep(0.05)
     assert [g for g, _ in c.received[2][0][1]] == [0, 1, 2]  # heartbeats went, the big one not
     assert c.nodes[1].stats[2].raft_messages_dropped == 1
+
+
+# -- addresses that change ------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_set_peer_dials_a_node_at_its_new_address(clusters):
+    c = await clusters(2)
+    await c.all_connected()
+    # node 2 moves: a fresh transport listening on another port
+    await c.nodes[2].stop()
+    moved = PeerTransport(2, dict(c.nodes[2].peers), c.nodes[2].secret, reactor(),
+                          backoff_initial=0.05, backoff_max=0.5)
+    port = await moved.listen("tcp:0:interface=127.0.0.1")
+    moved.start()
+    await sleep(0.3)
+    assert not c.nodes[1].connected(2)  # still dialing the old address
+    c.nodes[1].set_peer(2, f"tcp:host=127.0.0.1:port={port.getHost().port}")
+    await eventually(lambda: c.nodes[1].connected(2) and moved.connected(1))
+    await moved.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_set_peer_adds_a_node_that_was_not_configured(clusters):
+    c = await clusters(1)
+    newcomer = PeerTransport(5, {1: f"tcp:host=127.0.0.1:port={c.ports[1]}"},
+                             c.nodes[1].secret, reactor(), backoff_initial=0.05,
+                             backoff_max=0.5)
+    port = await newcomer.listen("tcp:0:interface=127.0.0.1")
+    newcomer.start()
+    assert 5 not in c.nodes[1].peers
+    c.nodes[1].set_peer(5, f"tcp:host=127.0.0.1:port={port.getHost().port}")
+    await eventually(lambda: c.nodes[1].connected(5) and newcomer.connected(1))
+    c.nodes[1].send_raft(5, _heartbeats(1, 5, range(2)))
+    await newcomer.stop()

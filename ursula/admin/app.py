@@ -45,7 +45,9 @@ BACKUP_FORMAT_VERSION = 1
 INDEX = (b"ursula admin: GET /__ursula/metrics /__ursula/health /__ursula/ready "
          b"/__ursula/groups /__ursula/status /__ursula/backup/info /__ursula/backup/group/<g>; "
          b"POST /__ursula/groups/<g>/transfer-leader?to=<node> /__ursula/groups/<g>/snapshot "
-         b"/__ursula/snapshot /__ursula/drain /__ursula/undrain; "
+         b"/__ursula/snapshot /__ursula/drain /__ursula/undrain; POST/DELETE "
+         b"/__ursula/groups/<g>/replica; GET /__ursula/join-token/<node>; POST "
+         b"/__ursula/peers/<node>?address=<host:port>&token=<t>; "
          b"GET|PUT|DELETE /__ursula/compute/modules[/<id>]\n")
 
 #: Answered without the bearer token (they are on the public port too).
@@ -154,6 +156,28 @@ class AdminApp:
                                                f"got {op!r}")
         return self._supports(request, "change_membership") or self._operation(
             request, lambda: self.core.change_membership(group, op, node),
+            lambda value: self._json(request, 200, value))
+
+    @app.route("/__ursula/groups/<int:group>/replica", methods=["POST", "DELETE"])
+    def replica(self, request, group):
+        """POST: host a (joining) replica of the group here; DELETE: stop hosting it."""
+        name = "host_group" if request.method == b"POST" else "drop_group"
+        return self._supports(request, name) or self._operation(
+            request, lambda: getattr(self.core, name)(group),
+            lambda value: self._json(request, 200, value))
+
+    @app.route("/__ursula/join-token/<int:node>", methods=["GET"])
+    def join_token(self, request, node):
+        return self._supports(request, "join_token") or self._operation(
+            request, lambda: self.core.join_token(node),
+            lambda value: self._json(request, 200, value))
+
+    @app.route("/__ursula/peers/<int:node>", methods=["POST"])
+    def set_peer_address(self, request, node):
+        address = (request.args.get(b"address") or [b""])[0].decode("latin-1")
+        token = (request.args.get(b"token") or [b""])[0].decode("latin-1")
+        return self._supports(request, "set_peer_address") or self._operation(
+            request, lambda: self.core.set_peer_address(node, address, token),
             lambda value: self._json(request, 200, value))
 
     @app.route("/__ursula/groups/<int:group>/snapshot", methods=["POST"])

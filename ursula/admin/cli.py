@@ -13,6 +13,15 @@ through ``ursula.admin.client``).
       backup restore SOURCE            into this fresh node (--config), before it starts
       node add ID                      in every group: a learner, promoted once caught up
       node remove ID                   in every group: leadership moved off it, then removed
+      node replace OLD NEW             NEW takes OLD's place
+      group move G --from A --to B     B a learner, caught up, promoted; A's lead moved; A out
+      rebalance                        moves until replicas and leaders per node are even
+      join-token ID                    the token with which node ID registers its address
+      node address ID HOST:PORT --token T   every node given dials node ID there from now on
+
+With ``[cluster] replication`` below the node count (groups placed on some nodes), ``node
+add`` / ``remove`` / ``replace`` move groups (``ursula.admin.moves``) instead of changing
+every group: the new node takes its share, a removed node's groups move to the others.
 
 The nodes are the ``--admin`` URLs (repeat the option or separate them with commas), else
 ``$URSULA_ADMIN``, else the ``admin_listen`` of ``--config``, else ``http://127.0.0.1:4438``.
@@ -33,6 +42,7 @@ import sys
 
 from twisted.internet import defer, task
 
+from ursula.admin import moves
 from ursula.admin.client import AdminClient, AdminRefused, AdminUnreachable
 
 DEFAULT_ADMIN = "http://127.0.0.1:4438"
@@ -86,9 +96,34 @@ def build_parser() -> argparse.ArgumentParser:
     remove = node_steps.add_parser("remove", allow_abbrev=False,
                                    help="leadership moved off it, then removed from every group")
     remove.add_argument("id", type=int)
-    for step in (add, remove):
+    replace = node_steps.add_parser("replace", allow_abbrev=False,
+                                    help="the new node takes the old one's groups")
+    replace.add_argument("id", type=int, help="the node that leaves")
+    replace.add_argument("new", type=int, help="the node that takes its place")
+    address = node_steps.add_parser("address", allow_abbrev=False,
+                                    help="register a node's (new) peer address on every node")
+    address.add_argument("id", type=int)
+    address.add_argument("address", metavar="HOST:PORT", help="its peer address")
+    address.add_argument("--token", dest="join_token", required=True,
+                         help="its join token (ursula-admin join-token ID)")
+    token = commands.add_parser("join-token", allow_abbrev=False,
+                                help="the join token of a node id")
+    token.add_argument("id", type=int)
+    group = commands.add_parser("group", allow_abbrev=False, help="move a group's replica")
+    group_steps = group.add_subparsers(dest="group_step", metavar="STEP", required=True)
+    move = group_steps.add_parser("move", allow_abbrev=False,
+                                  help="a replica of G from node A to node B")
+    move.add_argument("group", type=int)
+    move.add_argument("--from", dest="source", type=int, required=True, metavar="A")
+    move.add_argument("--to", dest="dest", type=int, required=True, metavar="B")
+    rebalance = commands.add_parser("rebalance", allow_abbrev=False,
+                                    help="move groups until replicas and leaders are even")
+    for step in (add, remove, replace, move, rebalance):
         step.add_argument("--within", type=float, default=300.0, metavar="SECONDS",
                           help="give up after this long (default 300); run it again to resume")
+    for step in (replace, move, rebalance):
+        step.add_argument("--max-lag", type=int, default=64, metavar="ENTRIES",
+                          help="promote a learner once it is this close to the leader's commit")
     backup = commands.add_parser("backup", allow_abbrev=False, help="create, verify or restore a backup")
     steps = backup.add_subparsers(dest="step", metavar="STEP", required=True)
     create = steps.add_parser("create", allow_abbrev=False, help="back the cluster up (it keeps serving)")
@@ -413,6 +448,129 @@ def node_step(action: str, node: int, row: dict, max_lag: int):
 
 
 @defer.inlineCallbacks
+def cmd_node_address(args, clients, out):
+    """Tell every node given where node ``id`` is (each checks the join token)."""
+    answers = yield defer.DeferredList(
+        [c.set_peer_address(args.id, args.address, args.join_token) for c in clients],
+        consumeErrors=True)
+    failed = [(c, v) for c, (ok, v) in zip(clients, answers, strict=True) if not ok]
+    for client, (ok, _) in zip(clients, answers, strict=True):
+        if ok:
+            out.write(f"{client.url}: node {args.id} is at {args.address}\n")
+    if failed:
+        client, failure = failed[0]
+        if failure.check(AdminRefused) and failure.value.status in (400, 403):
+            raise Failed(f"{client.url}: {failure.value.reason}")
+        raise Failed(f"{len(failed)} of {len(clients)} nodes did not take it ({client.url}: "
+                     f"{_why(failure)}); run it again")
+
+
+def _placed(statuses) -> bool:
+    """Whether the groups have fewer voters than the cluster has genesis nodes."""
+    answered = [s for _, s, _ in statuses if s]
+    return bool(answered) and moves.view(answered).replication > 0
+
+
+@defer.inlineCallbacks
+def cmd_place(args, clients, out, err, reactor):
+    """``group move``, ``rebalance`` and the placement-aware ``node add/remove/replace``:
+    rounds of (status of every node given, the next step of the move in flight, or of a
+    group left half-way, or the next planned move). Every step is idempotent and the plan is
+    recomputed from the state each round, so a run that stopped resumes where it was."""
+    deadline = reactor.seconds() + args.within
+    max_lag = getattr(args, "max_lag", 64)
+    nodes_extra, exclude, explicit = set(), set(), None
+    if args.command == "group":
+        explicit = (args.group, args.source, args.dest)
+    elif args.command == "node":
+        if args.node_step == "add":
+            nodes_extra = {args.id}
+        elif args.node_step == "remove":
+            exclude = {args.id}
+        else:
+            nodes_extra, exclude = {args.new}, {args.id}
+    current = explicit
+    while True:
+        statuses = yield _statuses(clients)
+        answered = [(c, s) for c, s, _ in statuses if s]
+        by_node = {s["node"]: c for c, s in answered}
+        v = moves.view([s for _, s in answered])
+        if not v.replication:
+            raise Failed("every group has every node ([cluster] replication covers all "
+                         "nodes): use node add / node remove")
+        if explicit is not None and explicit[0] not in v.groups:
+            raise Failed(f"group {explicit[0]}: no answering node hosts it")
+        step = None
+        if current is not None:
+            group = current[0]
+            step = moves.move_step(v.groups[group], current[1], current[2], max_lag)
+            if step is None:
+                out.write(f"group {group}: moved from node {current[1]} to node {current[2]}\n")
+                if explicit is not None:
+                    return
+                current = None
+                continue
+        else:
+            settled = moves.settle(v, max_lag, exclude)
+            if settled is not None:
+                group, step = settled
+            else:
+                planned = moves.plan(v, set(v.nodes) | nodes_extra, exclude)
+                if planned is None:
+                    counts, leaders = v.replicas(), v.leaders()
+                    out.write("balanced: " + ", ".join(
+                        f"node {n}: {counts.get(n, 0)} replicas, {leaders.get(n, 0)} led"
+                        for n in sorted(set(v.nodes) | nodes_extra)) + "\n")
+                    return
+                if planned[0] == "move":
+                    current = planned[1:]
+                    out.write(f"group {current[0]}: moving from node {current[1]} to node "
+                              f"{current[2]}\n")
+                    continue
+                group, step = planned[1], ("transfer", planned[2])
+        yield _take(step, group, v, by_node, out)
+        if reactor.seconds() > deadline:
+            raise Failed(f"not done within {args.within:.0f} s (group {group}: {step}); run it "
+                         "again to resume")
+        yield task.deferLater(reactor, 0.2, lambda: None)
+
+
+@defer.inlineCallbacks
+def _take(step, group, v, by_node, out):
+    """Take one step of a move; a refusal that may pass (409, 503, a node not answering)
+    is tried again next round."""
+    kind = step[0]
+    if kind == "wait":
+        return
+    leader = v.groups[group].leader
+    try:
+        if kind in ("host", "drop"):
+            client = by_node.get(step[1])
+            if client is None:
+                raise Failed(f"group {group}: node {step[1]} did not answer (give its --admin "
+                             "URL)")
+            if kind == "host":
+                yield client.host_group(group)
+                out.write(f"group {group}: node {step[1]} hosts a replica\n")
+            else:
+                yield client.drop_group(group)
+                out.write(f"group {group}: node {step[1]} dropped its replica\n")
+        elif leader not in by_node:
+            return
+        elif kind == "transfer":
+            yield by_node[leader].transfer_leader(group, step[1])
+            out.write(f"group {group}: leadership moved to node {step[1]}\n")
+        else:
+            yield by_node[leader].change_membership(group, step[1], step[2])
+            out.write(f"group {group}: {step[1]} {step[2]}\n")
+    except AdminRefused as refused:
+        if refused.status == 400:
+            raise Failed(f"group {group}: {refused.reason}") from None
+    except AdminUnreachable:
+        pass
+
+
+@defer.inlineCallbacks
 def cmd_node(args, clients, out, err, reactor):
     """Add a node to every group, or remove it from every group, one server at a time. Each
     round asks every node given for its status and takes the next step of each unfinished
@@ -487,8 +645,25 @@ def run(reactor, argv, out=None, err=None):
                                       for url in _urls(args, config)]
         if args.command == "backup":
             yield cmd_backup(args, clients, out, err, config, reactor)
+        elif args.command in ("group", "rebalance"):
+            yield cmd_place(args, clients, out, err, reactor)
+        elif args.command == "join-token":
+            answer = yield clients[0].join_token(args.id)
+            out.write(answer["token"] + "\n")
+        elif args.command == "node" and args.node_step == "address":
+            yield cmd_node_address(args, clients, out)
         elif args.command == "node":
-            yield cmd_node(args, clients, out, err, reactor)
+            statuses = yield _statuses(clients)
+            if _placed(statuses):
+                yield cmd_place(args, clients, out, err, reactor)
+            elif args.node_step == "replace":  # every node in every group: add, then remove
+                new, old = args.new, args.id
+                args.node_step, args.id = "add", new
+                yield cmd_node(args, clients, out, err, reactor)
+                args.node_step, args.id = "remove", old
+                yield cmd_node(args, clients, out, err, reactor)
+            else:
+                yield cmd_node(args, clients, out, err, reactor)
         else:
             yield COMMANDS[args.command](args, clients, out, err)
     except UsageError as error:

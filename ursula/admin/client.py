@@ -94,6 +94,20 @@ class AdminClient:
     def change_membership(self, group: int, op: str, node: int):
         return self.post_json(f"/__ursula/groups/{group}/members/{node}", {"op": op})
 
+    def join_token(self, node: int):
+        return self.get_json(f"/__ursula/join-token/{node}")
+
+    def set_peer_address(self, node: int, address: str, token: str):
+        return self.post_json(f"/__ursula/peers/{node}", {"address": address, "token": token})
+
+    def host_group(self, group: int):
+        return self.post_json(f"/__ursula/groups/{group}/replica")
+
+    @defer.inlineCallbacks
+    def drop_group(self, group: int):
+        _, body = yield self._request("DELETE", f"/__ursula/groups/{group}/replica")
+        return json.loads(body)
+
     def snapshot(self, group: int | None = None):
         if group is None:
             return self.post_json("/__ursula/snapshot")

@@ -20,12 +20,17 @@ every group), the transport's callbacks, stats, and the operations of the admin 
 leadership off this node and keep it off), and the consistent group image a backup takes
 (``backup_group``: a ReadIndex barrier, then the state machine's snapshot).
 
-May import: Twisted, zope.interface, ``ursula.raft``, ``ursula.replica``, ``ursula.stream``,
-``ursula.cold``, ``ursula.loop``, ``ursula.core``.
+Groups this node does not host (``[cluster] replication`` below the node count) are
+``RemoteGroup``s (``ursula.core.remote``): their requests are carried to a host; the admin
+plane's ``host_group`` / ``drop_group`` start and stop hosting one (a group move).
+
+May import: Twisted, zope.interface, cbor2, ``ursula.raft``, ``ursula.replica``,
+``ursula.stream``, ``ursula.cold``, ``ursula.loop``, ``ursula.core``.
 """
 
 from __future__ import annotations
 
+import cbor2
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -37,10 +42,26 @@ from ursula.core.flusher import Flusher
 from ursula.core.forks import ForkCoordinator
 from ursula.core.forwarder import RETRY_DELAY_S, Forwarder
 from ursula.core.group import GroupReplica
-from ursula.core.interfaces import ICore, Unavailable
+from ursula.core.interfaces import ICore, TooManyReaders, Unavailable
+from ursula.core.joining import (
+    join_token,
+    load_addresses,
+    parse_address,
+    save_addresses,
+    token_ok,
+)
 from ursula.core.persist import MemoryPersister
-from ursula.core.placement import group_of
+from ursula.core.placement import group_of, preferred_leader
 from ursula.core.reads import ReadPath
+from ursula.core.remote import (
+    RemoteGroup,
+    RemoteSubscription,
+    info_from_wire,
+    members_of,
+    read_from_wire,
+    serve,
+    view_from_wire,
+)
 from ursula.core.scheduler import Scheduler
 from ursula.core.watchers import WatcherRegistry
 from ursula.loop import Timeouts
@@ -50,11 +71,14 @@ from ursula.raft import (
     PROMOTE,
     REMOVE,
     ConfChange,
+    MemoryStorage,
     decode_message,
     encode_message,
 )
 from ursula.replica import SnapshotPolicy
 from ursula.stream import commands as C
+from ursula.stream.machine import StreamError
+from ursula.stream.machine import info_wire as info_wire_of
 
 log = Logger()
 
@@ -113,7 +137,8 @@ class CoreSettings:
 @implementer(ICore)
 class RaftCore:
     def __init__(self, reactor, node_id: int, group_count: int, storages: dict, persister,
-                 transport=None, settings: CoreSettings | None = None, cold_store=None):
+                 transport=None, settings: CoreSettings | None = None, cold_store=None,
+                 placement=None):
         self.reactor = reactor
         self.node_id = node_id
         self.group_count = group_count
@@ -125,19 +150,25 @@ class RaftCore:
         self.reducer = make_reducer(self.settings.compute, self.settings.compute_module_cache)
         raft_config = {"election_tick": self.settings.election_ticks,
                        "heartbeat_tick": self.settings.heartbeat_ticks}
-        policy = SnapshotPolicy(self.settings.snapshot_entries, self.settings.snapshot_keep,
-                                self.settings.snapshot_log_bytes,
-                                self.settings.snapshot_keep_bytes)
-        self.groups = {
-            g: GroupReplica(self, g, node_id, storages[g],
-                            {**raft_config, "joining": self.settings.join
-                             and _empty(storages[g])},
-                            seed=node_id * 7919 + g, policy=policy,
-                            parallel_write=self.settings.parallel_write,
-                            hold_bytes=self.settings.hold_bytes,
-                            reducer=self.reducer)
-            for g in range(group_count)
-        }
+        self._raft_config = raft_config
+        self._policy = SnapshotPolicy(self.settings.snapshot_entries,
+                                      self.settings.snapshot_keep,
+                                      self.settings.snapshot_log_bytes,
+                                      self.settings.snapshot_keep_bytes)
+        # the groups hosted here (all of them unless ``placement`` says otherwise); every other
+        # group of ``placement.owned`` is a RemoteGroup (ursula.core.remote), made when asked
+        self.placement = placement
+        self.groups = {g: self._replica(g, storages[g], self.settings.join
+                                        and _empty(storages[g]))
+                       for g in sorted(storages)}
+        self.remote: dict[int, RemoteGroup] = {}
+        self._seen: dict = {}  # (bucket, stream) -> what remote reads last saw of it
+        self._unknown_logged: set[int] = set()
+        self._unknown_peers: set[int] = set()
+        # join tokens and peer addresses (ursula.core.joining): set by the node's builder
+        self.join_secret = b""
+        self.peers_file = ""
+        self.peer_port_offset = 0  # core k talks to core k of every peer: peer port + k
         self.scheduler = Scheduler(reactor, self.settings.tick_ms / 1000.0)
         self.timeouts = Timeouts(reactor)  # request timeouts of the forwarder and read path
         self.forwarder = Forwarder(reactor, node_id, transport, self.settings, self.timeouts)
@@ -168,12 +199,24 @@ class RaftCore:
             transport.on_raft(self._received)
             transport.on_forward(self._forwarded)
 
+    def _replica(self, g: int, storage, joining: bool) -> GroupReplica:
+        return GroupReplica(self, g, self.node_id, storage,
+                            {**self._raft_config, "joining": joining},
+                            seed=self.node_id * 7919 + g, policy=self._policy,
+                            parallel_write=self.settings.parallel_write,
+                            hold_bytes=self.settings.hold_bytes, reducer=self.reducer)
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
+        placed = self.placement is not None and not self.placement.every_node
         for group in self.groups.values():
             if len(group.node.voters) == 1:
                 group.node.campaign()  # a cluster of one elects itself at once
+            elif (placed and _empty(group.storage) and not group.node.joining
+                  and preferred_leader(self.placement.genesis, self.placement.replication,
+                                       group.group_id) == self.node_id):
+                group.node.campaign()  # a new group: its preferred leader asks first
         self.scheduler.start(self.groups.values())
         if self.flusher is not None:
             self.flusher.start()
@@ -246,7 +289,14 @@ class RaftCore:
         for message in messages:
             by_peer.setdefault(message.dst, []).append((group_id, encode_message(message)))
         for peer, items in by_peer.items():
-            self.transport.send_raft(peer, items)
+            try:
+                self.transport.send_raft(peer, items)
+            except ValueError:  # a member whose address this node has not been told yet
+                if peer not in self._unknown_peers:
+                    self._unknown_peers.add(peer)
+                    log.warn("group {group}: node {peer} is a member but its address is "
+                             "unknown here (ursula-admin node address)", group=group_id,
+                             peer=peer)
 
     def snapshot_groups(self, group_ids) -> None:
         """Snapshot these groups now (their old entries keep journal segments alive)."""
@@ -288,14 +338,49 @@ class RaftCore:
         for group_id, data in items:
             group = self.groups.get(group_id)
             if group is None:
-                log.warn("peer {peer} sent a message for unknown group {group}", peer=peer_id,
-                         group=group_id)
+                # a group not hosted here (moved away, or a stale leader): once per group
+                if group_id not in self._unknown_logged:
+                    self._unknown_logged.add(group_id)
+                    log.info("peer {peer} sent a message for group {group}, not hosted here",
+                             peer=peer_id, group=group_id)
                 continue
             group.node.step(decode_message(data))
             self.schedule(group)
 
     def _forwarded(self, group_id, payload: bytes):
-        return self.forwarder.answer(self.groups.get(group_id), payload)
+        group = self.groups.get(group_id)
+        kind = cbor2.loads(payload)[0] if payload[:1] != b"" else ""
+        if group is None:
+            remote = self.remote.get(group_id)
+            return cbor2.dumps(["not_member", remote.leader_hint if remote else NONE,
+                                remote.members if remote else []])
+        if kind == "submit":
+            return self.forwarder.answer(group, payload)
+        if kind == "where":
+            return cbor2.dumps(["at", group.node.leader, members_of(group)])
+        return serve(self, group, cbor2.loads(payload))
+
+    # -- groups hosted elsewhere (ursula.core.remote) ----------------------------------------
+
+    def _remote(self, g: int) -> RemoteGroup:
+        remote = self.remote.get(g)
+        if remote is None:
+            initial = self.placement.initial(g) if self.placement is not None else []
+            remote = self.remote[g] = RemoteGroup(self, g, initial)
+        return remote
+
+    def _owned(self) -> list[int]:
+        if self.placement is None:
+            return sorted(self.groups)
+        return self.placement.owned
+
+    def _all_groups(self) -> list:
+        return [self.groups.get(g) or self._remote(g) for g in self._owned()]
+
+    def _saw(self, bucket, stream, info) -> None:
+        if len(self._seen) > 10_000:
+            self._seen.clear()
+        self._seen[(bucket, stream)] = list(info_wire_of(info))
 
     # -- ICore -------------------------------------------------------------------------------
 
@@ -303,8 +388,10 @@ class RaftCore:
     def live_readers(self) -> int:
         return self.watchers.count
 
-    def _group_for(self, bucket: str, stream: str) -> GroupReplica:
-        return self.groups[group_of(bucket, stream, self.group_count)]
+    def _group_for(self, bucket: str, stream: str):
+        g = group_of(bucket, stream, self.group_count)
+        group = self.groups.get(g)
+        return group if group is not None else self._remote(g)
 
     def submit(self, command):
         if isinstance(command, (C.CreateBucket, C.DeleteBucket)):
@@ -315,6 +402,7 @@ class RaftCore:
                 and self._group_for(command.fork_bucket, command.fork_stream) is not group):
             return self.forks.create_fork(command)
         if self.flusher is not None and isinstance(command, _WRITES) and (
+                not isinstance(group, RemoteGroup)) and (
                 not isinstance(command, C.CreateStream) or command.body):
             full = self.flusher.admit(group)
             if full is not None:
@@ -325,23 +413,72 @@ class RaftCore:
     def _submit_everywhere(self, command):
         deadline = self.reactor.seconds() + self.settings.leader_wait_s
         d = defer.gatherResults([self.forwarder.submit(g, command, deadline)
-                                 for g in self.groups.values()], consumeErrors=True)
+                                 for g in self._all_groups()], consumeErrors=True)
         d.addErrback(lambda failure: failure.value.subFailure.raiseException())
         return d.addCallback(_combine_bucket_outcomes)
 
     def head(self, bucket, stream):
+        group = self._group_for(bucket, stream)
+        if isinstance(group, RemoteGroup):
+            d = group.call("head", [bucket, stream]).addCallback(info_from_wire)
+            return d.addCallback(self._saw_info, bucket, stream)
         return self.reads.head(bucket, stream)
 
+    def _saw_info(self, info, bucket, stream):
+        self._saw(bucket, stream, info)
+        return info
+
     def read_applied(self, bucket, stream, offset, max_bytes):
+        group = self._group_for(bucket, stream)
+        if isinstance(group, RemoteGroup):
+            d = group.call("read", [bucket, stream, offset, max_bytes]).addCallback(
+                read_from_wire)
+            return d.addCallback(lambda r: self._saw_info(r.info, bucket, stream) and r)
         return self.reads.read_applied(bucket, stream, offset, max_bytes)
 
     def list_streams(self, bucket, after, limit):
-        return self.reads.list_streams(bucket, after, limit)
+        if not self.remote and (self.placement is None
+                                or len(self.groups) == len(self.placement.owned)):
+            return self.reads.list_streams(bucket, after, limit)
+        parts = []
+        if self.groups:
+            local = self.reads.list_streams(bucket, after, limit)
+
+            def none_here(failure):
+                failure.trap(StreamError)
+                if failure.value.code != "bucket_not_found":
+                    return failure
+                return None
+            parts.append(local.addErrback(none_here))
+        for g in self._owned():
+            if g not in self.groups:
+                parts.append(self._remote(g).call("list", [bucket, after, limit]).addCallback(
+                    lambda items: None if items is None else
+                    [(name, info_from_wire(info)) for name, info in items]))
+        d = defer.gatherResults(parts, consumeErrors=True)
+        d.addErrback(lambda failure: failure.value.subFailure.raiseException())
+
+        def merge(results):
+            if all(r is None for r in results):
+                raise StreamError("bucket_not_found")
+            found = [item for r in results if r for item in r]
+            return sorted(found, key=lambda item: item[0])[:limit]
+        return d.addCallback(merge)
 
     def view(self, bucket, stream, kind, max_bytes):
+        group = self._group_for(bucket, stream)
+        if isinstance(group, RemoteGroup):
+            return group.call("view", [bucket, stream, kind, max_bytes]).addCallback(
+                view_from_wire)
         return self.reads.view(bucket, stream, kind, max_bytes)
 
     def subscribe(self, bucket, stream, callback):
+        group = self._group_for(bucket, stream)
+        if isinstance(group, RemoteGroup):
+            if self.watchers.count >= self.watchers.limit:
+                raise TooManyReaders()
+            return RemoteSubscription(group, (bucket, stream),
+                                      self._seen.get((bucket, stream), []), callback)
         return self.watchers.add((bucket, stream), callback)
 
     def is_ready(self) -> bool:
@@ -390,8 +527,93 @@ class RaftCore:
 
     def node_status(self) -> dict:
         """This node (or core) as the admin plane's ``/__ursula/status`` shows it."""
+        placement = self.placement
         return {"node": self.node_id, "draining": self.draining,
-                "group_count": self.group_count, "groups": self.group_stats()}
+                "group_count": self.group_count, "groups": self.group_stats(),
+                "hosted": sorted(self.groups),
+                "replication": (0 if placement is None or placement.every_node
+                                else placement.voters_per_group),
+                "genesis": placement.genesis if placement is not None else []}
+
+    def host_group(self, group_id: int):
+        """Host a replica of a group here from now on: an empty one that joins (it neither
+        votes nor campaigns until the group's leader has added it and promoted it; it catches
+        up from the leader's log or snapshot). Idempotent: ``{"group", "hosted", "new"}``."""
+        try:
+            if self.placement is None or group_id not in self.placement.owned:
+                raise AdminError(404, f"group {group_id} is not one of this process's groups")
+        except AdminError as error:
+            return defer.fail(error)
+        if group_id in self.groups:
+            return defer.succeed({"group": group_id, "hosted": True, "new": False})
+        storage = MemoryStorage(self.placement.initial(group_id))
+        group = self._replica(group_id, storage, True)
+        self.groups[group_id] = group
+        self.remote.pop(group_id, None)
+        self._unknown_logged.discard(group_id)
+        self.placement.save_hosted(self.groups)
+        if not self.stopped:
+            self.scheduler.groups.append(group)
+            self.schedule(group)
+        log.info("group {group}: hosted here from now on (joining)", group=group_id)
+        return defer.succeed({"group": group_id, "hosted": True, "new": True})
+
+    def join_token(self, node: int):
+        """The token with which node ``node`` may register its peer address."""
+        if not self.join_secret:
+            return defer.fail(AdminError(409, "a node of its own has no cluster secret"))
+        return defer.succeed({"node": node, "token": join_token(self.join_secret, node)})
+
+    def set_peer_address(self, node: int, address: str, token: str):
+        """Node ``node`` is at ``address`` (``host:port``, its peer port) from now on: the
+        transport dials it there (a node that joined, or moved), and ``peers.json`` keeps it
+        over ``[cluster] peers`` across restarts. 403 for a wrong join token, 400 for a bad
+        address."""
+        try:
+            if not self.join_secret or not token_ok(self.join_secret, node, token):
+                raise AdminError(403, f"token: not the join token of node {node}")
+            try:
+                host, port = parse_address(address)
+            except ValueError as error:
+                raise AdminError(400, str(error)) from None
+        except AdminError as error:
+            return defer.fail(error)
+        if node != self.node_id and self.transport is not None:
+            self.transport.set_peer(node, f"tcp:host={host}:port={port + self.peer_port_offset}")
+        if self.peers_file:
+            addresses = load_addresses(self.peers_file)
+            addresses[node] = (host, port)
+            save_addresses(self.peers_file, addresses)
+        log.info("node {node} is at {host}:{port} from now on", node=node, host=host, port=port)
+        return defer.succeed({"node": node, "address": f"{host}:{port}"})
+
+    def drop_group(self, group_id: int):
+        """Stop hosting a group whose membership no longer has this node (``ursula-admin``
+        asks only once the group's leader has removed it): its requests fail over to the
+        hosts, its journal records are released after a last snapshot. Refused (409) while
+        this node leads the group. Idempotent: ``{"group", "hosted": False}``."""
+        group = self.groups.get(group_id)
+        if group is None:
+            return defer.succeed({"group": group_id, "hosted": False})
+        if group.is_leader:
+            return defer.fail(AdminError(409, f"node {self.node_id} leads group {group_id}: "
+                                              f"remove it from the group first"))
+        if self.placement is None:
+            return defer.fail(AdminError(409, "every group is hosted on every node "
+                                              "([cluster] replication covers all nodes)"))
+        del self.groups[group_id]
+        if group in self.scheduler.groups:
+            self.scheduler.groups.remove(group)
+        self.scheduler._scheduled.pop(group_id, None)
+        group.fail_all(Unavailable(f"group {group_id} moved away from this node"))
+        self.placement.save_hosted(self.groups)
+        index = group.storage.snapshot().meta.index
+        if index:
+            self.persister.compacted(group_id, index)
+        remote = self._remote(group_id)
+        remote.learn(NONE, [m for m in members_of(group) if m != self.node_id])
+        log.info("group {group}: no longer hosted here", group=group_id)
+        return defer.succeed({"group": group_id, "hosted": False})
 
     def transfer_leader(self, group_id: int, to: int, timeout_s: float | None = None):
         """Move the leadership of a group this node leads to voter ``to``; a Deferred of the

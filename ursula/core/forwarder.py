@@ -17,7 +17,9 @@ that id the forwarder may send the same request again without fear of a double a
   deadline (``leader_wait_s`` after it arrived), then fails with ``Unavailable`` (HTTP 503 +
   Retry-After). Every request fails with ``Unavailable`` after ``request_timeout_s`` at most.
 
-It also answers the requests other nodes forward here (``answer``).
+It also answers the requests other nodes forward here (``answer``). A group this node does not
+host (``ursula.core.remote.RemoteGroup``) takes the same path: its leader is a hint, corrected
+by every ``not_leader`` / ``not_member`` answer and dropped when it cannot be reached.
 
 May import: Twisted, zope.interface, cbor2, ``ursula.raft``, ``ursula.stream``, ``ursula.wire``
 (its errors), ``ursula.loop``, ``ursula.core``.
@@ -70,6 +72,14 @@ def leader_known(reactor, group, deadline: float):
         failure.trap(defer.CancelledError, defer.TimeoutError)
         raise Unavailable(f"group {group.group_id} has no leader; retry")
     return d.addTimeout(remaining, reactor).addErrback(no_leader)
+
+
+def _forget(group, target: int) -> None:
+    """A group hosted elsewhere (``ursula.core.remote.RemoteGroup``) drops a leader hint that
+    could not be reached (a hosted group learns its leader from Raft)."""
+    forget = getattr(group, "forget", None)
+    if forget is not None:
+        forget(target)
 
 
 class _Request:
@@ -208,6 +218,7 @@ class Forwarder:
         if not self.transport.connected(leader):
             # nothing sent to it: wait for the connection (or a new leader) and retry
             req.target = NONE
+            _forget(group, leader)
             self._retry_later(req, attempt, f"the leader (node {leader}) is not connected")
             return
         req.target = leader
@@ -219,11 +230,14 @@ class Forwarder:
                        lambda failure: self._failed(req, attempt, failure))
 
     def _answered(self, req: _Request, attempt: int, data: bytes) -> None:
-        kind, value = cbor2.loads(data)
+        kind, value, *extra = cbor2.loads(data)
         if kind == "ok":
             self._finish(req, outcome_from_wire(value))  # any attempt's answer will do
         elif attempt == req.attempt and not req.result.called:
-            if kind == "not_leader":
+            learned = getattr(req.group, "learned", None)  # a group hosted elsewhere
+            if learned is not None and kind in ("not_leader", "not_member"):
+                learned(req.target, [kind, value, *extra])
+            if kind in ("not_leader", "not_member"):
                 self._retry_later(req, attempt, "no leader could be reached; retry")
             else:
                 self._retry_later(req, attempt,
@@ -233,6 +247,8 @@ class Forwarder:
         if req.result.called or attempt != req.attempt:
             return  # an attempt that was superseded: its failure does not matter
         if failure.check(PeerError, NotLeader, Retry):
+            if failure.check(PeerError):
+                _forget(req.group, req.target)
             # Sent, maybe applied, maybe not: the request id makes a retry safe.
             self._retry_later(req, attempt, f"forwarding to the leader failed: "
                                             f"{failure.getErrorMessage()}")
@@ -279,7 +295,9 @@ class Forwarder:
         if group is None or decoded[0] != "submit":
             return cbor2.dumps(["error", "unknown group or request"])
         if not group.is_leader:
-            return cbor2.dumps(["not_leader", group.node.leader])
+            node = group.node
+            return cbor2.dumps(["not_leader", node.leader,
+                                sorted(set(node.voters) | set(node.learners))])
         request_id = decoded[2] if len(decoded) > 2 else None
         d = with_timeout(self.timeouts, group.submit(decode_command(decoded[1]), request_id),
                          self.settings.request_timeout_s)

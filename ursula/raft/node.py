@@ -24,7 +24,10 @@ learner receives the log and snapshots and never counts towards a quorum; a chan
 of its own kind (`ENTRY_CONF_CHANGE`, which the application skips) that takes effect on every
 replica when it is applied (committed), and is kept in snapshots (`conf_at`). The leader takes
 one change at a time (the previous one applied) and none before it has committed an entry of
-its own term; a leader removed by a change steps down once the change is applied.
+its own term; a leader removed by a change steps down once the change is applied. A joining
+node (`Config.joining`: a new or wiped disk) takes its commit index only from AppendEntries,
+never from a heartbeat (whose commit a stale leader caps by the node's progress from before
+the wipe).
 
 May import: the standard library and ursula.raft.* only.
 """
@@ -104,6 +107,8 @@ class Config:
     pre_vote: bool = True
     check_quorum: bool = True
     snapshot_chunk_size: int = 60 * 1024
+    snapshot_window: int = 4  # snapshot chunks in flight to one follower
+    snapshot_ahead: int = 16  # early chunks a follower keeps until the ones before them come
     max_apply_size: int | None = None
     # Deliberately broken rules, for showing that the simulator's checker bites.  Never set
     # these outside tests.
@@ -122,14 +127,17 @@ class Config:
     # own promotion.
     joining: bool = False
     unsafe_learners_count: bool = False  # count learners towards the commit quorum
+    unsafe_joining_heartbeat_commit: bool = False  # a joining node commits from heartbeats
+    unsafe_snapshot_retransmit: bool = False  # a chunk for every chunk answer and heartbeat
 
     def validate(self) -> None:
         if self.id == NONE:
             raise ValueError("node id must be a positive int")
         if self.heartbeat_tick <= 0 or self.election_tick <= self.heartbeat_tick:
             raise ValueError("need 0 < heartbeat_tick < election_tick")
-        if self.max_inflight <= 0 or self.snapshot_chunk_size <= 0:
-            raise ValueError("max_inflight and snapshot_chunk_size must be positive")
+        if self.max_inflight <= 0 or self.snapshot_chunk_size <= 0 or self.snapshot_window <= 0:
+            raise ValueError("max_inflight, snapshot_chunk_size and snapshot_window must be "
+                             "positive")
 
 
 @dataclass
@@ -156,6 +164,8 @@ class _SnapRecv:
     term: int
     meta: object
     data: bytearray
+    ahead: dict = field(default_factory=dict)  # offset -> (chunk, done) that came early
+
 
 
 class RaftNode:
@@ -599,7 +609,15 @@ class RaftNode:
                 # gap is then rejected by the follower and we fall back to probing).
                 pr.inflights.free_first()
             if pr.state == SNAPSHOT:
-                self._send_snapshot_chunk(m.src)  # retransmit the chunk we are waiting on
+                # retransmit the chunk we are waiting on (from where the follower said it is,
+                # if it said it is behind) when no answer moved the transfer on since the last
+                # heartbeat (the chunk was lost): one sent while chunks still flow would add
+                # one more chunk in circulation per heartbeat, a storm that never drains
+                if not pr.snap_answered or self.config.unsafe_snapshot_retransmit:
+                    if pr.snap_low is not None:
+                        pr.snap_offset, pr.snap_low = pr.snap_low, None
+                    self._send_snapshot_chunk(m.src, again=True)
+                pr.snap_answered = False
             elif pr.match < self.log.last_index():
                 self._send_append(m.src)
             if m.ctx:
@@ -613,8 +631,18 @@ class RaftNode:
                 return
             pr.recent_active = True
             if pr.state == SNAPSHOT and pr.snap is not None and pr.snap.meta.index == m.index:
-                pr.snap_offset = m.offset
-                self._send_snapshot_chunk(m.src)
+                if m.offset > pr.snap_offset or self.config.unsafe_snapshot_retransmit:
+                    pr.snap_offset = m.offset  # it took the chunk: send the next
+                    pr.snap_answered = True
+                    pr.snap_low = None
+                    self._send_snapshot_chunk(m.src)
+                else:
+                    # not ahead: a late or duplicate answer (the chunk it asks for is on its
+                    # way), or a follower that started again. Answering it with a chunk too
+                    # would keep one more chunk circulating for good: under reordering and
+                    # duplication they pile up into a storm. Note it; a heartbeat with no
+                    # answer that moved the transfer on sends from there.
+                    pr.snap_low = m.offset
         elif isinstance(m, ReadIndexRequest):
             if m.src not in self.tracker.progress:
                 return
@@ -795,6 +823,12 @@ class RaftNode:
         return False
 
     def _handle_heartbeat(self, m: Heartbeat) -> None:
+        if self.joining and not self.config.unsafe_joining_heartbeat_commit:
+            # A node on a new disk takes its commit index only from AppendEntries (which prove
+            # the prefix): a leader that has not applied the node's removal still holds the
+            # node's progress from before the wipe, and caps the heartbeat's commit by it.
+            self._send(HeartbeatResponse(self.term, self.id, m.src, m.ctx))
+            return
         if self.config.unsafe_heartbeat_commit_uncapped:
             # BROKEN on purpose: commit whatever we hold up to the leader's commit
             self.log.commit_to(min(m.commit, self.log.last_index()))
@@ -811,18 +845,35 @@ class RaftNode:
             return
         buf = self._snap_recv
         same = buf is not None and buf.meta == meta and buf.term == m.term
+        old_way = self.config.unsafe_snapshot_retransmit
         if not same:
-            if m.offset != 0:
+            if old_way and m.offset != 0:
                 self._send(SnapshotResponse(self.term, self.id, m.src, meta.index, 0))
                 return
             buf = self._snap_recv = _SnapRecv(m.src, m.term, meta, bytearray())
         assert buf is not None
-        if m.offset != len(buf.data):
-            # duplicate or out of order: tell the leader where we are
-            self._send(SnapshotResponse(self.term, self.id, m.src, meta.index, len(buf.data)))
+        have = len(buf.data)
+        if old_way and m.offset != have:
+            self._send(SnapshotResponse(self.term, self.id, m.src, meta.index, have))
             return
-        buf.data += m.data
-        if not m.done:
+        if m.offset > have:
+            # early (reordered, or a chunk before it was lost): keep it for later, a few
+            if len(buf.ahead) < self.config.snapshot_ahead:
+                buf.ahead[m.offset] = (m.data, m.done)
+            self._send(SnapshotResponse(self.term, self.id, m.src, meta.index, have))
+            return
+        end = m.offset + len(m.data)
+        if end < have or (end == have and not m.done):
+            # a duplicate: tell the leader where we are
+            self._send(SnapshotResponse(self.term, self.id, m.src, meta.index, have))
+            return
+        buf.data += m.data[have - m.offset:]
+        done = m.done
+        while not done and len(buf.data) in buf.ahead:
+            chunk, done = buf.ahead.pop(len(buf.data))
+            buf.data += chunk
+        if not done:
+            buf.ahead = {o: c for o, c in buf.ahead.items() if o > len(buf.data)}
             self._send(SnapshotResponse(self.term, self.id, m.src, meta.index, len(buf.data)))
             return
         self._snap_recv = None
@@ -894,15 +945,28 @@ class RaftNode:
                 pr.probe_sent = True
         return True
 
-    def _send_snapshot_chunk(self, to: int) -> None:
+    def _send_snapshot_chunk(self, to: int, again: bool = False) -> None:
+        """Send the chunks of the window after what the follower acknowledged
+        (``snap_offset``) not sent yet (all of them ``again``)."""
         pr = self.tracker.progress[to]
         snap = pr.snap
         if snap is None:
             return
-        off = pr.snap_offset
         data = snap.data
-        if off > len(data):
-            off = pr.snap_offset = 0
-        chunk = data[off : off + self.config.snapshot_chunk_size]
-        done = off + len(chunk) >= len(data)
-        self._send(InstallSnapshot(self.term, self.id, to, snap.meta, off, chunk, done))
+        size = self.config.snapshot_chunk_size
+        if pr.snap_offset > len(data):
+            pr.snap_offset = pr.snap_sent = 0
+        off = pr.snap_offset if again else max(pr.snap_offset, pr.snap_sent)
+        if self.config.unsafe_snapshot_retransmit:
+            off, window = pr.snap_offset, 1  # the old way: one chunk per answer and beat
+        else:
+            window = self.config.snapshot_window
+        end = pr.snap_offset + window * size
+        while off < end and (off < len(data) or (off == 0 and not data)):
+            chunk = data[off : off + size]
+            done = off + len(chunk) >= len(data)
+            self._send(InstallSnapshot(self.term, self.id, to, snap.meta, off, chunk, done))
+            off += len(chunk)
+            pr.snap_sent = max(pr.snap_sent, off)
+            if done:
+                break

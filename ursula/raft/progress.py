@@ -70,6 +70,9 @@ class Progress:
         "inflights",
         "snap",
         "snap_offset",
+        "snap_answered",
+        "snap_low",
+        "snap_sent",
     )
 
     def __init__(self, next_index: int, max_inflight: int) -> None:
@@ -82,6 +85,9 @@ class Progress:
         self.inflights = Inflights(max_inflight)
         self.snap: Snapshot | None = None  # the image being sent, fixed for the transfer
         self.snap_offset = 0  # bytes the follower acknowledged
+        self.snap_answered = False  # an answer moved the transfer on since the last heartbeat
+        self.snap_low: int | None = None  # the follower said it is behind snap_offset
+        self.snap_sent = 0  # the end of the furthest chunk sent
 
     def __repr__(self) -> str:
         return (
@@ -96,6 +102,9 @@ class Progress:
         self.inflights.reset()
         self.snap = None
         self.snap_offset = 0
+        self.snap_answered = False
+        self.snap_low = None
+        self.snap_sent = 0
 
     def become_probe(self) -> None:
         if self.state == SNAPSHOT:

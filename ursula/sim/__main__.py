@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trace", action="store_true", help="print faults as they happen")
     p.add_argument("--cold", action="store_true",
                    help="the leader flushes to a simulated cold tier (with outages)")
+    p.add_argument("--moves", action="store_true",
+                   help="membership changes with group moves (learner, promote, leadership "
+                        "transfer, remove: ursula.sim.membership)")
     p.add_argument("--membership", action="store_true",
                    help="two spare nodes; learners added, promoted, members removed, disks wiped")
     p.add_argument("--compute", action="store_true",
@@ -71,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         options["membership"] = True
     if args.compute:
         options["compute"] = True
+    if args.moves:
+        options["membership"] = True
+        options["moves"] = True
     if args.hold_bytes:
         options["hold_bytes"] = args.hold_bytes
     if args.cas_clients != 2:
@@ -78,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     violations = 0
     totals = dict(acks=0, commits=0, crashes=0, sim_ms=0, events=0, reads=0, cold_uploads=0,
-                  refused=0, conf_changes=0)
+                  refused=0, conf_changes=0, moves=0, transfers=0)
     for seed in seeds:
         r = run_seed(seed, args.nodes, args.broken, trace=args.trace, **options)
         r.options = options
@@ -101,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         f"412s, {totals['reads']} reads, "
         f"{totals['crashes']} crashes, "
         + (f"{totals['cold_uploads']} cold chunks, " if args.cold else "")
-        + (f"{totals['conf_changes']} membership changes, " if args.membership else "")
+        + (f"{totals['conf_changes']} membership changes, {totals['moves']} group moves "
+           f"({totals['transfers']} leadership transfers), " if options.get("membership") else "")
         + f"{totals['sim_ms'] / 1000:.0f} s simulated "
         f"in {wall:.1f} s)"
     )

@@ -5,7 +5,11 @@ goes on.
 
 What lives here: `Operator`. The cluster has two spare nodes besides the group's genesis
 voters; they start with the genesis membership on an empty disk, which they are not part of
-(as a node that joins does), and learn every change from the leader's log or snapshot. A step
+(as a node that joins does), and learn every change from the leader's log or snapshot. Some
+steps are (with ``moves=True``, ``--moves``) group moves (as ``ursula-admin group move`` takes them): a learner, its promotion,
+a leadership transfer away from the source if it leads (TimeoutNow), the source's removal,
+each step derived from the leader's membership at the time, so faults and changes of leader
+in between are survived. A step
 asks the highest-term leader's membership what may change: a non-member joins as a learner, a
 learner is promoted, a voter (at least two stay) or a learner is removed, a removed node's
 disk is wiped (it rejoins later with the same id and no data). Sometimes a second change is
@@ -37,7 +41,9 @@ SPARES = 2  # nodes beyond the genesis voters
 
 
 class Operator:
-    def __init__(self, sim: Simulation, rng, rule: str | None = None) -> None:
+    def __init__(self, sim: Simulation, rng, rule: str | None = None,
+                 moves: bool = False) -> None:
+        self.with_moves = moves  # group moves on (``--moves``)
         self.sim = sim
         self.rng = rng
         self.rule = rule  # a planted twin: ``wiped_node_votes`` (a wiped node joins as if new)
@@ -45,6 +51,9 @@ class Operator:
         self.proposed = 0
         self.applied = 0
         self.wipes = 0
+        self.move: tuple[int, int, int] | None = None  # (from, to, steps taken) in flight
+        self.moves = 0  # moves finished
+        self.transfers = 0  # leadership transfers asked for by moves
 
     def step(self) -> None:
         sim = self.sim
@@ -54,8 +63,19 @@ class Operator:
         replica = sim.replicas[leader]
         conf = replica.node.conf_state
         rng = self.rng
-        options: list[tuple[int, int] | tuple[str, int]] = []
         outside = [i for i in sim.ids if i not in conf.members]
+        if self.move is not None:
+            self.move_step(leader, conf)
+            return
+        if (self.with_moves and outside and len(conf.voters) >= 2 and not conf.learners
+                and rng.random() < 0.3):
+            # a group move (ursula-admin group move): from a voter (the leader half the time)
+            source = leader if rng.random() < 0.5 else rng.choice(conf.voters)
+            self.move = (source, rng.choice(outside), 0)
+            sim.log(f"member: move {self.move[0]} -> {self.move[1]}")
+            self.move_step(leader, conf)
+            return
+        options: list[tuple[int, int] | tuple[str, int]] = []
         if outside:
             options.append((ADD_LEARNER, rng.choice(outside)))
         if conf.learners:
@@ -78,6 +98,35 @@ class Operator:
             if more:
                 op2, node2 = rng.choice(more)
                 self.propose(leader, ConfChange(op2, node2))
+
+    def move_step(self, leader: int, conf) -> None:
+        """The next step of the move in flight, from the leader's membership (as
+        ``ursula.admin.moves.move_step``): learner, promotion, leadership transfer away from
+        the source (TimeoutNow), removal. Given up after 40 steps (faults can stall it)."""
+        source, dest, steps = self.move
+        self.move = (source, dest, steps + 1)
+        if steps >= 40:
+            self.sim.log(f"member: move {source} -> {dest} given up")
+            self.move = None
+            return
+        if dest not in conf.members:
+            if source not in conf.members:
+                self.move = None  # something else removed both: nothing left to move
+                return
+            self.propose(leader, ConfChange(ADD_LEARNER, dest))
+        elif dest in conf.learners:
+            self.propose(leader, ConfChange(PROMOTE, dest))
+        elif source in conf.members:
+            if source == leader:
+                self.transfers += 1
+                self.sim.log(f"member: transfer {leader} -> {dest}")
+                self.sim.replicas[leader].transfer_leadership(dest)
+            else:
+                self.propose(leader, ConfChange(REMOVE, source))
+        else:
+            self.moves += 1
+            self.sim.log(f"member: move {source} -> {dest} done")
+            self.move = None
 
     def propose(self, leader: int, change: ConfChange) -> None:
         replica = self.sim.replicas[leader]

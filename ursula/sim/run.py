@@ -80,6 +80,10 @@ BROKEN_RULES: dict[str, dict] = {
     "conf_changes_in_flight": {"raft": {"unsafe_conf_changes_in_flight": True},
                                "membership": True},
     "wiped_node_votes": {"member": "wiped_node_votes", "membership": True},
+    "joining_heartbeat_commit": {"raft": {"unsafe_joining_heartbeat_commit": True},
+                                 "membership": True, "moves": True},
+    "snapshot_retransmit": {"raft": {"unsafe_snapshot_retransmit": True},
+                            "membership": True, "moves": True},
     # storage (the fake disk)
     "lazy_fsync": {"disk": "lazy_fsync"},
     "unsynced_vote": {"disk": "unsynced_vote"},
@@ -106,6 +110,8 @@ class Result:
     cold_uploads: int = 0  # chunks stored in the simulated cold tier
     refused: int = 0  # If-Match appends answered 412 (the writers' acks are in acks)
     conf_changes: int = 0  # membership changes applied (proposals answered ok)
+    moves: int = 0  # group moves finished (learner, promote, transfer, remove)
+    transfers: int = 0  # leadership transfers the moves asked for
     broken: str | None = None
     options: dict = field(default_factory=dict)
 
@@ -135,6 +141,7 @@ class Simulation:
         cas_clients: int = 2,
         membership: bool = False,
         compute: bool = False,
+        moves: bool = False,
         hold_bytes: int = 0,
     ) -> None:
         self.seed = seed
@@ -209,7 +216,7 @@ class Simulation:
             # its own random stream: a run without membership changes is the same as before
             self.member_rng = random.Random(seed * 7_000_003 + 5)
             self.operator = Operator(self, random.Random(self.member_rng.getrandbits(64)),
-                                     rule.get("member"))
+                                     rule.get("member"), moves or rule.get("moves", False))
             spares = list(range(nodes + 1, nodes + 1 + SPARES))
         skews = [rng.uniform(-0.25, 0.25) for _ in self.ids]
         if spares:
@@ -429,6 +436,8 @@ class Simulation:
         res.refused = self.checker.cas_refused
         res.cold_uploads = self.cold_store.uploads if self.cold_store is not None else 0
         res.conf_changes = self.operator.applied if self.membership else 0
+        res.moves = self.operator.moves if self.membership else 0
+        res.transfers = self.operator.transfers if self.membership else 0
         return res
 
     def _converged(self) -> bool:

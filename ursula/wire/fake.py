@@ -79,6 +79,9 @@ class FakePeerTransport:
         self._flush_call = None
         self._outstanding: dict[int, set[defer.Deferred]] = {}
 
+    def set_peer(self, peer_id: int, endpoint_string: str) -> None:
+        self.addresses = {**getattr(self, "addresses", {}), peer_id: endpoint_string}
+
     def on_raft(self, callback) -> None:
         self._raft_handler = callback
 

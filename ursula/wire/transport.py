@@ -160,6 +160,7 @@ class PeerTransport:
         self._raft_handler: Callable[[int, list[RaftItem]], Any] | None = None
         self._forward_handler: Callable[[int, bytes], Any] | None = None
         self._stopped = False
+        self._started = False
 
     # -- handler registration ---------------------------------------------------------------
 
@@ -195,6 +196,7 @@ class PeerTransport:
     def start(self) -> None:
         """Dial every peer with a higher node id, reconnecting with back-off (idempotent)."""
         self._stopped = False
+        self._started = True
         for peer_id, endpoint_string in sorted(self.peers.items()):
             if peer_id <= self.node_id or peer_id in self._services:
                 continue
@@ -205,6 +207,27 @@ class PeerTransport:
                                     retryPolicy=self._policy_for(peer_id), clock=self.reactor)
             self._services[peer_id] = service
             service.startService()
+
+    def set_peer(self, peer_id: int, endpoint_string: str) -> None:
+        """Add a peer, or change where it is (a node that joined, or moved to a new address):
+        its dialing restarts at the new endpoint and an open connection to the old one is
+        dropped; from now on it may dial us too (``_accepts``)."""
+        peer_id = int(peer_id)
+        if peer_id == self.node_id:
+            return
+        if self.peers.get(peer_id) == endpoint_string:
+            return
+        self.peers[peer_id] = endpoint_string
+        self.stats.setdefault(peer_id, PeerStats())
+        self._auth_failures.setdefault(peer_id, 0)
+        service = self._services.pop(peer_id, None)
+        if service is not None:
+            service.stopService()
+        proto = self._conns.get(peer_id)
+        if proto is not None and proto.dialer:
+            proto.drop()
+        if self._started and not self._stopped:
+            self.start()
 
     def _policy_for(self, peer_id: int) -> Callable[[int], float]:
         # ClientService counts failed TCP connects; a connection that is made but fails the
