@@ -440,30 +440,13 @@ class RaftCore:
         if not self.remote and (self.placement is None
                                 or len(self.groups) == len(self.placement.owned)):
             return self.reads.list_streams(bucket, after, limit)
-        parts = []
-        if self.groups:
-            local = self.reads.list_streams(bucket, after, limit)
-
-            def none_here(failure):
-                failure.trap(StreamError)
-                if failure.value.code != "bucket_not_found":
-                    return failure
-                return None
-            parts.append(local.addErrback(none_here))
+        parts = [self.reads.list_streams(bucket, after, limit)] if self.groups else []
         for g in self._owned():
             if g not in self.groups:
                 parts.append(self._remote(g).call("list", [bucket, after, limit]).addCallback(
                     lambda items: None if items is None else
                     [(name, info_from_wire(info)) for name, info in items]))
-        d = defer.gatherResults(parts, consumeErrors=True)
-        d.addErrback(lambda failure: failure.value.subFailure.raiseException())
-
-        def merge(results):
-            if all(r is None for r in results):
-                raise StreamError("bucket_not_found")
-            found = [item for r in results if r for item in r]
-            return sorted(found, key=lambda item: item[0])[:limit]
-        return d.addCallback(merge)
+        return merge_listings(parts, limit)
 
     def view(self, bucket, stream, kind, max_bytes):
         group = self._group_for(bucket, stream)
@@ -762,6 +745,26 @@ def _empty(storage) -> bool:
     """Whether a group's storage holds nothing yet (a new or wiped disk)."""
     return (storage.hard_state.term == 0 and storage.last_index() == 0
             and storage.snapshot().meta.index == 0)
+
+
+def merge_listings(parts, limit: int):
+    """One bucket listing from the Deferred listings of several places (groups hosted here and
+    elsewhere, or other cores): a place without the bucket counts as empty, the bucket is
+    missing only if every place says so; names sorted, at most ``limit``."""
+    def missing(failure):
+        failure.trap(StreamError)
+        if failure.value.code != "bucket_not_found":
+            return failure
+        return None
+    d = defer.gatherResults([p.addErrback(missing) for p in parts], consumeErrors=True)
+    d.addErrback(lambda failure: failure.value.subFailure.raiseException())
+
+    def merge(results):
+        if all(r is None for r in results):
+            raise StreamError("bucket_not_found")
+        found = [item for r in results if r for item in r]
+        return sorted(found, key=lambda item: item[0])[:limit]
+    return d.addCallback(merge)
 
 
 def _combine_bucket_outcomes(outcomes):

@@ -34,7 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ursula.core.cluster import _combine_bucket_outcomes
+from ursula.core.cluster import _combine_bucket_outcomes, merge_listings
 from ursula.core.forks import ForkCoordinator
 from ursula.core.interfaces import ICore, TooManyReaders, Unavailable
 from ursula.core.placement import group_of
@@ -425,21 +425,7 @@ class RoutedCore:
     def list_streams(self, bucket, after, limit):
         parts = [self.raft.list_streams(bucket, after, limit)]
         parts += [proxy.list_streams(bucket, after, limit) for proxy in self.proxies.values()]
-
-        def missing(failure):
-            failure.trap(StreamError)
-            if failure.value.code != "bucket_not_found":
-                return failure
-            return None
-        d = defer.gatherResults([p.addErrback(missing) for p in parts], consumeErrors=True)
-        d.addErrback(lambda failure: failure.value.subFailure.raiseException())
-
-        def merge(results):
-            if all(r is None for r in results):
-                raise StreamError("bucket_not_found")
-            found = [item for r in results if r for item in r]
-            return sorted(found, key=lambda item: item[0])[:limit]
-        return d.addCallback(merge)
+        return merge_listings(parts, limit)
 
     def view(self, bucket, stream, kind, max_bytes):
         proxy = self._proxy(self.core_of(bucket, stream))
