@@ -84,6 +84,7 @@ class ClusterSection:
     snapshot_log_bytes: int = 16 * MiB
     parallel_write: bool = True
     hold_bytes: int = 1 << 20  # proposals held while a group's write is in flight (0: off)
+    leader_balance_ms: int = 5000  # how often leaders go back to their preferred node (0: off)
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,7 @@ _MINIMUM = {("node", "backlog"): 1, ("node", "admin_drain_timeout_s"): 1, ("http
             ("limits", "max_pipelined_requests"): 1, ("cluster", "node_id"): 1, ("cluster", "groups"): 1,
             ("cluster", "tick_ms"): 10, ("cluster", "election_ticks"): 3,
             ("cluster", "request_timeout_ms"): 100, ("cluster", "leader_wait_ms"): 0,
+            ("cluster", "leader_balance_ms"): 0,
             ("cluster", "snapshot_entries"): 10, ("cluster", "log_keep_entries"): 0,
             ("cluster", "snapshot_log_bytes"): 4096, ("storage", "segment_bytes"): 4096,
             ("storage", "hot_bytes"): 1024, ("cold", "chunk_bytes"): 1024,

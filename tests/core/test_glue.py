@@ -79,8 +79,9 @@ def test_a_frozen_leader_costs_one_election_not_a_request_timeout(cluster):
     waited = h.now - started
     outcome = _ok(done)
     assert outcome.next_offset == 7
-    # election timeout: 10-20 ticks of 100 ms; the request timeout is 5 s
-    assert waited < 2.5, waited
+    # election timeout: 10-20 ticks of 100 ms, twice if the first vote splits (it does with
+    # this seed: nodes 2 and 3 time out in the same tick); the request timeout is 5 s
+    assert waited < 4.1, waited
     assert h.cores[follower].forwarder.reroutes >= 1
     new = h.leader(0)
     assert new != old

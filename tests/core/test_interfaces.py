@@ -67,6 +67,10 @@ def test_fake_scheduler_runs_a_turn():
     core.start()
     assert sorted(fake.scheduled) == [0, 1]
     fake.run()
+    # group 1 had nothing more to do; group 0 (node 1 is its preferred leader) campaigned, and
+    # persisting its vote asks for one more turn
+    assert sorted(fake.scheduled) == [0]
+    fake.run()
     assert fake.scheduled == {}
 
 

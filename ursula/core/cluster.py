@@ -108,8 +108,9 @@ class CoreSettings:
                  cold_cache_bytes=64 << 20, parallel_write=True, hold_bytes=1 << 20,
                  flush_depth=4,
                  sweep_interval_s=600.0, orphan_grace_s=600.0, pack_ranges=256,
-                 join=False, compute=True, compute_module_cache=64):
+                 join=False, compute=True, compute_module_cache=64, leader_balance_s=5.0):
         self.tick_ms = tick_ms
+        self.leader_balance_s = leader_balance_s  # leaders go back to their preferred node
         self.parallel_write = parallel_write  # the leader's fsync beside replication
         self.hold_bytes = hold_bytes  # proposals held while a write is in flight (GroupDriver)
         self.election_ticks = election_ticks
@@ -191,6 +192,8 @@ class RaftCore:
         self.draining = False  # drain(): leadership is moved off this node and kept off
         self._drain_loop = None
         self._drain_turn = 0
+        self._balancer = None
+        self._balance_tries: dict[int, tuple[int, float]] = {}  # group -> (tries, not before)
         # ursula.core.subscriptions: told of every stream change and applied Ready
         self.subscription_hooks: list = []
         if hasattr(persister, "on_holding_back"):
@@ -209,17 +212,62 @@ class RaftCore:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        placed = self.placement is not None and not self.placement.every_node
         for group in self.groups.values():
             if len(group.node.voters) == 1:
                 group.node.campaign()  # a cluster of one elects itself at once
-            elif (placed and _empty(group.storage) and not group.node.joining
-                  and preferred_leader(self.placement.genesis, self.placement.replication,
-                                       group.group_id) == self.node_id):
-                group.node.campaign()  # a new group: its preferred leader asks first
+            elif (_empty(group.storage) and not group.node.joining
+                  and self.preferred_leader(group) == self.node_id):
+                # a new group: its preferred leader asks first, so that the leaders of a new
+                # cluster are spread over its nodes (not all on whichever node won the race)
+                group.node.campaign()
         self.scheduler.start(self.groups.values())
         if self.flusher is not None:
             self.flusher.start()
+        if self.transport is not None and self.settings.leader_balance_s > 0:
+            self._balancer = task.LoopingCall(self._balance_leaders)
+            self._balancer.clock = self.reactor
+            self._balancer.start(self.settings.leader_balance_s, now=False)
+
+    def preferred_leader(self, group) -> int:
+        """The node meant to lead ``group`` (``ursula.core.placement.preferred_leader``: the
+        leaders spread over the nodes like the replicas)."""
+        if self.placement is not None:
+            return preferred_leader(self.placement.genesis, self.placement.replication,
+                                    group.group_id)
+        voters = sorted(group.node.voters)
+        return voters[group.group_id % len(voters)]
+
+    def _balance_leaders(self) -> None:
+        """Every ``leader_balance_s``: a group led here whose preferred leader is another
+        voter, connected and holding the whole log, is handed to it (Raft leadership
+        transfer). So the leaders of a cluster spread over its nodes again after a restart, a
+        failure or a start where one node won most elections, and every node shares the
+        leaders' work. A group that comes back (its preferred node is draining, or keeps
+        losing it) is retried after twice the wait each time, up to 64 periods."""
+        if self.stopped or self.draining or self.transport is None:
+            return
+        now = self.reactor.seconds()
+        period = self.settings.leader_balance_s
+        for group in self.groups.values():
+            gid = group.group_id
+            node = group.node
+            want = self.preferred_leader(group)
+            tries, not_before = self._balance_tries.get(gid, (0, 0.0))
+            if node.leader == want:
+                if now >= not_before:  # it stayed where it belongs: the tries start over
+                    self._balance_tries.pop(gid, None)
+                continue
+            if not group.is_leader or want == self.node_id or want not in node.voters:
+                continue
+            if now < not_before or node.lead_transferee != NONE:
+                continue
+            if not self.transport.connected(want) or node.match_of(want) < node.last_index():
+                continue  # down, or behind: a transfer would stall the group's writes
+            log.info("group {group}: handing leadership to its preferred node {to}", group=gid,
+                     to=want)
+            self._balance_tries[gid] = (tries + 1, now + period * min(2 ** tries, 64))
+            node.transfer_leadership(want)
+            self.schedule(group)
 
     def hand_over(self, timeout_s: float = 3.0):
         """Graceful shutdown: hand every group this node leads to a connected follower
@@ -227,6 +275,7 @@ class RaftCore:
         timeout. Fires when no group is led here any more, or after ``timeout_s``."""
         if self.transport is None:
             return defer.succeed(None)
+        self.draining = True  # a group won back meanwhile (another node's balancer) moves on
         deadline = self.reactor.seconds() + timeout_s
         for group in self.groups.values():
             if not group.is_leader:
@@ -248,6 +297,8 @@ class RaftCore:
         self.stopped = True
         if self._drain_loop is not None and self._drain_loop.running:
             self._drain_loop.stop()
+        if self._balancer is not None and self._balancer.running:
+            self._balancer.stop()
         self.scheduler.stop()
         if self.flusher is not None:
             self.flusher.stop()

@@ -311,6 +311,18 @@ class RaftNode:
         self._send(ReadIndexRequest(self.term, self.id, self.lead, ctx))
         return True
 
+    def match_of(self, peer: int) -> int:
+        """The last log index the leader knows ``peer`` holds (0 when not the leader, or for a
+        node that is not a member)."""
+        if self.role != LEADER:
+            return 0
+        pr = self.tracker.progress.get(peer)
+        return 0 if pr is None else pr.match
+
+    def last_index(self) -> int:
+        """The index of the last entry of this node's log."""
+        return self.log.last_index()
+
     def transfer_leadership(self, to: int) -> None:
         """Hand leadership to `to` (graceful shutdown): catch it up, then send TimeoutNow."""
         if self.role != LEADER:

@@ -1,0 +1,99 @@
+"""Leaders go back to their preferred node (``RaftCore._balance_leaders``), on a FakeNetwork."""
+
+from __future__ import annotations
+
+from tests.core.harness import Harness
+
+
+def _leaders(h: Harness) -> dict[int, int | None]:
+    return {g: h.leader(g) for g in range(h.group_count)}
+
+
+def _preferred(h: Harness) -> dict[int, int]:
+    core = next(iter(h.cores.values()))
+    return {g: core.preferred_leader(core.groups[g]) for g in range(h.group_count)}
+
+
+def test_a_new_cluster_elects_its_preferred_leaders():
+    h = Harness(nodes=3, groups=4).start()
+    h.elect()
+    assert _leaders(h) == _preferred(h) == {0: 1, 1: 2, 2: 3, 3: 1}
+    h.stop()
+
+
+def test_leaders_moved_away_come_back_within_a_period():
+    h = Harness(nodes=3, groups=3, leader_balance_s=1.0).start()
+    h.elect()
+    for g in range(3):  # everything onto node 3, as a restart of nodes 1 and 2 would leave it
+        leader = h.leader(g)
+        if leader != 3:
+            h.cores[leader].groups[g].node.transfer_leadership(3)
+            h.cores[leader].schedule(h.cores[leader].groups[g])
+    h.run_until(lambda: all(h.leader(g) == 3 for g in range(3)), timeout=5)
+    h.run_until(lambda: _leaders(h) == _preferred(h), timeout=3)
+    assert _leaders(h) == {0: 1, 1: 2, 2: 3}
+    h.stop()
+
+
+def test_no_balancing_when_off():
+    h = Harness(nodes=3, groups=3, leader_balance_s=0).start()
+    h.elect()
+    leader = h.leader(0)
+    other = 2 if leader != 2 else 3
+    h.cores[leader].groups[0].node.transfer_leadership(other)
+    h.cores[leader].schedule(h.cores[leader].groups[0])
+    h.run_until(lambda: h.leader(0) == other, timeout=5)
+    h.run(5.0)
+    assert h.leader(0) == other
+    h.stop()
+
+
+def test_a_draining_preferred_node_is_retried_less_and_less():
+    """Node 1 drains: it hands its groups away and bounces back what the others give it; their
+    balancers back off (1, 2, 4 ... periods), so the bouncing becomes rare."""
+    h = Harness(nodes=3, groups=3, leader_balance_s=1.0).start()
+    h.elect()
+    h.cores[1].drain(timeout_s=5)
+    h.run_until(lambda: h.leader(0) not in (None, 1), timeout=5)
+    transfers = []
+    for core in h.cores.values():
+        original = core.groups[0].node.transfer_leadership
+
+        def spy(to, original=original):
+            transfers.append(to)
+            original(to)
+        core.groups[0].node.transfer_leadership = spy
+    h.run(20.0)
+    early = transfers.count(1)
+    h.run(40.0)
+    late = transfers.count(1) - early
+    # each of the two other nodes retries after 1, 2, 4, 8, 16, 32 periods: about 4 tries
+    # each in the first 20 s, at most 1 each in the next 40 s
+    assert 2 <= early <= 10 and late <= 2 * 2
+    h.stop()
+
+
+def test_a_behind_preferred_node_is_not_handed_leadership():
+    h = Harness(nodes=3, groups=1, leader_balance_s=1.0).start()
+    h.elect()
+    assert h.leader(0) == 1
+    h.cores[1].groups[0].node.transfer_leadership(2)
+    h.cores[1].schedule(h.cores[1].groups[0])
+    h.run_until(lambda: h.leader(0) == 2, timeout=5)
+    h.net.freeze(1)  # connected but silent: it falls behind while nodes 2 and 3 commit
+    transfers = []
+    node = h.cores[2].groups[0].node
+    original = node.transfer_leadership
+    node.transfer_leadership = lambda to: (transfers.append(to), original(to))
+    done = h.submit(2, _append("behind"))
+    h.run(3.0)  # three balance periods
+    assert done and not isinstance(done[0], Exception) and transfers == [] and h.leader(0) == 2
+    h.net.thaw(1)
+    h.run_until(lambda: h.leader(0) == 1, timeout=10)  # caught up again: it goes back
+    assert transfers == [1]
+    h.stop()
+
+
+def _append(name):
+    from ursula.stream import commands as C
+    return C.Append(bucket="_default", stream=name, content_type="text/plain", body=b"x")
