@@ -45,6 +45,8 @@ class Metrics:
         if getattr(core, "flusher", None) is not None:
             self.registry.register(_ColdCollector(core))
         self.registry.register(_ComputeCollector(core))
+        if getattr(getattr(core, "transport", None), "stats", None) is not None:
+            self.registry.register(_PeerCollector(core.transport))
 
     def watch_subscriptions(self, service) -> None:
         """Export the subscription service's counters (``ursula.core.subscriptions``)."""
@@ -180,6 +182,39 @@ class _SubscriptionCollector:
                                 "Led subscriptions with a lease running", value=stats["active_leases"])
         yield GaugeMetricFamily("ursula_subscriptions", "Subscriptions of the groups led here",
                                 value=stats["subscriptions"])
+
+
+class _PeerCollector:
+    """``ursula_peer_*_total{peer}``: the peer transport's counters for each peer (AMP bytes,
+    Raft messages and the batches that carried them, forwarded requests, connects)."""
+
+    HELP = {
+        "bytes_sent": "AMP bytes sent to the peer",
+        "bytes_received": "AMP bytes received from the peer",
+        "raft_messages_sent": "Raft messages sent to the peer",
+        "raft_messages_received": "Raft messages received from the peer",
+        "raft_batches_sent": "RaftBatch calls (the messages of one reactor turn) sent",
+        "raft_batches_received": "RaftBatch calls received",
+        "raft_messages_dropped": "Raft messages dropped (peer down or backed up; Raft resends)",
+        "forwards_sent": "Requests forwarded to the peer (its groups' leader)",
+        "forwards_received": "Requests the peer forwarded here",
+        "forwards_failed": "Forwarded requests that failed (connection, timeout, handler)",
+        "connects": "Connections made with the peer",
+        "handshake_failures": "Handshakes with the peer that failed",
+    }
+
+    def __init__(self, transport):
+        self.transport = transport
+
+    def collect(self):
+        families = {name: CounterMetricFamily(f"ursula_peer_{name}", text, labels=["peer"])
+                    for name, text in self.HELP.items()}
+        for peer, stats in sorted(self.transport.stats.items()):
+            for name, value in stats.as_dict().items():
+                family = families.get(name)
+                if family is not None:
+                    family.add_metric([str(peer)], value)
+        yield from families.values()
 
 
 class _BatchCollector:
