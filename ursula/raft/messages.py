@@ -13,6 +13,7 @@ May import: the standard library and cbor2 only.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -177,13 +178,17 @@ class Message:
     # field name -> (encode, decode) for fields that are not plain ints/bools/bytes
     _CODECS: ClassVar[dict[str, tuple[Any, Any]]] = {}
 
+    # set for each message class by `_plan` (below): the fields read at once, and the
+    # positions (in the wire list) of the fields that have a codec
+    _GET: ClassVar[Any]
+    _ARITY: ClassVar[int]
+    _ENC: ClassVar[tuple]
+    _DEC: ClassVar[tuple]
+
     def to_wire(self) -> list:
-        out: list = [self.TAG]
-        codecs = self._CODECS
-        for f in fields(self):  # type: ignore[arg-type]
-            v = getattr(self, f.name)
-            c = codecs.get(f.name)
-            out.append(c[0](v) if c else v)
+        out: list = [self.TAG, *self._GET(self)]
+        for i, enc in self._ENC:
+            out[i] = enc(out[i])
         return out
 
     def encode(self) -> bytes:
@@ -354,6 +359,21 @@ MESSAGE_TYPES: tuple[type, ...] = (
 _BY_TAG: dict[int, type] = {cls.TAG: cls for cls in MESSAGE_TYPES}
 
 
+def _plan(cls) -> None:
+    """Work out once per message class what ``to_wire`` / ``from_wire`` do per field (reading
+    ``dataclasses.fields`` for every message cost more than the rest of the encoding)."""
+    names = [f.name for f in fields(cls)]
+    getter = operator.attrgetter(*names)
+    cls._GET = getter if len(names) > 1 else (lambda m, g=getter: (g(m),))
+    cls._ARITY = len(names)
+    cls._ENC = tuple((i + 1, cls._CODECS[n][0]) for i, n in enumerate(names) if n in cls._CODECS)
+    cls._DEC = tuple((i + 1, cls._CODECS[n][1]) for i, n in enumerate(names) if n in cls._CODECS)
+
+
+for _cls in MESSAGE_TYPES:
+    _plan(_cls)
+
+
 def to_wire(msg: Message) -> list:
     """Message -> nested list of ints, bools and bytes (cbor2-encodable)."""
     return msg.to_wire()
@@ -365,15 +385,14 @@ def from_wire(w: list) -> Message:
         cls = _BY_TAG[int(w[0])]
     except (KeyError, IndexError, TypeError, ValueError) as e:
         raise ValueError(f"not a raft message: {w!r:.80}") from e
-    fs = fields(cls)
-    if len(w) != len(fs) + 1:
-        raise ValueError(f"{cls.__name__}: expected {len(fs)} fields, got {len(w) - 1}")
-    codecs = cls._CODECS
-    args = []
-    for f, v in zip(fs, w[1:], strict=True):
-        c = codecs.get(f.name)
-        args.append(c[1](v) if c else v)
-    return cls(*args)
+    if len(w) != cls._ARITY + 1:
+        raise ValueError(f"{cls.__name__}: expected {cls._ARITY} fields, got {len(w) - 1}")
+    if not cls._DEC:
+        return cls(*w[1:])
+    args = list(w)
+    for i, dec in cls._DEC:
+        args[i] = dec(args[i])
+    return cls(*args[1:])
 
 
 def encode_message(msg: Message) -> bytes:
