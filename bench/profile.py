@@ -1,7 +1,7 @@
 """Profile ursula's append path under load with py-spy.
 
     python bench/profile.py [--server ursula] [--seconds 20] [--streams 100] [--producer]
-                            [--out /tmp/ursula-append]
+                            [--out /tmp/ursula-append] [--nodes 0,1,2]
 
 Starts ursula (the --server entry of servers.py; the first node of a cluster is sampled), drives it with wrk and append.lua
 (64 connections, 256-byte appends), samples it with `py-spy record --format raw` (collapsed
@@ -93,7 +93,11 @@ def main():
     p.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--out", default="/tmp/ursula-append")
+    p.add_argument("--nodes", default="0",
+                   help="which nodes of a cluster to sample, a comma list of indexes (0 = the "
+                        "one wrk drives), sampled at the same time; <out>.nodeK.* for K > 0")
     a = p.parse_args()
+    nodes = [int(n) for n in a.nodes.split(",")]
     spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
     spec = next(s for s in servers.SERVERS if s["name"] == a.server)
     srv = servers.Server(spec, tempfile.mkdtemp(prefix="ursula-profile-"), refserver=None)
@@ -111,14 +115,24 @@ def main():
              srv.base, "--", str(a.streams), prefix, "prof-" if a.producer else "-", "256"],
             stdout=subprocess.PIPE, text=True)
         for fmt, ext in (("raw", "txt"), ("flamegraph", "svg")):
-            subprocess.run([spy, "record", "--pid", str(srv.pids()[0]), "--duration",
-                            str(a.seconds // 2), "--rate", str(a.rate), "--nonblocking",
-                            "--nolineno", "--threads", "--format", fmt, "-o", f"{a.out}.{ext}"],
-                           check=True, capture_output=True)
+            spies = [subprocess.Popen(
+                [spy, "record", "--pid", str(srv.pids()[n]), "--duration", str(a.seconds // 2),
+                 "--rate", str(a.rate), "--nonblocking", "--nolineno", "--threads",
+                 "--format", fmt, "-o", f"{out_path(a.out, n)}.{ext}"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for n in nodes]
+            for s in spies:
+                if s.wait():
+                    raise SystemExit(f"py-spy failed ({s.args})")
         print("wrk:", load.communicate()[0].strip().splitlines()[-1])
     finally:
         srv.stop()
-    summarize(f"{a.out}.txt", a.top)
+    for n in nodes:
+        print(f"\n===== node {n} =====")
+        summarize(f"{out_path(a.out, n)}.txt", a.top)
+
+
+def out_path(out, node):
+    return out if node == 0 else f"{out}.node{node}"
 
 
 if __name__ == "__main__":
