@@ -108,7 +108,7 @@ class CoreSettings:
                  cold_cache_bytes=64 << 20, parallel_write=True, hold_bytes=1 << 20,
                  flush_depth=4,
                  sweep_interval_s=600.0, orphan_grace_s=600.0, pack_ranges=256,
-                 join=False, compute=True, compute_module_cache=64, leader_balance_s=5.0):
+                 join=False, compute=True, compute_module_cache=64, leader_balance_s=0.0):
         self.tick_ms = tick_ms
         self.leader_balance_s = leader_balance_s  # leaders go back to their preferred node
         self.parallel_write = parallel_write  # the leader's fsync beside replication
@@ -400,16 +400,17 @@ class RaftCore:
 
     def _forwarded(self, group_id, payload: bytes):
         group = self.groups.get(group_id)
-        kind = cbor2.loads(payload)[0] if payload[:1] != b"" else ""
+        decoded = cbor2.loads(payload) if payload[:1] != b"" else [""]
+        kind = decoded[0]
         if group is None:
             remote = self.remote.get(group_id)
             return cbor2.dumps(["not_member", remote.leader_hint if remote else NONE,
                                 remote.members if remote else []])
         if kind == "submit":
-            return self.forwarder.answer(group, payload)
+            return self.forwarder.answer(group, payload, decoded)
         if kind == "where":
             return cbor2.dumps(["at", group.node.leader, members_of(group)])
-        return serve(self, group, cbor2.loads(payload))
+        return serve(self, group, decoded)
 
     # -- groups hosted elsewhere (ursula.core.remote) ----------------------------------------
 
