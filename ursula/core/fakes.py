@@ -69,7 +69,7 @@ class FakeForwarder:
     def leader_changed(self, group) -> None:
         self.leader_changes.append(group.group_id)
 
-    def answer(self, group, payload: bytes):
+    def answer(self, group, payload: bytes, decoded=None):
         raise NotImplementedError("the fake forwarder serves no peers")
 
     def stop(self) -> None:

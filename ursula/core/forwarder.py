@@ -140,12 +140,12 @@ class Forwarder:
         self._route(req)
         return req.result
 
-    def _propose_here(self, group, command):
+    def _propose_here(self, group, command, request_id: str | None = None):
         """The hot path: propose on this node, the group's leader. The request's deadline
         (``request_timeout_s``) is an entry in the group's queue of local proposals, checked
         every ``SWEEP_S`` (they are answered in log order, so the queue stays as short as the
         proposals in flight): no timer per request."""
-        d = group.submit(command)
+        d = group.submit(command, request_id)
         if d.called:
             return d
         queue = self._local.get(group.group_id)
@@ -289,9 +289,13 @@ class Forwarder:
 
     # -- the leader's side ---------------------------------------------------------------------
 
-    def answer(self, group, payload: bytes):
-        """A follower forwarded a command: propose it if we lead, else say who does."""
-        decoded = cbor2.loads(payload)
+    def answer(self, group, payload: bytes, decoded: list | None = None):
+        """A follower forwarded a command: propose it if we lead, else say who does. The
+        proposal's deadline (``request_timeout_s``) is kept like a local one's (the group's
+        queue, swept every ``SWEEP_S``); ``decoded`` is ``payload`` decoded, if the caller
+        has done it already."""
+        if decoded is None:
+            decoded = cbor2.loads(payload)
         if group is None or decoded[0] != "submit":
             return cbor2.dumps(["error", "unknown group or request"])
         if not group.is_leader:
@@ -299,9 +303,13 @@ class Forwarder:
             return cbor2.dumps(["not_leader", node.leader,
                                 sorted(set(node.voters) | set(node.learners))])
         request_id = decoded[2] if len(decoded) > 2 else None
-        d = with_timeout(self.timeouts, group.submit(decode_command(decoded[1]), request_id),
-                         self.settings.request_timeout_s)
-        d.addCallback(lambda outcome: cbor2.dumps(["ok", outcome_to_wire(outcome)]))
-        d.addErrback(lambda failure: cbor2.dumps(["unavailable",
-                                                  failure.getErrorMessage()[:200]]))
-        return d
+        d = self._propose_here(group, decode_command(decoded[1]), request_id)
+        return d.addCallbacks(_applied_answer, _unavailable_answer)
+
+
+def _applied_answer(outcome) -> bytes:
+    return cbor2.dumps(["ok", outcome_to_wire(outcome)])
+
+
+def _unavailable_answer(failure) -> bytes:
+    return cbor2.dumps(["unavailable", failure.getErrorMessage()[:200]])

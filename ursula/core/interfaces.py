@@ -102,9 +102,10 @@ class IForwarder(Interface):
     def leader_changed(group) -> None:
         """``group``'s known leader changed: re-send its outstanding forwarded requests."""
 
-    def answer(group, payload: bytes) -> object:
+    def answer(group, payload: bytes, decoded=None) -> object:
         """Serve a request another node forwarded here for ``group`` (None: not a group of
-        this node): bytes, or a Deferred of bytes."""
+        this node): bytes, or a Deferred of bytes. ``decoded``: ``payload`` already decoded
+        (cbor), if the caller has done it."""
 
     def stop() -> None:
         """Fail every outstanding request (the node is shutting down)."""

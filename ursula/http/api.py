@@ -83,8 +83,15 @@ class Api:
         method = request.method
         if method == b"OPTIONS":
             return self.options(request)
-        return self.guard(request, self._named(self._handlers[method], bucket, name,
-                                               allow_slash))
+        # guard() and _named() inlined: this is every append's path
+        try:
+            result = self._handlers[method](request, check_bucket(bucket),
+                                            check_stream(name, self.max_name, allow_slash))
+        except Exception:
+            return self._answer_failure(Failure(), request)
+        if isinstance(result, Deferred):
+            return result.addErrback(self._answer_failure, request)
+        return result
 
     def reserved(self, request, bucket: str, root: str, rest: str):
         """``{stream-url}/__ds/<rest>``: the subscription APIs (``ursula.http.subscriptions``)."""
@@ -183,31 +190,33 @@ class Api:
         return self.live.long_poll(request, bucket, name, offset)
 
     def guard(self, request, call):
-        def failed(failure):
-            if failure.check(CancelledError):
-                return None
-            if failure.check(ProtocolError):
-                error = failure.value
-                return error_body(request, error.status, error.reason, error.headers)
-            if failure.check(StreamError):
-                return render.stream_error(request, failure.value.code,
-                                           failure.value.next_offset)
-            if failure.check(Unavailable):
-                return error_body(request, 503, str(failure.value), {"Retry-After": "1"})
-            if failure.check(TooManyReaders):
-                limit = self.config.limits.max_live_readers
-                return error_body(request, 503, f"too many live readers (limits.max_live_readers"
-                                                f" = {limit})", {"Retry-After": "1"})
-            log.failure("unexpected error handling {method} {uri}", failure,
-                        method=request.method, uri=request.uri)
-            return error_body(request, 500, "internal server error")
+        """``call(request)``, with every error it raises or fails with answered (4xx/503, or a
+        logged 500)."""
         try:
             result = call(request)
         except Exception:
-            return failed(Failure())
+            return self._answer_failure(Failure(), request)
         if isinstance(result, Deferred):
-            return result.addErrback(failed)
+            return result.addErrback(self._answer_failure, request)
         return result
+
+    def _answer_failure(self, failure, request):
+        if failure.check(CancelledError):
+            return None
+        if failure.check(ProtocolError):
+            error = failure.value
+            return error_body(request, error.status, error.reason, error.headers)
+        if failure.check(StreamError):
+            return render.stream_error(request, failure.value.code, failure.value.next_offset)
+        if failure.check(Unavailable):
+            return error_body(request, 503, str(failure.value), {"Retry-After": "1"})
+        if failure.check(TooManyReaders):
+            limit = self.config.limits.max_live_readers
+            return error_body(request, 503, f"too many live readers (limits.max_live_readers"
+                                            f" = {limit})", {"Retry-After": "1"})
+        log.failure("unexpected error handling {method} {uri}", failure,
+                    method=request.method, uri=request.uri)
+        return error_body(request, 500, "internal server error")
 
     # -- buckets -------------------------------------------------------------------------
 

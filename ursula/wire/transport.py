@@ -27,6 +27,7 @@ from twisted.internet.endpoints import clientFromString, serverFromString, wrapC
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ursula.loop import Timeouts
@@ -411,17 +412,43 @@ class PeerTransport:
                 pending.result.errback(ForwardFailed(data[1:].decode("utf-8", "replace")))
 
     def _forwards_received(self, proto: PeerProtocol, items: list[RaftItem]) -> None:
+        handler = self._forward_handler
         for fid, data in items:
             try:
                 group, payload = unpack_forward(data)
             except ValueError as error:
                 self._answer(proto, fid, b"\x01" + str(error).encode())
                 continue
-            d = self._forward_received(proto.peer_id, group, payload)
-            d.addCallbacks(lambda result, fid=fid: self._answer(proto, fid,
-                                                                 b"\x00" + result["payload"]),
-                           lambda failure, fid=fid: self._answer(
-                               proto, fid, b"\x01" + _error_text(failure).encode()))
+            if handler is None:
+                self._answer(proto, fid, b"\x01no forward handler on this node")
+                continue
+            # the handler called directly, its Deferred (if any) given one callback pair: a
+            # forwarded request is every write that reaches a follower
+            try:
+                result = handler(group, payload)
+            except Exception:  # noqa: BLE001 - answered as a failure, logged
+                self._forward_failed(Failure(), proto, fid, group)
+                continue
+            if isinstance(result, defer.Deferred):
+                result.addCallbacks(self._forward_done, self._forward_failed,
+                                    callbackArgs=(proto, fid, group),
+                                    errbackArgs=(proto, fid, group))
+            else:
+                self._forward_done(result, proto, fid, group)
+
+    def _forward_done(self, result, proto: PeerProtocol, fid: int, group: int) -> None:
+        if isinstance(result, bytes):
+            self._answer(proto, fid, b"\x00" + result)
+        else:
+            self._forward_failed(Failure(TypeError(
+                f"forward handler returned {type(result).__name__}, not bytes")), proto, fid,
+                group)
+
+    def _forward_failed(self, failure, proto: PeerProtocol, fid: int, group: int) -> None:
+        if not failure.check(ForwardFailed):
+            log.failure("wire: forward handler failed (group {group}, from node {peer})",
+                        failure=failure, group=group, peer=proto.peer_id)
+        self._answer(proto, fid, b"\x01" + _error_text(failure).encode())
 
     def _answer(self, proto: PeerProtocol, fid: int, data: bytes) -> None:
         if proto.closed or self._stopped:
@@ -451,26 +478,6 @@ class PeerTransport:
                             for fid, _ in batch:
                                 self._fail_forward(fid, PeerUnavailable(
                                     f"connection to peer {proto.peer_id} lost"))
-
-    def _forward_received(self, peer_id: int, group: int, payload: bytes) -> defer.Deferred:
-        if self._forward_handler is None:
-            return defer.fail(ForwardFailed("no forward handler on this node"))
-        d = defer.maybeDeferred(self._forward_handler, group, payload)
-
-        def answered(result):
-            if not isinstance(result, bytes):
-                raise TypeError(f"forward handler returned {type(result).__name__}, not bytes")
-            return {"payload": result}
-
-        def failed(failure):
-            if not failure.check(ForwardFailed):
-                log.failure("wire: forward handler failed (group {group}, from node {peer})",
-                            failure=failure, group=group, peer=peer_id)
-            raise ForwardFailed(_error_text(failure))
-
-        d.addCallback(answered)
-        d.addErrback(failed)
-        return d
 
     # -- connection bookkeeping (called by PeerProtocol) ------------------------------------
 
