@@ -85,10 +85,7 @@ def main() -> int:
     srv = servers.Server(spec, workdir, refserver=None).start(60)
     try:
         prefix = "/v1/stream/cpu-"
-        client = workloads.Client(srv.base)
-        for i in range(a.streams):
-            client.call("PUT", f"{prefix}{i}")
-        client.close()
+        workloads.create_streams(srv.base, prefix, a.streams)
         time.sleep(1.0)
         pids = srv.pids()
         before = [scrape(s) for s in socks]

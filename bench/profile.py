@@ -104,10 +104,7 @@ def main():
     srv.start(60)
     try:
         prefix = "/v1/stream/profile-"
-        c = workloads.Client(srv.base)
-        for i in range(a.streams):
-            c.call("PUT", f"{prefix}{i}")
-        c.close()
+        workloads.create_streams(srv.base, prefix, a.streams)
         threads = a.conns if a.producer else min(a.conns, os.cpu_count() or 1)
         load = subprocess.Popen(
             ["wrk", f"-t{threads}", f"-c{a.conns}", f"-d{a.seconds + 4}s", "-s",

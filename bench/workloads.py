@@ -77,14 +77,19 @@ def need(tool, hint):
         raise RuntimeError(f"'{tool}' not found on PATH ({hint})")
 
 
+def create_streams(base, prefix, count):
+    """PUT ``{prefix}0`` .. ``{prefix}{count - 1}`` (the streams append.lua writes to)."""
+    c = Client(base)
+    for i in range(count):
+        c.call("PUT", f"{prefix}{i}")
+    c.close()
+
+
 def append(base, tag, streams, duration, conns, payload, producer=False):
     """Appends/s and latency; with producer=True each connection is its own producer."""
     need("wrk", "apt-get install -y wrk")
     prefix = f"/v1/stream/bench-{tag}-"
-    c = Client(base)
-    for i in range(streams):
-        c.call("PUT", f"{prefix}{i}")
-    c.close()
+    create_streams(base, prefix, streams)
     # One wrk thread per connection for producers: wrk's Lua state is per thread, so this is
     # what makes Producer-Seq per connection and in order. Plain appends use one per core.
     threads = conns if producer else min(conns, os.cpu_count() or 1)

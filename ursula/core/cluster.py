@@ -400,7 +400,7 @@ class RaftCore:
 
     def _forwarded(self, group_id, payload: bytes):
         group = self.groups.get(group_id)
-        decoded = cbor2.loads(payload) if payload[:1] != b"" else [""]
+        decoded = cbor2.loads(payload) if payload else [""]
         kind = decoded[0]
         if group is None:
             remote = self.remote.get(group_id)
