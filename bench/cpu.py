@@ -1,6 +1,7 @@
 """Where a server's CPU goes per append: each node's steady-state CPU, and its peer traffic.
 
     python bench/cpu.py [--server ursula-3node] [--streams 100] [--seconds 8] [--conns 64]
+                        [--leaders 1,2,3,1]
 
 Starts a server of servers.py (each ursula node with an admin listener on a unix socket in
 its work directory), creates the streams, then runs wrk with append.lua (256-byte appends)
@@ -8,7 +9,10 @@ against the first node and reads, for that window only (start-up and stream crea
 out): every node's CPU from /proc (its process tree: user and system time), and from each
 ursula node's metrics the Raft entries it proposed, its journal writes and its peer counters
 (``ursula_peer_*_total``). Printed per node: CPU in % of one core and in microseconds per
-acknowledged append, then each counter per append. A measuring tool, not a benchmark table:
+acknowledged append and its context switches per append, then each counter per append.
+``--leaders`` moves the leader of group g to the g-th node id of the list first (admin
+``transfer-leader``), so runs compare the same placement: leaders decide where the work is
+(by default elections place them). A measuring tool, not a benchmark table:
 bench/run.py makes those.
 """
 
@@ -51,6 +55,33 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return user / tick, system / tick
 
 
+def context_switches(pid: int) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of every thread of ``pid`` and its
+    children: each wake-up of another process or thread (a peer's socket, the journal
+    thread) costs one, and on a machine as small as the benchmarks' they add up."""
+    voluntary = involuntary = 0
+    try:
+        children = open(f"/proc/{pid}/task/{pid}/children").read().split()
+    except OSError:
+        children = []
+    for p in [pid, *map(int, children)]:
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                status = open(f"/proc/{p}/task/{tid}/status").read()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("voluntary_ctxt_switches"):
+                    voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches"):
+                    involuntary += int(line.split()[1])
+    return voluntary, involuntary
+
+
 def scrape(sock: str) -> dict[str, float]:
     text = subprocess.run(["curl", "-s", "--unix-socket", sock, "http://node/__ursula/metrics"],
                           capture_output=True, text=True, timeout=10).stdout
@@ -67,12 +98,39 @@ def scrape(sock: str) -> dict[str, float]:
     return out
 
 
+def admin(sock: str, method: str, path: str) -> dict:
+    text = subprocess.run(["curl", "-s", "-X", method, "--unix-socket", sock,
+                           f"http://node{path}"], capture_output=True, text=True,
+                          timeout=30).stdout
+    return json.loads(text or "{}")
+
+
+def place_leaders(socks: list[str], leaders: list[int]) -> None:
+    """Move group g's leadership to node ``leaders[g]``; waits until every group has it."""
+    deadline = time.monotonic() + 30
+    while True:
+        groups = admin(socks[0], "GET", "/__ursula/groups").get("groups", [])
+        wrong = [g for g in groups if g["group"] < len(leaders)
+                 and g.get("leader") != leaders[g["group"]]]
+        if not wrong:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"--leaders: groups still led elsewhere: {wrong}")
+        for g in wrong:
+            if g.get("leader"):
+                admin(socks[g["leader"] - 1], "POST", f"/__ursula/groups/{g['group']}"
+                      f"/transfer-leader?to={leaders[g['group']]}")
+        time.sleep(0.5)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--server", default="ursula-3node")
     p.add_argument("--streams", type=int, default=100)
     p.add_argument("--seconds", type=int, default=8)
     p.add_argument("--conns", type=int, default=64)
+    p.add_argument("--leaders", default="",
+                   help="comma list: the node id that leads group 0, 1, ... (default: as elected)")
     a = p.parse_args()
     spec = next(s for s in servers.SERVERS if s["name"] == a.server)
     if spec["kind"] != "ursula":
@@ -86,10 +144,13 @@ def main() -> int:
     try:
         prefix = "/v1/stream/cpu-"
         workloads.create_streams(srv.base, prefix, a.streams)
+        if a.leaders:
+            place_leaders(socks, [int(x) for x in a.leaders.split(",")])
         time.sleep(1.0)
         pids = srv.pids()
         before = [scrape(s) for s in socks]
         cpu0 = [cpu_seconds(pid) for pid in pids]
+        cs0 = [context_switches(pid) for pid in pids]
         started = time.monotonic()
         out = subprocess.run(
             ["wrk", "-t2", f"-c{a.conns}", f"-d{a.seconds}s", "-s",
@@ -97,6 +158,7 @@ def main() -> int:
              "--", str(a.streams), prefix, "-", "256"], capture_output=True, text=True).stdout
         wall = time.monotonic() - started
         cpu1 = [cpu_seconds(pid) for pid in pids]
+        cs1 = [context_switches(pid) for pid in pids]
         after = [scrape(s) for s in socks]
     finally:
         srv.stop()
@@ -110,7 +172,9 @@ def main() -> int:
         system = cpu1[i][1] - cpu0[i][1]
         total += user + system
         print(f"node {i + 1}: CPU {100 * (user + system) / wall:.0f} % of a core; per append "
-              f"{1e6 * user / n:.0f} us user + {1e6 * system / n:.0f} us system")
+              f"{1e6 * user / n:.0f} us user + {1e6 * system / n:.0f} us system; "
+              f"context switches per append {(cs1[i][0] - cs0[i][0]) / n:.2f} voluntary + "
+              f"{(cs1[i][1] - cs0[i][1]) / n:.2f} involuntary")
         for key in sorted(after[i]):
             delta = after[i][key] - before[i].get(key, 0.0)
             if delta:
