@@ -66,6 +66,31 @@ def test_handshake_then_one_batch_per_turn():
     assert p.one.stats[2].raft_batches_sent == 1
 
 
+def test_a_turns_forwards_answers_and_raft_batch_to_a_peer_leave_in_one_write():
+    p = Pair()
+    def handler(group, payload):
+        p.two.send_raft(1, [_heartbeat(group)])  # node 2 has Raft traffic in that turn too
+        return payload.upper()
+
+    p.two.on_forward(handler)
+    writes = {1: [], 2: []}
+    for node, proto in ((1, p.client), (2, p.server)):
+        real = proto.transport.write
+        proto.transport.write = lambda data, real=real, node=node: (
+            writes[node].append(data), real(data))
+    answers = []
+    p.one.forward(2, 7, b"abc").addCallback(answers.append)
+    p.one.forward(2, 7, b"def").addCallback(answers.append)
+    p.one.send_raft(2, [_heartbeat(1)])
+    p.clock.advance(0)  # node 1's turn ends: one flush
+    assert len(writes[1]) == 1
+    p.settle()
+    assert answers == [b"ABC", b"DEF"] and p.received[2] and p.received[1]
+    # node 2 answered both forwards and sent its own Raft batch in the same turn: one write
+    assert len(writes[2]) == 1
+    assert p.one.stats[2].raft_batches_sent == 1 and p.two.stats[1].raft_batches_sent == 1
+
+
 def test_wrong_secret_never_connects():
     p = Pair(secret_2=b"another-secret-of-32-bytes-long!")
     assert not p.one.connected(2) and not p.two.connected(1)

@@ -34,7 +34,6 @@ from http import HTTPStatus
 from urllib.parse import unquote_to_bytes
 
 import httptools
-from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
@@ -44,7 +43,7 @@ from zope.interface import implementer
 
 from ursula.http.api import BUCKET_METHODS, STREAM_METHODS, Api
 from ursula.http.common import COMMON_HEADERS, error_body
-from ursula.loop import Timeouts
+from ursula.loop import DirectWriter, Timeouts
 from ursula.protocol.errors import ProtocolError
 from ursula.protocol.names import (
     DEFAULT_BUCKET,
@@ -316,29 +315,15 @@ class HttpConnection(Protocol):
                 pass
         self.parser = httptools.HttpRequestParser(self)
         self.secure = ISSLTransport.providedBy(self.transport)
-        self._socket = _direct_socket(self.transport)
+        self.send = DirectWriter(self.transport).write
         self.transport.registerProducer(self, True)
         self._start_idle()
 
     def send(self, data: bytes) -> None:
-        """Write ``data`` to the client. On a plain TCP transport with nothing buffered this
-        is one ``send`` right away, instead of Twisted's buffer, an ``EPOLLOUT``
-        registration, a ``doWrite`` in the next poll and a de-registration (two ``epoll_ctl``
-        calls per answer); what the socket does not take goes through ``transport.write``."""
-        sock = self._socket
-        transport = self.transport
-        if (sock is not None and transport.connected and not transport.disconnecting
-                and not transport.dataBuffer and not transport._tempDataBuffer):
-            try:
-                sent = sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                sent = 0  # let the transport meet (and report) the error on its own write
-            if sent == len(data):
-                return
-            data = data[sent:]
-        transport.write(data)
+        """Write ``data`` to the client (``connectionMade`` replaces this with a
+        ``DirectWriter``'s ``write``: one ``send`` right away, not Twisted's buffer and two
+        ``epoll_ctl`` calls per answer)."""
+        self.transport.write(data)
 
     def dataReceived(self, data: bytes):
         if self.broken or self.closing:
@@ -597,17 +582,6 @@ class HttpConnection(Protocol):
 
     def stopProducing(self):
         pass  # connectionLost follows
-
-
-def _direct_socket(transport):
-    """The socket of a plain (not TLS) ``twisted.internet.tcp`` connection, which
-    ``HttpConnection.send`` may write to directly; None for anything else (TLS, fakes)."""
-    if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", True):
-        return None
-    if not all(hasattr(transport, name)
-               for name in ("socket", "dataBuffer", "_tempDataBuffer", "disconnecting")):
-        return None
-    return transport.socket
 
 
 class DataPlaneFactory(Factory):

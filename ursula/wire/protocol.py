@@ -7,7 +7,11 @@ deadline and the idle check (`Ping`), byte counters, and the responders for `Raf
 current, queues, handlers) is delegated to the owner, a
 `ursula.wire.transport.PeerTransport`.
 
-May import: Twisted, the standard library and ``ursula.wire.*``.  No other ursula package.
+Boxes go straight to the socket (``ursula.loop.DirectWriter``); while the owner flushes a
+turn's traffic the connection is corked (``cork`` / ``uncork``), so what a turn sends a peer
+leaves in one write.
+
+May import: Twisted, the standard library, ``ursula.wire.*`` and ``ursula.loop``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from twisted.protocols import amp
 
+from ursula.loop import DirectWriter
 from ursula.wire.commands import (
     HANDSHAKE_COMMANDS,
     NONCE_SIZE,
@@ -78,6 +83,8 @@ class PeerProtocol(amp.AMP):
         self._last_out = 0.0
         #: True while the transport's write buffer is full (we are its streaming producer).
         self.write_paused = False
+        self._writer: DirectWriter | None = None
+        self._corked: list[bytes] | None = None  # boxes held until ``uncork``
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -123,6 +130,7 @@ class PeerProtocol(amp.AMP):
 
     def connectionMade(self) -> None:
         no_delay(self.transport)
+        self._writer = DirectWriter(self.transport)
         self.transport.registerProducer(self, True)
         reactor = self.owner.reactor
         self._last_in = self._last_out = reactor.seconds()
@@ -163,7 +171,27 @@ class PeerProtocol(amp.AMP):
         else:
             self._pre_out += len(data)
         self._last_out = self.owner.reactor.seconds()
-        self.transport.write(data)
+        if self._corked is not None:
+            self._corked.append(data)
+        elif self._writer is not None:
+            self._writer.write(data)
+        else:
+            self.transport.write(data)
+
+    def cork(self) -> None:
+        """Hold the boxes sent from now on until ``uncork``."""
+        if self._corked is None:
+            self._corked = []
+
+    def uncork(self) -> None:
+        """Send the boxes held since ``cork``, in one write."""
+        held, self._corked = self._corked, None
+        if held and self.transport is not None and not self.closed:
+            data = held[0] if len(held) == 1 else b"".join(held)
+            if self._writer is not None:
+                self._writer.write(data)
+            else:
+                self.transport.write(data)
 
     # -- the gate ---------------------------------------------------------------------------
 

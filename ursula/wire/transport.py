@@ -321,6 +321,16 @@ class PeerTransport:
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._flush_call = None
+        corked = list(self._all)
+        for proto in corked:
+            proto.cork()  # what this turn sends one peer leaves in one write
+        try:
+            self._flush_boxes()
+        finally:
+            for proto in corked:
+                proto.uncork()
+
+    def _flush_boxes(self) -> None:
         self._flush_forwards()
         outbox, self._outbox = self._outbox, {}
         for peer_id, items in outbox.items():
