@@ -84,6 +84,7 @@ class ClusterSection:
     snapshot_log_bytes: int = 16 * MiB
     parallel_write: bool = True
     hold_bytes: int = 1 << 20  # proposals held while a group's write is in flight (0: off)
+    inflight_entries: int = 1  # a leader's entries proposed and not committed yet (0: any)
     leader_balance_ms: int = 0  # how often leaders go back to their preferred node (0: off)
 
 

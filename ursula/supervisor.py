@@ -172,6 +172,7 @@ def core_settings(config: NodeConfig):
         snapshot_log_bytes=cluster.snapshot_log_bytes,
         max_live_readers=config.limits.max_live_readers,
         parallel_write=cluster.parallel_write, hold_bytes=cluster.hold_bytes,
+        inflight_entries=cluster.inflight_entries,
         leader_balance_s=cluster.leader_balance_ms / 1000,
         hot_bytes=config.group_hot_bytes, hot_max_bytes=config.storage.hot_max_bytes,
         chunk_bytes=config.cold.chunk_bytes, cold_cache_bytes=config.cold.cache_bytes,

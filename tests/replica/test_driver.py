@@ -237,6 +237,51 @@ def test_hold_bytes_zero_proposes_every_turn():
     assert leader.node.log.last_index() == last + 3
 
 
+def _leader_with_an_uncommitted_entry(**kw):
+    """Node 1 leads; its create entry is durable on it, the followers have not acked it."""
+    c = Drivers(**kw)
+    leader = c.elect(1)
+    leader.propose("c", create())
+    c.turn(1)
+    c.fsync(1)
+    c.net.clear()  # the AppendEntries never reach the followers (for now)
+    assert leader.node.committed < leader.node.log.last_index() and not leader.busy
+    return c, leader
+
+
+def test_proposals_wait_while_the_leaders_entry_is_uncommitted_and_become_one_entry():
+    c, leader = _leader_with_an_uncommitted_entry()
+    last = leader.node.log.last_index()
+    for k in range(5):  # five turns: no write in flight, but an entry not committed yet
+        leader.propose(k, append(b"%d" % k))
+        assert leader.holding and not leader.has_work()
+        c.turn(1)
+    assert leader.node.log.last_index() == last and leader.queued == 5
+    leader.node.tick()  # a heartbeat: the followers catch up, the entry commits
+    c.settle()
+    assert leader.node.log.last_index() == last + 1  # all five in one entry
+    assert [c.outcomes[k].next_offset for k in range(5)] == [1, 2, 3, 4, 5]
+
+
+def test_inflight_entries_zero_proposes_after_each_local_write():
+    c, leader = _leader_with_an_uncommitted_entry(inflight_entries=0)
+    last = leader.node.log.last_index()
+    leader.propose(0, append(b"x"))
+    assert not leader.holding
+    c.turn(1)
+    assert leader.node.log.last_index() == last + 1
+
+
+def test_a_leader_that_steps_down_does_not_hold_its_queue():
+    c, leader = _leader_with_an_uncommitted_entry()
+    leader.propose("late", append(b"x"))
+    node = leader.node
+    node.step(AppendEntries(node.term + 1, 2, 1, 0, 0, (), 0))  # node 2 leads a newer term
+    assert not leader.is_leader and not leader.holding
+    c.turn(1)
+    assert c.outcomes["late"].kind == "not_leader"
+
+
 def test_reads_are_released_once_applied_and_fail_on_a_follower_without_a_leader():
     c = Drivers()
     assert c.d[1].read("r0") == Rejection("not_leader", "no known leader", 0)

@@ -106,6 +106,7 @@ class CoreSettings:
                  snapshot_keep_bytes=4 << 20,
                  hot_bytes=32 << 20, hot_max_bytes=0, chunk_bytes=4 << 20,
                  cold_cache_bytes=64 << 20, parallel_write=True, hold_bytes=1 << 20,
+                 inflight_entries=1,
                  flush_depth=4,
                  sweep_interval_s=600.0, orphan_grace_s=600.0, pack_ranges=256,
                  join=False, compute=True, compute_module_cache=64, leader_balance_s=0.0):
@@ -113,6 +114,7 @@ class CoreSettings:
         self.leader_balance_s = leader_balance_s  # leaders go back to their preferred node
         self.parallel_write = parallel_write  # the leader's fsync beside replication
         self.hold_bytes = hold_bytes  # proposals held while a write is in flight (GroupDriver)
+        self.inflight_entries = inflight_entries  # ... and while this many entries are uncommitted
         self.election_ticks = election_ticks
         self.heartbeat_ticks = heartbeat_ticks
         self.request_timeout_s = request_timeout_s
@@ -207,7 +209,9 @@ class RaftCore:
                             {**self._raft_config, "joining": joining},
                             seed=self.node_id * 7919 + g, policy=self._policy,
                             parallel_write=self.settings.parallel_write,
-                            hold_bytes=self.settings.hold_bytes, reducer=self.reducer)
+                            hold_bytes=self.settings.hold_bytes,
+                            inflight_entries=self.settings.inflight_entries,
+                            reducer=self.reducer)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from ursula.core.interfaces import Unavailable
 from ursula.raft import Config
 from ursula.replica import GroupDriver, Rejection, SnapshotPolicy
-from ursula.replica.driver import HOLD_BYTES
+from ursula.replica.driver import HOLD_BYTES, INFLIGHT_ENTRIES
 from ursula.stream import encode_command
 
 log = Logger()
@@ -58,14 +58,16 @@ def as_exception(rejection: Rejection) -> Exception:
 class GroupReplica:
     def __init__(self, runtime, group_id: int, node_id: int, storage, raft_config: dict,
                  seed: int, policy: SnapshotPolicy | None = None, parallel_write: bool = True,
-                 hold_bytes: int = HOLD_BYTES, reducer=None):
+                 hold_bytes: int = HOLD_BYTES, reducer=None,
+                 inflight_entries: int = INFLIGHT_ENTRIES):
         self.runtime = runtime
         self.group_id = group_id
         self.storage = storage
         self.driver = GroupDriver(group_id, storage, Config(id=node_id, **raft_config),
                                   random.Random(seed), owns=runtime.owns_for(group_id),
                                   policy=policy, parallel_write=parallel_write,
-                                  hold_bytes=hold_bytes, reducer=reducer)
+                                  hold_bytes=hold_bytes, reducer=reducer,
+                                  inflight_entries=inflight_entries)
         self.node = self.driver.node
         self.releasing = False
         self.leader_waiters: list[Deferred] = []

@@ -11,7 +11,8 @@ Inputs::
     driver.read(token)                               # a linearizable read (ReadIndex)
     driver.step(message) / driver.tick() / driver.campaign() / driver.transfer_leadership(to)
     rejected = driver.flush(now_ms)    # the queued proposals become one entry (once a turn;
-                                       # held while a Work is in flight, see ``holding``)
+                                       # held while a Work is in flight or an entry is
+                                       # uncommitted, see ``holding``)
     work = driver.ready()              # None, or one Work: what to persist, what to send now
     out = driver.persisted()           # the Work is durable: messages, outcomes, reads, ...
     driver.snapshot_saved(snapshot)    # a snapshot requested by an Output is durable
@@ -59,6 +60,8 @@ _STREAM_COMMANDS = (C.CreateStream, C.Append, C.AppendBatch, C.DeleteStream)
 _REUSABLE = frozenset({C.Append, C.AppendBatch})  # decode(encode(c)) == c, checked in tests
 #: While a Work is being persisted, proposals wait (one entry) until they hold this many bytes.
 HOLD_BYTES = 1 << 20
+#: ... and while a leader has this many entries proposed and not yet committed (0: no limit).
+INFLIGHT_ENTRIES = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +143,8 @@ class GroupDriver:
     def __init__(self, group_id: int, storage, config: Config, rng: random.Random,
                  owns=None, policy: SnapshotPolicy | None = None, parallel_write: bool = True,
                  record_applied: bool = False, broken: frozenset[str] = frozenset(),
-                 hold_bytes: int = HOLD_BYTES, reducer=None):
+                 hold_bytes: int = HOLD_BYTES, reducer=None,
+                 inflight_entries: int = INFLIGHT_ENTRIES):
         unknown = set(broken) - BROKEN_RULES
         if unknown:
             raise ValueError(f"unknown broken rules {sorted(unknown)}")
@@ -151,6 +155,7 @@ class GroupDriver:
         self.policy = policy or SnapshotPolicy()
         self.parallel_write = parallel_write
         self.hold_bytes = hold_bytes
+        self.inflight_entries = inflight_entries
         self.record_applied = record_applied
         self.broken = frozenset(broken)
         snapshot = storage.snapshot()
@@ -201,17 +206,31 @@ class GroupDriver:
 
     def has_work(self) -> bool:
         """Whether ``flush`` or ``ready`` would do something now."""
-        if self.busy:
-            return bool(self._buffer) and not self.holding
-        return bool(self._buffer) or self.node.has_ready()
+        if self._buffer and not self.holding:
+            return True
+        return not self.busy and self.node.has_ready()
 
     @property
     def holding(self) -> bool:
         """Whether ``flush`` keeps the queued proposals for now: while a Work is being
         persisted, the entries proposed meanwhile could leave only in the next Work anyway
         (a Ready goes out only after the previous one is persisted), so they wait and become
-        one entry instead of one per turn, up to ``hold_bytes`` of commands."""
-        return self.busy and self._buffer_bytes < self.hold_bytes
+        one entry instead of one per turn, up to ``hold_bytes`` of commands.
+
+        A leader also holds them while ``inflight_entries`` of its entries are proposed and
+        not committed yet: under load the commands that arrive during one commit round trip
+        (the followers' write included) then become one entry, not one per local write,
+        and every entry costs each replica a journal write and two messages. An idle group
+        has nothing uncommitted, so a lone request is proposed at once."""
+        if self._buffer_bytes >= self.hold_bytes:
+            return False
+        if self.busy:
+            return True
+        limit = self.inflight_entries
+        node = self.node
+        log = node.log
+        return (limit > 0 and node.role == LEADER
+                and log.last_index() - log.committed >= limit)
 
     # -- inputs --------------------------------------------------------------------------------
 
@@ -227,7 +246,7 @@ class GroupDriver:
         self._buffer.append((token, raw_command, request_id))
         self._buffer_commands.append(command if type(command) in _REUSABLE else None)
         self._buffer_bytes += len(raw_command)
-        if self.busy and "held_twice" in self.broken:
+        if "held_twice" in self.broken and self.holding:  # (busy, or an entry uncommitted)
             self._held_once = True
         return None
 
