@@ -29,6 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import placement  # noqa: E402
 import servers  # noqa: E402
 import workloads  # noqa: E402
 
@@ -98,31 +99,6 @@ def scrape(sock: str) -> dict[str, float]:
     return out
 
 
-def admin(sock: str, method: str, path: str) -> dict:
-    text = subprocess.run(["curl", "-s", "-X", method, "--unix-socket", sock,
-                           f"http://node{path}"], capture_output=True, text=True,
-                          timeout=30).stdout
-    return json.loads(text or "{}")
-
-
-def place_leaders(socks: list[str], leaders: list[int]) -> None:
-    """Move group g's leadership to node ``leaders[g]``; waits until every group has it."""
-    deadline = time.monotonic() + 30
-    while True:
-        groups = admin(socks[0], "GET", "/__ursula/groups").get("groups", [])
-        wrong = [g for g in groups if g["group"] < len(leaders)
-                 and g.get("leader") != leaders[g["group"]]]
-        if not wrong:
-            return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"--leaders: groups still led elsewhere: {wrong}")
-        for g in wrong:
-            if g.get("leader"):
-                admin(socks[g["leader"] - 1], "POST", f"/__ursula/groups/{g['group']}"
-                      f"/transfer-leader?to={leaders[g['group']]}")
-        time.sleep(0.5)
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--server", default="ursula-3node")
@@ -135,17 +111,16 @@ def main() -> int:
     spec = next(s for s in servers.SERVERS if s["name"] == a.server)
     if spec["kind"] != "ursula":
         raise SystemExit("--server: an ursula entry of servers.SERVERS")
-    servers.NODE_INI = servers.NODE_INI.replace(
-        "admin_listen = none", "admin_listen = unix:{data_dir}.admin.sock")
+    placement.admin_on_unix_sockets()
     workdir = tempfile.mkdtemp(prefix="ursula-cpu-")
     nodes = spec.get("nodes", 1)
-    socks = [os.path.join(workdir, f"node{i}", "data.admin.sock") for i in range(nodes)]
+    socks = placement.admin_sockets(workdir, nodes)
     srv = servers.Server(spec, workdir, refserver=None).start(60)
     try:
         prefix = "/v1/stream/cpu-"
         workloads.create_streams(srv.base, prefix, a.streams)
         if a.leaders:
-            place_leaders(socks, [int(x) for x in a.leaders.split(",")])
+            placement.place_leaders(socks, a.leaders)
         time.sleep(1.0)
         pids = srv.pids()
         before = [scrape(s) for s in socks]

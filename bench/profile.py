@@ -1,7 +1,7 @@
 """Profile ursula's append path under load with py-spy.
 
     python bench/profile.py [--server ursula] [--seconds 20] [--streams 100] [--producer]
-                            [--out /tmp/ursula-append] [--nodes 0,1,2]
+                            [--out /tmp/ursula-append] [--nodes 0,1,2] [--leaders 1,2,3,1]
 
 Starts ursula (the --server entry of servers.py; the first node of a cluster is sampled), drives it with wrk and append.lua
 (64 connections, 256-byte appends), samples it with `py-spy record --format raw` (collapsed
@@ -22,6 +22,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import placement  # noqa: E402
 import servers  # noqa: E402
 import workloads  # noqa: E402
 
@@ -96,15 +97,23 @@ def main():
     p.add_argument("--nodes", default="0",
                    help="which nodes of a cluster to sample, a comma list of indexes (0 = the "
                         "one wrk drives), sampled at the same time; <out>.nodeK.* for K > 0")
+    p.add_argument("--leaders", default="",
+                   help="comma list: the node id that leads group 0, 1, ... (bench/placement.py)")
     a = p.parse_args()
     nodes = [int(n) for n in a.nodes.split(",")]
     spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
     spec = next(s for s in servers.SERVERS if s["name"] == a.server)
-    srv = servers.Server(spec, tempfile.mkdtemp(prefix="ursula-profile-"), refserver=None)
+    if a.leaders:
+        placement.admin_on_unix_sockets()
+    workdir = tempfile.mkdtemp(prefix="ursula-profile-")
+    srv = servers.Server(spec, workdir, refserver=None)
     srv.start(60)
     try:
         prefix = "/v1/stream/profile-"
         workloads.create_streams(srv.base, prefix, a.streams)
+        if a.leaders:
+            placement.place_leaders(placement.admin_sockets(workdir, spec.get("nodes", 1)),
+                                    a.leaders)
         threads = a.conns if a.producer else min(a.conns, os.cpu_count() or 1)
         load = subprocess.Popen(
             ["wrk", f"-t{threads}", f"-c{a.conns}", f"-d{a.seconds + 4}s", "-s",
