@@ -9,7 +9,8 @@ against the first node and reads, for that window only (start-up and stream crea
 out): every node's CPU from /proc (its process tree: user and system time), and from each
 ursula node's metrics the Raft entries it proposed, its journal writes and its peer counters
 (``ursula_peer_*_total``). Printed per node: CPU in % of one core and in microseconds per
-acknowledged append and its context switches per append, then each counter per append.
+acknowledged append (and per thread) and its context switches per append, then each counter
+per append.
 ``--leaders`` moves the leader of group g to the g-th node id of the list first (admin
 ``transfer-leader``), so runs compare the same placement: leaders decide where the work is
 (by default elections place them). A measuring tool, not a benchmark table:
@@ -54,6 +55,32 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
         user += int(fields[11])
         system += int(fields[12])
     return user / tick, system / tick
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of the reactor (each process's main thread) and of the
+    other threads (the journal writer, the cold tier's uploads) of ``pid`` and its
+    children."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    try:
+        children = open(f"/proc/{pid}/task/{pid}/children").read().split()
+    except OSError:
+        children = []
+    for p in [pid, *map(int, children)]:
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                fields = open(f"/proc/{p}/task/{tid}/stat").read().rsplit(")", 1)[1]
+            except OSError:
+                continue
+            name = "reactor" if tid == str(p) else "other threads"
+            fields = fields.split()
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def context_switches(pid: int) -> tuple[int, int]:
@@ -126,6 +153,7 @@ def main() -> int:
         before = [scrape(s) for s in socks]
         cpu0 = [cpu_seconds(pid) for pid in pids]
         cs0 = [context_switches(pid) for pid in pids]
+        th0 = [thread_cpu(pid) for pid in pids]
         started = time.monotonic()
         out = subprocess.run(
             ["wrk", "-t2", f"-c{a.conns}", f"-d{a.seconds}s", "-s",
@@ -134,6 +162,7 @@ def main() -> int:
         wall = time.monotonic() - started
         cpu1 = [cpu_seconds(pid) for pid in pids]
         cs1 = [context_switches(pid) for pid in pids]
+        th1 = [thread_cpu(pid) for pid in pids]
         after = [scrape(s) for s in socks]
     finally:
         srv.stop()
@@ -150,6 +179,10 @@ def main() -> int:
               f"{1e6 * user / n:.0f} us user + {1e6 * system / n:.0f} us system; "
               f"context switches per append {(cs1[i][0] - cs0[i][0]) / n:.2f} voluntary + "
               f"{(cs1[i][1] - cs0[i][1]) / n:.2f} involuntary")
+        threads = {name: th1[i][name] - th0[i].get(name, 0.0) for name in th1[i]}
+        print("    threads: " + ", ".join(
+            f"{name} {1e6 * cpu / n:.0f} us" for name, cpu in
+            sorted(threads.items(), key=lambda kv: -kv[1]) if cpu > 0))
         for key in sorted(after[i]):
             delta = after[i][key] - before[i].get(key, 0.0)
             if delta:
