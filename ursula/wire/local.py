@@ -19,8 +19,11 @@ What lives here:
 A handler is an object with ``handle(link, op, args) -> item or Deferred[item]``,
 ``on_changed(link, keys)`` and optionally ``link_connected(link)`` and ``link_lost(link)``.
 
-May import: Twisted (``twisted.protocols.amp``), cbor2, the standard library and
-``ursula.wire.*``.
+Boxes go straight to the socket (``ursula.loop.DirectWriter``); a turn's ``Changed`` and
+``LocalCalls`` boxes leave in one write.
+
+May import: Twisted (``twisted.protocols.amp``), cbor2, the standard library,
+``ursula.wire.*`` and ``ursula.loop``.
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ import cbor2
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer
 from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
 
+from ursula.loop import DirectWriter
 from ursula.wire.arguments import BigBytes
 from ursula.wire.commands import PeerUnavailable
 
@@ -70,6 +75,8 @@ class LocalLink(amp.AMP):
         self._changed: list = []
         self._changed_set: set = set()
         self._flush_call = None
+        self._writer: DirectWriter | None = None
+        self._corked: list[bytes] | None = None  # boxes held until the end of ``_flush``
         #: counters, for metrics and tests
         self.batches_sent = 0
         self.calls_sent = 0
@@ -79,7 +86,17 @@ class LocalLink(amp.AMP):
 
     def connectionMade(self):
         super().connectionMade()
+        self._writer = DirectWriter(self.transport)
         self.connected = True
+
+    def sendBox(self, box):
+        if self.transport is None:
+            raise ConnectionLost()
+        data = box.serialize()
+        if self._corked is not None:
+            self._corked.append(data)
+        else:
+            self._write(data)
 
     def connectionLost(self, reason):
         self.connected = False
@@ -126,6 +143,21 @@ class LocalLink(amp.AMP):
 
     def _flush(self):
         self._flush_call = None
+        self._corked = []
+        try:
+            self._flush_boxes()
+        finally:
+            held, self._corked = self._corked, None
+            if held and self.transport is not None and self.connected:
+                self._write(b"".join(held))
+
+    def _write(self, data: bytes) -> None:
+        if self._writer is not None:
+            self._writer.write(data)
+        else:
+            self.transport.write(data)
+
+    def _flush_boxes(self):
         if self._changed:
             keys, self._changed, self._changed_set = self._changed, [], set()
             if self.connected:
