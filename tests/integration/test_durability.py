@@ -3,6 +3,7 @@ journal tail."""
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import signal
@@ -67,10 +68,12 @@ def test_torn_journal_tail_recovers(tmp_path):
         acknowledged = _append_many(stream, 50)
         stop(process)
         wal = tmp_path / "data" / "journal" / "wal"
-        if not wal.exists():  # [node] cores > 1: the journal of the core that owns the stream
-            cores = len(list((tmp_path / "data").glob("core-*")))
-            core = group_of("_default", "torn", 4) % cores
-            wal = tmp_path / "data" / f"core-{core}" / "journal" / "wal"
+        if not wal.exists():  # [node] cores > 1: the journal of the core that hosts the group
+            group = group_of("_default", "torn", 4)
+            hosts = [core.parent for core in (tmp_path / "data").glob("core-*/hosted.json")
+                     if group in json.loads(core.read_text())["groups"]]
+            assert len(hosts) == 1, hosts
+            wal = hosts[0] / "journal" / "wal"
         last = sorted(wal.iterdir())[-1]
         size = last.stat().st_size
         with open(last, "r+b") as handle:
