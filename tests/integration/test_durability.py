@@ -70,8 +70,8 @@ def test_torn_journal_tail_recovers(tmp_path):
         wal = tmp_path / "data" / "journal" / "wal"
         if not wal.exists():  # [node] cores > 1: the journal of the core that hosts the group
             group = group_of("_default", "torn", 4)
-            hosts = [core.parent for core in (tmp_path / "data").glob("core-*/hosted.json")
-                     if group in json.loads(core.read_text())["groups"]]
+            hosts = [hosted.parent for hosted in (tmp_path / "data").glob("core-*/hosted.json")
+                     if group in json.loads(hosted.read_text())["groups"]]
             assert len(hosts) == 1, hosts
             wal = hosts[0] / "journal" / "wal"
         last = sorted(wal.iterdir())[-1]
