@@ -210,6 +210,7 @@ def build_core(config, k: int, reactor):
         d = http_port.stopListening()
         d.addBoth(lambda _: core_service.stopService())
         return d
+    stop.raft = raft  # main() reads raft.fatal_reason for the exit code
     log.info("ursula core {k}/{cores} serving on {listen} (groups {groups})", k=k, cores=cores,
              listen=config.node.listen, groups=sorted(raft.groups))
     return stop
@@ -265,6 +266,11 @@ def main(argv=None) -> int:
     tune_gc(config.node.gc_threshold)  # ursula.process: after recovery, so that is frozen too
     reactor.addSystemEventTrigger("before", "shutdown", stop)
     reactor.run()
+    if stop.raft.fatal_reason is not None:
+        # a fatal stop (a port that cannot be bound, a journal write that failed): the
+        # supervisor logs a non-zero exit and restarts this core with back-off
+        sys.stderr.write(f"ursula core {args.core}: stopped: {stop.raft.fatal_reason}\n")
+        return 1
     return 0
 
 

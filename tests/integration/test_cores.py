@@ -184,3 +184,52 @@ def test_more_cores_than_groups_is_a_config_error(tmp_path):
                             cwd=tmp_path, capture_output=True, timeout=60)
     assert result.returncode != 0
     assert b"[node] cores" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_a_core_that_cannot_bind_its_peer_port_exits_1_and_is_restarted(tmp_path):
+    """Core 1's peer port (peer port + 1) is taken: the core stops with exit code 1 and a
+    one-line reason (not a clean 0), the supervisor restarts it with back-off, and once the
+    port is free the node becomes ready."""
+    import socket
+    import threading
+
+    from procs import free_ports
+    port, peer, other = free_port(), free_ports(2), free_ports(2)
+    # a cluster whose only voter is node 1 (node 2 is listed, never started): node 1 is
+    # ready on its own, and its cores listen for peers
+    extra = (f"cores = 2\n\n[cluster]\ngroups = {GROUPS}\nnode_id = 1\ngenesis = 1\n"
+             f"secret = a-test-secret-of-enough-bytes\n"
+             f"peers =\n    1 = 127.0.0.1:{peer} http://127.0.0.1:{port}\n"
+             f"    2 = 127.0.0.1:{other} http://127.0.0.1:{free_port()}\n")
+    config = write_config(tmp_path, port, extra)
+    admin = int(config.read_text().split("admin_listen = tcp:")[1].split(":")[0])
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", peer + 1))
+    holder.listen()
+    process = subprocess.Popen([TWISTD, "-n", "--pidfile", "", "ursula", "--config",
+                                str(config)], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def read():
+        for raw in process.stdout:
+            line = raw.decode(errors="replace")
+            lines.append(line)
+            if "core 1 exited" in line:
+                seen.set()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert seen.wait(30), "".join(lines)[-3000:]
+        exited = next(line for line in lines if "core 1 exited" in line)
+        assert "exit code 1" in exited, exited
+        assert any("ursula core 1: stopped: cannot listen for peers" in line
+                   for line in lines), "".join(lines)[-3000:]
+        holder.close()
+        _ready(admin, process, timeout=40)
+        assert request("PUT", f"http://127.0.0.1:{port}/v1/stream/back", None,
+                       {"Content-Type": "text/plain"})[0] == 201
+    finally:
+        holder.close()
+        stop(process)

@@ -191,6 +191,7 @@ class RaftCore:
         self.reads = ReadPath(reactor, self.groups, self._group_for, self.settings,
                               self.now_ms, self.cache, self.timeouts)
         self.stopped = False
+        self.fatal_reason: str | None = None  # why the node stopped itself (its exit code: 1)
         self.draining = False  # drain(): leadership is moved off this node and kept off
         self._drain_loop = None
         self._drain_turn = 0
@@ -313,6 +314,8 @@ class RaftCore:
 
     def fatal(self, failure, why: str) -> None:
         log.failure("fatal: {why}; stopping the node", failure, why=why)
+        if self.fatal_reason is None:
+            self.fatal_reason = why
         if not self.stopped:
             self.stop()
             if getattr(self.reactor, "running", True):
