@@ -358,6 +358,7 @@ def build_node(config: NodeConfig, reactor=None, config_path: str | None = None
                     JournalPersister(committer, on_failure=fatal), transport, settings,
                     cold_store=cold_store(config, reactor), placement=placement)
     core_holder.append(core)
+    reactor.addSystemEventTrigger("after", "shutdown", _exit_1_after_fatal, core)
     wire_joining(core, config)
     metrics = Metrics(core)
     metrics_holder.append(metrics)
@@ -381,6 +382,23 @@ def build_node(config: NodeConfig, reactor=None, config_path: str | None = None
         log.info("ursula serving the admin plane on {listen}", listen=config.node.admin_listen)
     tune_gc(config.node.gc_threshold)  # ursula.process: after recovery, so that is frozen too
     return top
+
+
+def _exit_1_after_fatal(core) -> None:
+    """twistd exits 0 whatever stopped its reactor. After a fatal stop (a journal write that
+    failed, a peer port that cannot be bound) this process exits 1 instead, with the reason on
+    stderr, so that a service manager's ``Restart=on-failure`` restarts it: the last thing at
+    exit (atexit runs it first of the handlers; twistd has removed its pid file already)."""
+    if core.fatal_reason is None:
+        return
+    import atexit
+
+    def exit_1():
+        sys.stdout.flush()
+        # file descriptor 2 itself: twistd's sys.stderr is a log redirect, closed by now
+        os.write(2, f"ursula: stopped: {core.fatal_reason}\n".encode(errors="replace"))
+        os._exit(1)
+    atexit.register(exit_1)
 
 
 def make_service(options) -> service.IService:

@@ -105,3 +105,26 @@ def test_embedded_default_without_config(tmp_path):
     finally:
         assert stop(process) in (0, -signal.SIGTERM)
     assert (tmp_path / "ursula-data").is_dir()
+
+
+def test_a_fatal_stop_exits_1_with_its_reason(tmp_path):
+    """A one-process node whose peer port is taken stops itself: exit code 1 (so that
+    systemd's Restart=on-failure restarts it) and the reason on stderr, not a clean 0."""
+    import socket
+
+    from procs import free_ports
+    port, peer = free_port(), free_ports(1)
+    extra = (f"cores = 1\n\n[cluster]\nnode_id = 1\ngenesis = 1\nsecret = a-test-secret-of-enough-bytes\n"
+             f"peers =\n    1 = 127.0.0.1:{peer} http://127.0.0.1:{port}\n"
+             f"    2 = 127.0.0.1:{free_port()} http://127.0.0.1:{free_port()}\n")
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", peer))
+    holder.listen()
+    try:
+        result = subprocess.run([TWISTD, "-n", "--pidfile", "", "ursula", "--config",
+                                 str(write_config(tmp_path, port, extra))], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        holder.close()
+    assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+    assert "ursula: stopped: cannot listen for peers" in result.stderr, result.stderr[-2000:]
