@@ -136,7 +136,8 @@ def _die_with_parent() -> None:
 
 
 def build_core(config, k: int, reactor):
-    """Start core ``k`` of ``config.cores`` on ``reactor``; returns the CoreService to stop."""
+    """Start core ``k`` of ``config.cores`` on ``reactor``; returns ``(stop, raft)``: the
+    function that stops it and its ``RaftCore`` (whose ``fatal_reason`` gives the exit code)."""
     from ursula.core.cluster import RaftCore
     from ursula.core.persist import JournalPersister
     from ursula.core.routed import CoreServer, RemoteCoreProxy, RoutedCore, keep_groups
@@ -210,10 +211,9 @@ def build_core(config, k: int, reactor):
         d = http_port.stopListening()
         d.addBoth(lambda _: core_service.stopService())
         return d
-    stop.raft = raft  # main() reads raft.fatal_reason for the exit code
     log.info("ursula core {k}/{cores} serving on {listen} (groups {groups})", k=k, cores=cores,
              listen=config.node.listen, groups=sorted(raft.groups))
-    return stop
+    return stop, raft
 
 
 def main(argv=None) -> int:
@@ -262,14 +262,14 @@ def main(argv=None) -> int:
     globalLogBeginner.beginLoggingTo(observers, redirectStandardIO=False)
     lean_poll(reactor)  # no logging context per I/O event (ursula.loop.poll)
     tune_malloc(config.node.malloc_mmap_threshold)  # ursula.process
-    stop = build_core(config, args.core, reactor)
+    stop, raft = build_core(config, args.core, reactor)
     tune_gc(config.node.gc_threshold)  # ursula.process: after recovery, so that is frozen too
     reactor.addSystemEventTrigger("before", "shutdown", stop)
     reactor.run()
-    if stop.raft.fatal_reason is not None:
+    if raft.fatal_reason is not None:
         # a fatal stop (a port that cannot be bound, a journal write that failed): the
         # supervisor logs a non-zero exit and restarts this core with back-off
-        sys.stderr.write(f"ursula core {args.core}: stopped: {stop.raft.fatal_reason}\n")
+        sys.stderr.write(f"ursula core {args.core}: stopped: {raft.fatal_reason}\n")
         return 1
     return 0
 

@@ -66,6 +66,14 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+def lone_voter_cluster(port: int, peer_port: int) -> str:
+    """``[cluster]`` text of node 1, the only voter (``genesis = 1``), with a node 2 listed
+    and never started: node 1 is ready on its own and listens for peers on ``peer_port``."""
+    return (f"\n[cluster]\nnode_id = 1\ngenesis = 1\nsecret = a-test-secret-of-enough-bytes\n"
+            f"peers =\n    1 = 127.0.0.1:{peer_port} http://127.0.0.1:{port}\n"
+            f"    2 = 127.0.0.1:{free_ports(2)} http://127.0.0.1:{free_port()}\n")
+
+
 def write_config(directory: pathlib.Path, port: int, extra: str = "") -> pathlib.Path:
     path = directory / "node.ini"
     path.write_text(f"[node]\nlisten = tcp:{port}:interface=127.0.0.1\n"

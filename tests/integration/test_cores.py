@@ -193,14 +193,9 @@ def test_a_core_that_cannot_bind_its_peer_port_exits_1_and_is_restarted(tmp_path
     import socket
     import threading
 
-    from procs import free_ports
-    port, peer, other = free_port(), free_ports(2), free_ports(2)
-    # a cluster whose only voter is node 1 (node 2 is listed, never started): node 1 is
-    # ready on its own, and its cores listen for peers
-    extra = (f"cores = 2\n\n[cluster]\ngroups = {GROUPS}\nnode_id = 1\ngenesis = 1\n"
-             f"secret = a-test-secret-of-enough-bytes\n"
-             f"peers =\n    1 = 127.0.0.1:{peer} http://127.0.0.1:{port}\n"
-             f"    2 = 127.0.0.1:{other} http://127.0.0.1:{free_port()}\n")
+    from procs import free_ports, lone_voter_cluster
+    port, peer = free_port(), free_ports(2)
+    extra = "cores = 2\n" + lone_voter_cluster(port, peer) + f"groups = {GROUPS}\n"
     config = write_config(tmp_path, port, extra)
     admin = int(config.read_text().split("admin_listen = tcp:")[1].split(":")[0])
     holder = socket.socket()

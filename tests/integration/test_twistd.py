@@ -112,11 +112,9 @@ def test_a_fatal_stop_exits_1_with_its_reason(tmp_path):
     systemd's Restart=on-failure restarts it) and the reason on stderr, not a clean 0."""
     import socket
 
-    from procs import free_ports
+    from procs import free_ports, lone_voter_cluster
     port, peer = free_port(), free_ports(1)
-    extra = (f"cores = 1\n\n[cluster]\nnode_id = 1\ngenesis = 1\nsecret = a-test-secret-of-enough-bytes\n"
-             f"peers =\n    1 = 127.0.0.1:{peer} http://127.0.0.1:{port}\n"
-             f"    2 = 127.0.0.1:{free_port()} http://127.0.0.1:{free_port()}\n")
+    extra = "cores = 1\n" + lone_voter_cluster(port, peer)
     holder = socket.socket()
     holder.bind(("127.0.0.1", peer))
     holder.listen()
