@@ -144,3 +144,45 @@ def test_leader_counts_itself_only_after_persisting():
     n.advance(rd)
     assert n.tracker.progress[1].match == idx
     assert n.committed < idx  # no follower has it yet
+
+
+def _replicating_leader():
+    """Node 1 leads term 3 of (1, 2, 3); both followers hold its no-op (index 3), committed,
+    and are replicating."""
+    n = _figure8_leader()
+    n.step(AppendResponse(3, 2, 1, 3))
+    n.step(AppendResponse(3, 3, 1, 3))
+    drain(n)
+    assert n.committed == 3
+    return n
+
+
+def test_a_commit_rides_on_the_entries_proposed_before_the_next_ready():
+    n = _replicating_leader()
+    n.propose(b"a")
+    rd = drain(n)
+    assert [len(m.entries) for m in appends(rd.messages)] == [1, 1]
+    n.step(AppendResponse(3, 2, 1, 4))  # index 4 commits: a majority (1, 2) holds it
+    assert n.committed == 4
+    n.propose(b"b")  # proposed in the same turn, before the Ready goes out
+    rd = drain(n)
+    sent = appends(rd.messages)
+    # one AppendEntries per follower, carrying both the entry and the new commit (before,
+    # an empty one with the commit went first, and each follower answered both)
+    assert sorted(m.dst for m in sent) == [2, 3]
+    assert all(m.commit == 4 and [e.data for e in m.entries] == [b"b"] for m in sent)
+
+
+def test_a_lone_commit_still_reaches_the_followers_in_the_next_ready():
+    n = _replicating_leader()
+    n.propose(b"a")
+    drain(n)
+    n.step(AppendResponse(3, 2, 1, 4))
+    rd = drain(n)
+    sent = appends(rd.messages)
+    assert sorted(m.dst for m in sent) == [2, 3]
+    assert all(m.commit == 4 and not m.entries for m in sent)
+    # a follower that has been sent the current commit gets no second empty append
+    n.step(AppendResponse(3, 3, 1, 4))
+    assert appends(drain(n).messages) == []
+

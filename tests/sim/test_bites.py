@@ -4,8 +4,10 @@ violation within the seeds CI runs (and without it, the same seeds pass: see tes
 FIRST_SEED records, for each planted rule and cluster size, the first seed that found it when
 the table was last made (runs are deterministic, also across processes; a change of the
 simulated traffic, such as a new snapshot encoding, snapshot chunks in a window, answering
-committed entries before the next write or the If-Match writers, moves them): the test asserts the rule is
-found within those seeds, and that a replay is exact."""
+committed entries before the next write, the If-Match writers or a leader's commit riding on
+its next entries instead of an empty AppendEntries, moves them): the test asserts the rule is
+found within those seeds (at its recorded seed, for the few first found past SEARCH_LIMIT),
+and that a replay is exact."""
 
 import pytest
 
@@ -15,47 +17,47 @@ from ursula.sim.checker import Checker, Violation
 # (rule, nodes) -> first seed that finds it, and words one of which the violation names
 FIRST_SEED = {
     ("vote_twice", 3): 13,
-    ("vote_twice", 5): 31,
-    ("commit_any_term", 3): 4,
-    ("commit_any_term", 5): 4,
+    ("vote_twice", 5): 0,
+    ("commit_any_term", 3): 1,
+    ("commit_any_term", 5): 10,
     ("vote_stale_log", 3): 0,
-    ("vote_stale_log", 5): 0,
-    ("no_prev_check", 3): 26,
-    ("no_prev_check", 5): 23,
-    ("no_truncate", 3): 0,
+    ("vote_stale_log", 5): 1,
+    ("no_prev_check", 3): 5,
+    ("no_prev_check", 5): 83,
+    ("no_truncate", 3): 3,
     ("no_truncate", 5): 0,
     ("commit_not_capped", 3): 0,
-    ("commit_not_capped", 5): 0,
+    ("commit_not_capped", 5): 2,
     ("read_no_quorum", 3): 99,
     ("read_without_index", 5): 15,
-    ("read_before_apply", 3): 1,
-    ("read_before_apply", 5): 0,
+    ("read_before_apply", 3): 0,
+    ("read_before_apply", 5): 8,
     ("ack_before_commit", 3): 0,
     ("ack_before_commit", 5): 0,
-    ("no_request_dedup", 3): 2,
-    ("no_request_dedup", 5): 1,
-    ("send_before_persist", 3): 38,
-    ("send_before_persist", 5): 31,
-    ("reuse_stale_proposal", 3): 0,
-    ("reuse_stale_proposal", 5): 0,
+    ("no_request_dedup", 3): 1,
+    ("no_request_dedup", 5): 0,
+    ("send_before_persist", 3): 72,
+    ("send_before_persist", 5): 49,
+    ("reuse_stale_proposal", 3): 3,
+    ("reuse_stale_proposal", 5): 3,
     ("held_twice", 3): 0,
     ("held_twice", 5): 0,
-    ("lazy_fsync", 3): 39,
-    ("lazy_fsync", 5): 19,
-    ("unsynced_vote", 3): 96,
+    ("lazy_fsync", 3): 10,
+    ("lazy_fsync", 5): 8,
+    ("unsynced_vote", 3): 725,
     ("flush_before_upload", 3): 0,
     ("flush_before_upload", 5): 0,
-    ("chunk_key_per_stream", 3): 1,
+    ("chunk_key_per_stream", 3): 0,
     ("chunk_key_per_stream", 5): 0,
-    ("pack_refs_at_zero", 3): 2,
-    ("pack_refs_at_zero", 5): 1,
-    ("learners_count", 3): 4,
+    ("pack_refs_at_zero", 3): 1,
+    ("pack_refs_at_zero", 5): 0,
+    ("learners_count", 3): 34,
     ("conf_changes_in_flight", 3): 80,
-    ("wiped_node_votes", 5): 3,
-    ("joining_heartbeat_commit", 5): 24,
-    ("snapshot_retransmit", 3): 29,
-    ("torn_tail_kept", 3): 13,
-    ("torn_tail_kept", 5): 1,
+    ("wiped_node_votes", 5): 164,
+    ("joining_heartbeat_commit", 5): 561,
+    ("snapshot_retransmit", 3): 319,
+    ("torn_tail_kept", 3): 12,
+    ("torn_tail_kept", 5): 8,
     ("ifmatch_at_submit", 3): 0,
     ("ifmatch_at_submit", 5): 0,
     ("compute_diverges", 3): 0,
@@ -75,11 +77,20 @@ def test_every_planted_rule_has_a_bite_test():
     assert {rule for rule, _ in FIRST_SEED} == set(BROKEN_RULES)
 
 
+#: A rule first found past this seed is checked at its recorded seed only (a search from seed 0
+#: would cost CI minutes); below it, the search from seed 0 must find it by then.
+SEARCH_LIMIT = 100
+
+
 @pytest.mark.parametrize(("rule", "nodes"), sorted(FIRST_SEED))
 def test_planted_rule_is_found(rule, nodes):
     expected = FIRST_SEED[(rule, nodes)]
-    r = first_violation(nodes, rule, limit=expected + 1)
-    assert r is not None, f"{rule} went unnoticed for {expected + 1} seeds of {nodes} nodes"
+    if expected > SEARCH_LIMIT:
+        r = run_seed(expected, nodes, rule)
+        assert not r.ok, f"{rule} went unnoticed at seed {expected} of {nodes} nodes"
+    else:
+        r = first_violation(nodes, rule, limit=expected + 1)
+        assert r is not None, f"{rule} went unnoticed for {expected + 1} seeds of {nodes} nodes"
     assert r.replay_command().endswith(f"--nodes {nodes} --broken {rule}")
 
 

@@ -692,7 +692,10 @@ class RaftNode:
         elif pr.state == REPLICATE:
             pr.inflights.free_le(m.index)
         if self._maybe_commit():
-            self._bcast_append()
+            # The new commit goes out with the next Ready (``_flush``): the entries proposed
+            # meanwhile (the ones held while this commit was outstanding) carry it, instead
+            # of an empty AppendEntries now and another one with the entries after it.
+            self._need_bcast = True
         elif was_paused:
             self._send_append(m.src)
         # Fill the pipeline window.
@@ -914,9 +917,13 @@ class RaftNode:
         self.msgs.append(m)
 
     def _bcast_append(self) -> None:
+        """An AppendEntries to every follower: the entries it has not been sent, or an empty
+        one if it has them all but not the current commit index."""
+        committed = self.log.committed
+        progress = self.tracker.progress
         for v in self.tracker.members:
             if v != self.id:
-                self._send_append(v)
+                self._send_append(v, send_if_empty=progress[v].commit_sent < committed)
 
     def _bcast_heartbeat(self, ctx: bytes) -> None:
         committed = self.log.committed
@@ -948,6 +955,7 @@ class RaftNode:
         self._send(
             AppendEntries(self.term, self.id, to, prev_index, prev_term, tuple(ents), log.committed)
         )
+        pr.commit_sent = log.committed
         if ents:
             if pr.state == REPLICATE:
                 last = ents[-1].index

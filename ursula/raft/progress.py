@@ -73,6 +73,7 @@ class Progress:
         "snap_answered",
         "snap_low",
         "snap_sent",
+        "commit_sent",
     )
 
     def __init__(self, next_index: int, max_inflight: int) -> None:
@@ -88,6 +89,7 @@ class Progress:
         self.snap_answered = False  # an answer moved the transfer on since the last heartbeat
         self.snap_low: int | None = None  # the follower said it is behind snap_offset
         self.snap_sent = 0  # the end of the furthest chunk sent
+        self.commit_sent = -1  # the commit index the last AppendEntries to it carried
 
     def __repr__(self) -> str:
         return (
