@@ -12,7 +12,7 @@ ursula node's metrics the Raft entries it proposed, its journal writes and its p
 acknowledged append (and per thread) and its context switches per append, then each counter
 per append.
 ``--leaders`` moves the leader of group g to the g-th node id of the list first (admin
-``transfer-leader``), so runs compare the same placement: leaders decide where the work is
+``transfer-leader``, with ``[cluster] leader_follow_load_ms = 0``), so runs compare the same placement: leaders decide where the work is
 (by default elections place them). A measuring tool, not a benchmark table:
 bench/run.py makes those.
 """
@@ -138,6 +138,10 @@ def main() -> int:
     spec = next(s for s in servers.SERVERS if s["name"] == a.server)
     if spec["kind"] != "ursula":
         raise SystemExit("--server: an ursula entry of servers.SERVERS")
+    if a.leaders and "[cluster]\n" in spec["ini"]:
+        # a placement to compare: the leaders must not follow the load away from it
+        spec = dict(spec, ini=spec["ini"].replace("[cluster]\n",
+                                                  "[cluster]\nleader_follow_load_ms = 0\n", 1))
     placement.admin_on_unix_sockets()
     workdir = tempfile.mkdtemp(prefix="ursula-cpu-")
     nodes = spec.get("nodes", 1)

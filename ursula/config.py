@@ -86,6 +86,7 @@ class ClusterSection:
     hold_bytes: int = 1 << 20  # proposals held while a group's write is in flight (0: off)
     inflight_entries: int = 1  # a leader's entries proposed and not committed yet (0: any)
     leader_balance_ms: int = 0  # how often leaders go back to their preferred node (0: off)
+    leader_follow_load_ms: int = 2000  # how often a leader moves to the node its writes come from (0: off)
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,7 @@ _MINIMUM = {("node", "backlog"): 1, ("node", "admin_drain_timeout_s"): 1, ("http
             ("limits", "max_pipelined_requests"): 1, ("cluster", "node_id"): 1, ("cluster", "groups"): 1,
             ("cluster", "tick_ms"): 10, ("cluster", "election_ticks"): 3,
             ("cluster", "request_timeout_ms"): 100, ("cluster", "leader_wait_ms"): 0,
-            ("cluster", "leader_balance_ms"): 0,
+            ("cluster", "leader_balance_ms"): 0, ("cluster", "leader_follow_load_ms"): 0,
             ("cluster", "snapshot_entries"): 10, ("cluster", "log_keep_entries"): 0,
             ("cluster", "snapshot_log_bytes"): 4096, ("storage", "segment_bytes"): 4096,
             ("storage", "hot_bytes"): 1024, ("cold", "chunk_bytes"): 1024,

@@ -174,6 +174,9 @@ def core_settings(config: NodeConfig):
         parallel_write=cluster.parallel_write, hold_bytes=cluster.hold_bytes,
         inflight_entries=cluster.inflight_entries,
         leader_balance_s=cluster.leader_balance_ms / 1000,
+        # the preferred-leader balancer, when switched on, decides alone (they would fight)
+        leader_follow_load_s=(0.0 if cluster.leader_balance_ms
+                              else cluster.leader_follow_load_ms / 1000),
         hot_bytes=config.group_hot_bytes, hot_max_bytes=config.storage.hot_max_bytes,
         chunk_bytes=config.cold.chunk_bytes, cold_cache_bytes=config.cold.cache_bytes,
         flush_depth=config.cold.flush_depth, sweep_interval_s=config.cold.sweep_interval_s,

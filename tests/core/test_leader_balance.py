@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from twisted.python.failure import Failure
+
 from tests.core.harness import Harness
 
 
@@ -97,3 +99,83 @@ def test_a_behind_preferred_node_is_not_handed_leadership():
 def _append(name):
     from ursula.stream import commands as C
     return C.Append(bucket="_default", stream=name, content_type="text/plain", body=b"x")
+
+
+# == leaders follow the load (RaftCore._follow_load) ============================================
+
+def _write_through(h: Harness, nodes: list[int], count: int) -> list:
+    """``count`` appends to streams of every group, entering ``nodes`` in turn."""
+    from ursula.stream import commands as C
+    streams = [h.stream_in(g, prefix=f"load{g}-") for g in range(h.group_count)]
+    created = [h.submit(1, C.CreateStream("_default", s, "text/plain")) for s in streams]
+    h.run_until(lambda: all(created), timeout=5)
+    results = []
+    for k in range(count):
+        for s in streams:
+            results.append(h.submit(nodes[k % len(nodes)], _append(s)))
+        h.run(0.002)
+    return results
+
+
+def test_leaders_move_to_the_node_the_writes_enter():
+    h = Harness(nodes=3, groups=3, leader_follow_load_s=1.0).start()
+    h.elect()
+    assert sorted(_leaders(h).values()) == [1, 2, 3]
+    results = _write_through(h, [1], 600)  # 1.2 s of writes, all through node 1
+    h.run_until(lambda: all(h.leader(g) == 1 for g in range(3)), timeout=5)
+    h.run_until(lambda: all(results), timeout=10)
+    # the writes caught in a move were retried, not failed
+    assert not [r for r in results if isinstance(r[0], Exception | Failure)]
+    h.stop()
+
+
+def test_writes_spread_over_the_nodes_move_no_leader():
+    h = Harness(nodes=3, groups=3, leader_follow_load_s=1.0).start()
+    h.elect()
+    before = _leaders(h)
+    _write_through(h, [1, 2, 3], 900)
+    h.run(2.0)
+    assert _leaders(h) == before
+    h.stop()
+
+
+def test_no_load_following_when_off():
+    h = Harness(nodes=3, groups=3, leader_follow_load_s=0).start()
+    h.elect()
+    before = _leaders(h)
+    _write_through(h, [1], 600)
+    h.run(2.0)
+    assert _leaders(h) == before
+    h.stop()
+
+
+def test_the_target_needs_a_clear_majority_of_enough_writes():
+    from ursula.core.cluster import FOLLOW_LOAD_MIN_WRITES, follow_load_target
+    assert follow_load_target({2: 90, 1: 10}, me=1) == 2
+    assert follow_load_target({2: 9, 1: 1}, me=1) is None  # too few to judge
+    assert FOLLOW_LOAD_MIN_WRITES <= 100
+    assert follow_load_target({2: 50, 3: 50, 1: 0}, me=1) is None  # no node has over half
+    assert follow_load_target({2: 60, 1: 40}, me=1) is None  # not twice the leader's own
+    assert follow_load_target({1: 100}, me=1) is None  # all local already
+
+
+def test_no_leader_follows_the_load_onto_a_draining_node():
+    h = Harness(nodes=3, groups=3, leader_follow_load_s=1.0).start()
+    h.elect()
+    h.cores[1].drain(timeout_s=5)
+    h.run_until(lambda: all(h.leader(g) not in (None, 1) for g in range(3)), timeout=5)
+    transfers = []
+    for core in h.cores.values():
+        for group in core.groups.values():
+            def spy(to, original=group.node.transfer_leadership):
+                transfers.append(to)
+                original(to)
+            group.node.transfer_leadership = spy
+    results = _write_through(h, [1], 600)
+    h.run_until(lambda: all(results), timeout=10)
+    h.run(3.0)
+    assert 1 not in transfers and all(h.leader(g) not in (None, 1) for g in range(3))
+    h.cores[1].undrain()
+    _write_through(h, [1], 600)  # no longer draining: they come to it
+    h.run_until(lambda: all(h.leader(g) == 1 for g in range(3)), timeout=5)
+    h.stop()

@@ -109,8 +109,10 @@ class CoreSettings:
                  inflight_entries=1,
                  flush_depth=4,
                  sweep_interval_s=600.0, orphan_grace_s=600.0, pack_ranges=256,
-                 join=False, compute=True, compute_module_cache=64, leader_balance_s=0.0):
+                 join=False, compute=True, compute_module_cache=64, leader_balance_s=0.0,
+                 leader_follow_load_s=0.0):
         self.tick_ms = tick_ms
+        self.leader_follow_load_s = leader_follow_load_s  # leaders move to where writes enter
         self.leader_balance_s = leader_balance_s  # leaders go back to their preferred node
         self.parallel_write = parallel_write  # the leader's fsync beside replication
         self.hold_bytes = hold_bytes  # proposals held while a write is in flight (GroupDriver)
@@ -196,6 +198,8 @@ class RaftCore:
         self._drain_loop = None
         self._drain_turn = 0
         self._balancer = None
+        self._load_follower = None
+        self._load_moved: dict[int, float] = {}  # group -> when its leader last followed load
         self._balance_tries: dict[int, tuple[int, float]] = {}  # group -> (tries, not before)
         # ursula.core.subscriptions: told of every stream change and applied Ready
         self.subscription_hooks: list = []
@@ -232,6 +236,11 @@ class RaftCore:
             self._balancer = task.LoopingCall(self._balance_leaders)
             self._balancer.clock = self.reactor
             self._balancer.start(self.settings.leader_balance_s, now=False)
+        if self.transport is not None and self.settings.leader_follow_load_s > 0:
+            self.forwarder.load = {}  # the Forwarder counts where each group's writes come from
+            self._load_follower = task.LoopingCall(self._follow_load)
+            self._load_follower.clock = self.reactor
+            self._load_follower.start(self.settings.leader_follow_load_s, now=False)
 
     def preferred_leader(self, group) -> int:
         """The node meant to lead ``group`` (``ursula.core.placement.preferred_leader``: the
@@ -274,6 +283,38 @@ class RaftCore:
             node.transfer_leadership(want)
             self.schedule(group)
 
+    def _follow_load(self) -> None:
+        """Every ``leader_follow_load_s``: a group led here whose writes mostly came from one
+        other node in the last period (``follow_load_target``) is handed to that node, if it
+        is a connected voter about as far along the log as we are. A write that enters the
+        node leading its group is proposed at once; one that enters another node costs a
+        forward, an answer and a Deferred on both ends (about a third more CPU per append on
+        three nodes, docs/benchmarks.md). A group that moved stays put for five periods."""
+        load, self.forwarder.load = self.forwarder.load, {}
+        if self.stopped or self.draining or self.transport is None:
+            return
+        now = self.reactor.seconds()
+        period = self.settings.leader_follow_load_s
+        for gid, counts in load.items():
+            group = self.groups.get(gid)
+            if group is None or not group.is_leader:
+                continue
+            node = group.node
+            target = follow_load_target(counts, self.node_id)
+            if target is None or target not in node.voters or node.lead_transferee != NONE:
+                continue
+            if now - self._load_moved.get(gid, -1e18) < 5 * period:
+                continue
+            if (not self.transport.connected(target)
+                    or node.last_index() - node.match_of(target) > FOLLOW_LOAD_MAX_LAG):
+                continue
+            log.info("group {group}: handing leadership to node {to}, where {share:.0%} of its "
+                     "writes enter", group=gid, to=target,
+                     share=counts[target] / sum(counts.values()))
+            self._load_moved[gid] = now
+            node.transfer_leadership(target)
+            self.schedule(group)
+
     def hand_over(self, timeout_s: float = 3.0):
         """Graceful shutdown: hand every group this node leads to a connected follower
         (Raft leadership transfer: catch it up, then TimeoutNow), so clients see no election
@@ -281,6 +322,7 @@ class RaftCore:
         if self.transport is None:
             return defer.succeed(None)
         self.draining = True  # a group won back meanwhile (another node's balancer) moves on
+        self.forwarder.draining = True  # its writes do not draw leaders here
         deadline = self.reactor.seconds() + timeout_s
         for group in self.groups.values():
             if not group.is_leader:
@@ -304,6 +346,8 @@ class RaftCore:
             self._drain_loop.stop()
         if self._balancer is not None and self._balancer.running:
             self._balancer.stop()
+        if self._load_follower is not None and self._load_follower.running:
+            self._load_follower.stop()
         self.scheduler.stop()
         if self.flusher is not None:
             self.flusher.stop()
@@ -745,6 +789,7 @@ class RaftCore:
         if self.transport is None:
             return defer.fail(AdminError(409, "a node of its own has no other node to lead"))
         self.draining = True
+        self.forwarder.draining = True  # its writes do not draw leaders here
         if self._drain_loop is None or not self._drain_loop.running:
             self._drain_loop = task.LoopingCall(self._drain_tick)
             self._drain_loop.clock = self.reactor
@@ -761,6 +806,7 @@ class RaftCore:
     def undrain(self) -> None:
         """This node may lead groups again (elections decide; nothing moves back at once)."""
         self.draining = False
+        self.forwarder.draining = False  # its writes do not draw leaders here
         if self._drain_loop is not None and self._drain_loop.running:
             self._drain_loop.stop()
         self._drain_loop = None
@@ -798,6 +844,28 @@ class RaftCore:
 
 
 _WRITES = (C.Append, C.AppendBatch, C.CreateStream)
+
+
+#: A leader follows its group's load only to a node at most this many entries behind it.
+FOLLOW_LOAD_MAX_LAG = 16
+#: ... and only after at least this many writes in a period.
+FOLLOW_LOAD_MIN_WRITES = 100
+
+
+def follow_load_target(counts: dict[int, int], me: int) -> int | None:
+    """The node a group led by ``me`` should move to, from its writes of the last period by
+    the node they entered (``counts``): the one with more than half of them and more than
+    twice ``me``'s own, after at least FOLLOW_LOAD_MIN_WRITES; else None. Writes spread over
+    the nodes (a load balancer in front) move nothing, and a moved leader does not come back
+    unless the load does."""
+    total = sum(counts.values())
+    if total < FOLLOW_LOAD_MIN_WRITES:
+        return None
+    node, most = max(((n, c) for n, c in counts.items() if n != me), key=lambda nc: nc[1],
+                     default=(None, 0))
+    if node is None or 2 * most <= total or most <= 2 * counts.get(me, 0):
+        return None
+    return node
 
 
 def _empty(storage) -> bool:

@@ -122,15 +122,31 @@ class Forwarder:
         # group -> (deadline, Deferred) of the requests proposed here, in the order proposed
         self._local: dict[int, deque] = {}
         self._sweeper = None
+        #: group -> {node id: writes proposed here that entered that node}, while the core's
+        #: load follower (``RaftCore._follow_load``) wants it; None: not counted
+        self.load: dict[int, dict[int, int]] | None = None
+        #: while this node drains, its request ids say so ("-<node id>:...") and the leaders
+        #: do not count its writes: no group follows the load onto a node that is stopping
+        self.draining = False
+
+    def _count(self, group_id: int, origin: int) -> None:
+        counts = self.load.get(group_id)
+        if counts is None:
+            counts = self.load[group_id] = {}
+        counts[origin] = counts.get(origin, 0) + 1
 
     # -- the client side -----------------------------------------------------------------------
 
     def submit(self, group, command, deadline: float):
         if self.stopped:
             return defer.fail(Unavailable("the node is shutting down"))
-        if group.is_leader:
+        if group.is_leader and group.node.lead_transferee == NONE:
+            if self.load is not None:
+                self._count(group.group_id, self.node_id)
             return self._propose_here(group, command)
-        request_id = f"{self.node_id}:{self._nonce}:{next(self._ids)}"
+        # (while the leadership moves away, the request takes the path that retries)
+        request_id = (f"{'-' if self.draining else ''}{self.node_id}:{self._nonce}:"
+                      f"{next(self._ids)}")
         req = _Request(group, command, request_id, deadline)
         req.expires = self.reactor.seconds() + self.settings.request_timeout_s
         req.timer = self.timeouts.call_later(self.settings.request_timeout_s, self._finish, req,
@@ -303,6 +319,10 @@ class Forwarder:
             return cbor2.dumps(["not_leader", node.leader,
                                 sorted(set(node.voters) | set(node.learners))])
         request_id = decoded[2] if len(decoded) > 2 else None
+        if self.load is not None and request_id:
+            origin = request_id.partition(":")[0]
+            if origin.isdigit():
+                self._count(group.group_id, int(origin))
         d = self._propose_here(group, decode_command(decoded[1]), request_id)
         return d.addCallbacks(_applied_answer, _unavailable_answer)
 
