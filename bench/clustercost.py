@@ -34,11 +34,9 @@ sys.path.insert(0, os.path.dirname(_HERE))
 
 import argparse  # noqa: E402
 import cProfile  # noqa: E402
-import random  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-from twisted.internet.testing import StringTransport  # noqa: E402
 from twisted.test import iosim  # noqa: E402
 
 
@@ -170,27 +168,14 @@ def main(argv=None) -> int:
     from ursula.http.metrics import Metrics
     entry = cluster.cores[1]
     factory = data_plane_factory(entry, cluster.config, cluster.reactor, Metrics(entry))
-    conns = []
-    for _ in range(a.conns):
-        proto = factory.buildProtocol(None)
-        transport = StringTransport()
-        proto.makeConnection(transport)
-        conns.append((proto, transport))
-    names = [f"/v1/stream/cost-{i}" for i in range(a.streams)]
-    proto, transport = conns[0]
-    for name in names:
-        proto.dataReceived(f"PUT {name} HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                           "application/octet-stream\r\nContent-Length: 0\r\n\r\n".encode())
+    conns = pathcost.connect(factory, a.conns)
+
+    def settle(transport):
         for _ in range(50):
             cluster.iterate(0.001)
             if transport.value():
-                break
-        if not transport.value().startswith(b"HTTP/1.1 201"):
-            raise SystemExit(f"creating {name} failed: {transport.value()[:300]!r}")
-        transport.clear()
-    body = b"x" * 256
-    posts = [(f"POST {name} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
-              f"Content-Length: {len(body)}\r\n\r\n").encode() + body for name in names]
+                return
+    posts = pathcost.create_streams(conns, a.streams, settle)
 
     from ursula.process import tune_gc
     tune_gc(cluster.config.node.gc_threshold)
@@ -199,31 +184,9 @@ def main(argv=None) -> int:
     t0 = time.process_time()
     if profiler:
         profiler.enable()
-    rng = random.Random(1)
-    sent = answered = 0
-    due = {i: 0 for i in range(len(conns))}
-    idle = 0
-    while sent < a.appends or answered < sent:
-        for i in [i for i, n in due.items() if n <= 0]:
-            del due[i]
-            if sent < a.appends:
-                conns[i][0].dataReceived(posts[sent % len(posts)])
-                sent += 1
-        cluster.iterate(a.iteration_us / 1e6)
-        for i in due:
-            due[i] -= 1
-        progressed = False
-        for i, (_proto, t) in enumerate(conns):
-            if t.value():
-                if not t.value().startswith(b"HTTP/1.1 204"):
-                    raise SystemExit(f"an append failed: {t.value()[:300]!r}")
-                answered += 1
-                progressed = True
-                t.clear()
-                due[i] = rng.randint(0, a.think_iterations)
-        idle = 0 if progressed else idle + 1
-        if idle > 100000:
-            raise SystemExit(f"stuck: {sent} sent, {answered} answered")
+    answered = pathcost.closed_loop(conns, posts, a.appends,
+                                    lambda: cluster.iterate(a.iteration_us / 1e6),
+                                    a.think_iterations)
     if profiler:
         profiler.disable()
     cpu = time.process_time() - t0

@@ -134,6 +134,65 @@ def pump(reactor, limit: int = 10000) -> None:
     raise RuntimeError("the reactor did not settle")
 
 
+def connect(factory, n: int) -> list:
+    """``n`` connections of ``factory``'s protocol on fake transports: (protocol, transport)."""
+    conns = []
+    for _ in range(n):
+        proto = factory.buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        conns.append((proto, transport))
+    return conns
+
+
+def create_streams(conns, count: int, settle) -> list[bytes]:
+    """PUT ``count`` streams through the first connection (``settle(transport)`` runs the
+    reactor until the answer is there); returns a 256-byte POST request for each."""
+    names = [f"/v1/stream/cost-{i}" for i in range(count)]
+    proto, transport = conns[0]
+    for name in names:
+        proto.dataReceived(f"PUT {name} HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                           "application/octet-stream\r\nContent-Length: 0\r\n\r\n".encode())
+        settle(transport)
+        if not transport.value().startswith(b"HTTP/1.1 201"):
+            raise SystemExit(f"creating {name} failed: {transport.value()[:300]!r}")
+        transport.clear()
+    body = b"x" * 256
+    return [(f"POST {name} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+             f"Content-Length: {len(body)}\r\n\r\n").encode() + body for name in names]
+
+
+def closed_loop(conns, posts, appends: int, iterate, think_iterations: int) -> int:
+    """Send ``appends`` POSTs, one in flight per connection, the next one 0..think_iterations
+    reactor iterations (``iterate()``, seeded) after each answer; returns the answers (all 204,
+    else SystemExit)."""
+    rng = random.Random(1)
+    sent = answered = idle = 0
+    due = {i: 0 for i in range(len(conns))}  # connection -> iterations until its next request
+    while sent < appends or answered < sent:
+        for i in [i for i, n in due.items() if n <= 0]:
+            del due[i]
+            if sent < appends:
+                conns[i][0].dataReceived(posts[sent % len(posts)])
+                sent += 1
+        iterate()
+        for i in due:
+            due[i] -= 1
+        progressed = False
+        for i, (_proto, t) in enumerate(conns):  # closed loop: an answer, then a think time
+            if t.value():
+                if not t.value().startswith(b"HTTP/1.1 204"):
+                    raise SystemExit(f"an append failed: {t.value()[:300]!r}")
+                answered += 1
+                progressed = True
+                t.clear()
+                due[i] = rng.randint(0, think_iterations)
+        idle = 0 if progressed else idle + 1
+        if idle > 100000:
+            raise SystemExit(f"stuck: {sent} sent, {answered} answered")
+    return answered
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--appends", type=int, default=20000)
@@ -154,25 +213,8 @@ def main(argv=None) -> int:
 
     directory = tempfile.mkdtemp(prefix="ursula-pathcost-")
     reactor, core, factory = build(a.groups, directory, a.write_iterations, a.hot_bytes)
-    conns = []
-    for _ in range(a.conns):
-        proto = factory.buildProtocol(None)
-        transport = StringTransport()
-        proto.makeConnection(transport)
-        conns.append((proto, transport))
-    names = [f"/v1/stream/cost-{i}" for i in range(a.streams)]
-    proto, transport = conns[0]
-    for name in names:
-        proto.dataReceived(f"PUT {name} HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                           "application/octet-stream\r\nContent-Length: 0\r\n\r\n".encode())
-        pump(reactor)
-    if transport.value().count(b"HTTP/1.1 201") != len(names):
-        raise SystemExit(f"creating the streams failed: {transport.value()[:300]!r}")
-    body = b"x" * 256
-    posts = [(f"POST {name} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
-              f"Content-Length: {len(body)}\r\n\r\n").encode() + body for name in names]
-    for _, t in conns:
-        t.clear()
+    conns = connect(factory, a.conns)
+    posts = create_streams(conns, a.streams, lambda transport: pump(reactor))
 
     if a.gc:
         import gc
@@ -187,25 +229,8 @@ def main(argv=None) -> int:
     t0 = time.process_time()
     if profiler:
         profiler.enable()
-    rng = random.Random(1)
-    sent = answered = 0
-    due = {i: 0 for i in range(len(conns))}  # connection -> iterations until its next request
-    while sent < a.appends or answered < sent:
-        for i in [i for i, n in due.items() if n <= 0]:
-            del due[i]
-            if sent < a.appends:
-                conns[i][0].dataReceived(posts[sent % len(posts)])
-                sent += 1
-        reactor.iterate(a.iteration_us / 1e6)
-        for i in due:
-            due[i] -= 1
-        for i, (_proto, t) in enumerate(conns):  # closed loop: an answer, then a think time
-            if t.value():
-                if not t.value().startswith(b"HTTP/1.1 204"):
-                    raise SystemExit(f"an append failed: {t.value()[:300]!r}")
-                answered += 1
-                t.clear()
-                due[i] = rng.randint(0, a.think_iterations)
+    answered = closed_loop(conns, posts, a.appends, lambda: reactor.iterate(a.iteration_us / 1e6),
+                           a.think_iterations)
     if profiler:
         profiler.disable()
     k = answered

@@ -194,7 +194,7 @@ class RaftCore:
                               self.now_ms, self.cache, self.timeouts)
         self.stopped = False
         self.fatal_reason: str | None = None  # why the node stopped itself (its exit code: 1)
-        self.draining = False  # drain(): leadership is moved off this node and kept off
+        self.draining = False
         self._drain_loop = None
         self._drain_turn = 0
         self._balancer = None
@@ -241,6 +241,16 @@ class RaftCore:
             self._load_follower = task.LoopingCall(self._follow_load)
             self._load_follower.clock = self.reactor
             self._load_follower.start(self.settings.leader_follow_load_s, now=False)
+
+    @property
+    def draining(self) -> bool:
+        """drain(): leadership is moved off this node and kept off. Kept by the Forwarder,
+        whose request ids then say so: a draining node's writes draw no leader here."""
+        return self.forwarder.draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self.forwarder.draining = value
 
     def preferred_leader(self, group) -> int:
         """The node meant to lead ``group`` (``ursula.core.placement.preferred_leader``: the
@@ -322,7 +332,6 @@ class RaftCore:
         if self.transport is None:
             return defer.succeed(None)
         self.draining = True  # a group won back meanwhile (another node's balancer) moves on
-        self.forwarder.draining = True  # its writes do not draw leaders here
         deadline = self.reactor.seconds() + timeout_s
         for group in self.groups.values():
             if not group.is_leader:
@@ -789,7 +798,6 @@ class RaftCore:
         if self.transport is None:
             return defer.fail(AdminError(409, "a node of its own has no other node to lead"))
         self.draining = True
-        self.forwarder.draining = True  # its writes do not draw leaders here
         if self._drain_loop is None or not self._drain_loop.running:
             self._drain_loop = task.LoopingCall(self._drain_tick)
             self._drain_loop.clock = self.reactor
@@ -806,7 +814,6 @@ class RaftCore:
     def undrain(self) -> None:
         """This node may lead groups again (elections decide; nothing moves back at once)."""
         self.draining = False
-        self.forwarder.draining = False  # its writes do not draw leaders here
         if self._drain_loop is not None and self._drain_loop.running:
             self._drain_loop.stop()
         self._drain_loop = None

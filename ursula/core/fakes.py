@@ -59,6 +59,8 @@ class FakeForwarder:
         self.submitted: list = []
         self.leader_changes: list[int] = []
         self.stopped = False
+        self.draining = False
+        self.load = None  # counts nothing
 
     def submit(self, group, command, deadline: float):
         self.submitted.append(command)

@@ -95,6 +95,11 @@ class IForwarder(Interface):
     """Submit a command to its group's leader, wherever it is: propose here if this node leads,
     else forward to the leader (with a request id), wait for a leader, retry and re-route."""
 
+    draining = Attribute("True while this node drains (``RaftCore.draining`` is kept here): "
+                         "the leaders then do not count its writes as load to follow")
+    load = Attribute("group -> {node id: writes proposed here that entered that node}, "
+                     "counted while not None (``RaftCore._follow_load`` takes it each period)")
+
     def submit(group, command, deadline: float) -> object:
         """A Deferred firing with the ``Outcome``; fails with ``Unavailable`` when no leader is
         known by ``deadline`` (reactor seconds) or the request timed out."""
