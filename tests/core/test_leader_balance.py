@@ -179,3 +179,37 @@ def test_no_leader_follows_the_load_onto_a_draining_node():
     _write_through(h, [1], 600)  # no longer draining: they come to it
     h.run_until(lambda: all(h.leader(g) == 1 for g in range(3)), timeout=5)
     h.stop()
+
+
+def test_writes_caught_in_a_leadership_transfer_go_to_the_new_leader_at_once():
+    """A transfer refuses proposals until the new leader is elected (a few ms here): the writes
+    it caught, entering every node, are sent to the new leader when it is known instead of
+    waiting out the retry delay."""
+    from ursula.core.forwarder import RETRY_DELAY_S
+    from ursula.stream import commands as C
+    h = Harness(nodes=3, groups=1, leader_balance_s=0).start()
+    h.elect()
+    old = h.leader(0)
+    new = 1 if old != 1 else 2
+    stream = h.stream_in(0)
+    created = h.submit(1, C.CreateStream("_default", stream, "text/plain"))
+    h.run_until(lambda: created, timeout=5)
+    latencies = []
+
+    def write(node):
+        started = h.now
+        d = h.cores[node].submit(_append(stream))
+        d.addBoth(lambda result: latencies.append((h.now - started, result)))
+    core = h.cores[old]
+    core.groups[0].node.transfer_leadership(new)
+    core.schedule(core.groups[0])
+    for _ in range(40):  # 40 ms of writes through every node, across the transfer
+        for node in (1, 2, 3):
+            write(node)
+        h.run(0.001)
+    h.run_until(lambda: len(latencies) == 3 * 40, timeout=5)
+    assert h.leader(0) == new
+    assert not [r for _, r in latencies if isinstance(r, Exception | Failure)]
+    assert sum(core.forwarder.retries for core in h.cores.values()) > 0  # some were caught
+    assert max(t for t, _ in latencies) < RETRY_DELAY_S
+    h.stop()

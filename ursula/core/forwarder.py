@@ -12,7 +12,10 @@ that id the forwarder may send the same request again without fear of a double a
   old leader waking up) are ignored. A frozen leader so costs about one election timeout;
 * **retries**: a lost connection, a forward timeout, a leader that answers "not the leader" or
   that could not apply the request (it stepped down, its own wait timed out) all retry with
-  the same id after ``RETRY_DELAY_S``, while the request's leader-wait deadline allows;
+  the same id after ``RETRY_DELAY_S``, while the request's leader-wait deadline allows. A
+  request waiting for its retry is re-routed at once if the group's leader changes first (a
+  leadership transfer refuses proposals until the new leader is elected, a few milliseconds on
+  a LAN: the requests it caught go to the new leader then, not ``RETRY_DELAY_S`` later);
 * **leader waits**: while the group has no known leader the request waits for one, up to its
   deadline (``leader_wait_s`` after it arrived), then fails with ``Unavailable`` (HTTP 503 +
   Retry-After). Every request fails with ``Unavailable`` after ``request_timeout_s`` at most.
@@ -190,9 +193,9 @@ class Forwarder:
         if leader == NONE:
             return  # nobody better to ask yet: keep waiting on the outstanding attempts
         for req in list(self._outstanding.get(group.group_id, ())):
-            if req.target != leader:  # (a request sent here is never outstanding)
+            if req.target != leader:  # (sent to, or failed at, another node)
                 self.reroutes += 1
-                log.info("re-routing request {rid} of group {group} from node {old} to node "
+                log.debug("re-routing request {rid} of group {group} from node {old} to node "
                          "{new}", rid=req.request_id, group=group.group_id, old=req.target,
                          new=leader)
                 self._route(req)
@@ -281,6 +284,9 @@ class Forwarder:
             self._finish(req, Unavailable(why))
             return
         self.retries += 1
+        # outstanding meanwhile: a leader change re-routes it before the delay is up (a request
+        # proposed here that failed is not outstanding otherwise)
+        self._outstanding.setdefault(req.group.group_id, set()).add(req)
         self.reactor.callLater(RETRY_DELAY_S, self._again, req, attempt)
 
     def _again(self, req: _Request, attempt: int) -> None:
