@@ -126,6 +126,7 @@ def test_leaders_move_to_the_node_the_writes_enter():
     h.run_until(lambda: all(results), timeout=10)
     # the writes caught in a move were retried, not failed
     assert not [r for r in results if isinstance(r[0], Exception | Failure)]
+    assert sum(core.load_moves for core in h.cores.values()) == 2  # the two not on node 1
     h.stop()
 
 

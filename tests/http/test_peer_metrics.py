@@ -47,3 +47,22 @@ def test_a_node_without_peers_has_no_peer_series():
         def __init__(self):
             self.transport = None
     assert "ursula_peer_" not in Metrics(Alone()).render()[0].decode()
+
+
+def test_forwarder_retries_reroutes_and_load_moves_are_exported():
+    class _Forwarder:
+        retries, reroutes = 5, 2
+
+    class Clustered(_Core):
+        def __init__(self):
+            super().__init__()
+            self.forwarder = _Forwarder()
+            self.load_moves = 3
+    core = Clustered()
+    metrics = Metrics(core)
+    text = metrics.render()[0].decode()
+    assert _value(text, "ursula_forward_retries_total") == 5
+    assert _value(text, "ursula_forward_reroutes_total") == 2
+    assert _value(text, "ursula_leader_load_moves_total") == 3
+    core.forwarder.reroutes = 4
+    assert _value(metrics.render()[0].decode(), "ursula_forward_reroutes_total") == 4

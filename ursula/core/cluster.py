@@ -200,6 +200,7 @@ class RaftCore:
         self._balancer = None
         self._load_follower = None
         self._load_moved: dict[int, float] = {}  # group -> when its leader last followed load
+        self.load_moves = 0  # leaderships handed to the node the writes entered
         self._balance_tries: dict[int, tuple[int, float]] = {}  # group -> (tries, not before)
         # ursula.core.subscriptions: told of every stream change and applied Ready
         self.subscription_hooks: list = []
@@ -322,6 +323,7 @@ class RaftCore:
                      "writes enter", group=gid, to=target,
                      share=counts[target] / sum(counts.values()))
             self._load_moved[gid] = now
+            self.load_moves += 1
             node.transfer_leadership(target)
             self.schedule(group)
 

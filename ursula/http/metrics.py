@@ -45,6 +45,8 @@ class Metrics:
         if getattr(core, "flusher", None) is not None:
             self.registry.register(_ColdCollector(core))
         self.registry.register(_ComputeCollector(core))
+        if getattr(core, "forwarder", None) is not None:
+            self.registry.register(_ForwarderCollector(core))
         if getattr(getattr(core, "transport", None), "stats", None) is not None:
             self.registry.register(_PeerCollector(core.transport))
 
@@ -182,6 +184,27 @@ class _SubscriptionCollector:
                                 "Led subscriptions with a lease running", value=stats["active_leases"])
         yield GaugeMetricFamily("ursula_subscriptions", "Subscriptions of the groups led here",
                                 value=stats["subscriptions"])
+
+
+class _ForwarderCollector:
+    """How often requests met a leader that moved: the forwarder's retries and re-routes
+    (``ursula.core.forwarder``) and the leaderships handed to the node the writes entered."""
+
+    def __init__(self, core):
+        self.core = core
+
+    def collect(self):
+        forwarder = self.core.forwarder
+        yield CounterMetricFamily(
+            "ursula_forward_retries", "Requests sent again after a failed attempt (not the "
+            "leader, leader could not apply, connection lost)", value=forwarder.retries)
+        yield CounterMetricFamily(
+            "ursula_forward_reroutes", "Requests sent again at once because their group's "
+            "leader changed", value=forwarder.reroutes)
+        yield CounterMetricFamily(
+            "ursula_leader_load_moves", "Leaderships handed to the node most of the group's "
+            "writes entered ([cluster] leader_follow_load_ms)",
+            value=getattr(self.core, "load_moves", 0))
 
 
 class _PeerCollector:
