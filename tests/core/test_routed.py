@@ -25,17 +25,17 @@ OCTETS = "application/octet-stream"
 
 
 class TwoCores:
-    def __init__(self, max_live_readers: int = 100):
+    def __init__(self, max_live_readers: int = 100, cold_store=None, **settings):
         self.clock = task.Clock()
         self.clock.advance(1_700_000_000)
-        settings = CoreSettings(max_live_readers=max_live_readers)
+        settings = CoreSettings(max_live_readers=max_live_readers, **settings)
         self.rafts = {}
         self.cores = {}
         self.servers = {}
         self.pumps = []
         for k in range(2):
             raft = RaftCore(self.clock, 1, GROUPS, {g: MemoryStorage([1]) for g in range(GROUPS)},
-                            MemoryPersister(), None, settings)
+                            MemoryPersister(), None, settings, cold_store=cold_store)
             keep_groups(raft, k, 2)
             proxies = {j: RemoteCoreProxy(j, self.clock) for j in range(2) if j != k}
             self.rafts[k] = raft
@@ -246,3 +246,43 @@ def test_submit_many_in_one_turn_is_one_batch(two):
     assert all(r.created for r in results)
     assert link.batches_sent - before <= 2  # one batch (plus, maybe, a ready poll)
     assert isinstance(defer.succeed(None), defer.Deferred)
+
+
+def test_a_cold_read_of_the_other_cores_stream_is_fetched_here():
+    """The owning core names the cold spans of its answer; the asking core fetches them from
+    the cold store both share (its own chunk cache), so the flushed MiBs never cross the link:
+    the read is whole and in order either way."""
+    import os
+
+    from ursula.cold import MemoryColdStore
+    two = TwoCores(cold_store=MemoryColdStore(), hot_bytes=32 << 10, chunk_bytes=16 << 10)
+    try:
+        name = stream_on_core(1, 1)[0]
+        asking, owner = two.cores[0], two.cores[1]
+        assert two.result(asking.submit(C.CreateStream(BUCKET, name, OCTETS))).created
+        data = os.urandom(256 << 10)
+        for i in range(0, len(data), 8 << 10):
+            two.result(asking.submit(C.Append(BUCKET, name, OCTETS, data[i:i + (8 << 10)])))
+        for _ in range(50):  # let the owner's flusher move the older bytes to the cold tier
+            two.clock.advance(0.1)
+            two.settle(2)
+        group = two.rafts[1].groups[group_of(BUCKET, name, GROUPS)]
+        assert group.machine.cold_bytes > 128 << 10
+        sent = []
+        link = two.pump_of[0, 1].server  # the owner's end of core 0's link to it
+        real = link.transport.write
+        link.transport.write = lambda chunk: (sent.append(len(chunk)), real(chunk))
+        got, offset = b"", 0
+        while offset < len(data):
+            result = two.result(asking.read_applied(BUCKET, name, offset, 64 << 10))
+            assert result.start == offset and not result.cold
+            got += bytes(result.data)
+            offset = result.next_offset
+        assert got == data
+        assert two.rafts[0].cache.misses > 0  # the asking core fetched the chunks itself
+        assert sum(sent) < len(data) // 2  # what crossed was the hot tail and the names
+        own = two.result(owner.read_applied(BUCKET, name, 0, len(data)))
+        assert bytes(own.data) == data[:len(own.data)] and own.start == 0
+    finally:
+        for raft in two.rafts.values():
+            raft.stop()

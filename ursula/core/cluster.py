@@ -562,6 +562,17 @@ class RaftCore:
                     [(name, info_from_wire(info)) for name, info in items]))
         return merge_listings(parts, limit)
 
+    def read_spans(self, bucket, stream, offset, max_bytes):
+        """``read_applied`` with the cold part named (``ReadResult.cold``), not fetched: for
+        another core of this node, which fetches it from the cold store they share."""
+        if isinstance(self._group_for(bucket, stream), RemoteGroup):
+            return self.read_applied(bucket, stream, offset, max_bytes)
+        return self.reads.read_applied(bucket, stream, offset, max_bytes, stitch=False)
+
+    def stitch(self, result):
+        """A ReadResult with its cold spans fetched (through this core's chunk cache)."""
+        return self.reads.stitch(result)
+
     def view(self, bucket, stream, kind, max_bytes):
         group = self._group_for(bucket, stream)
         if isinstance(group, RemoteGroup):

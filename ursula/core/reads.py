@@ -58,13 +58,14 @@ class ReadPath:
         return self.barrier(group).addCallback(
             lambda _: group.machine.head(bucket, stream, self.now_ms()))
 
-    def read_applied(self, bucket, stream, offset, max_bytes):
+    def read_applied(self, bucket, stream, offset, max_bytes, stitch: bool = True):
+        """The applied state; ``stitch=False`` leaves the cold spans named in the result."""
         machine = self.group_for(bucket, stream).machine
         try:
             result = machine.read(bucket, stream, offset, max_bytes, self.now_ms())
         except StreamError as error:
             return defer.fail(error)
-        if not result.cold:
+        if not result.cold or not stitch:
             return defer.succeed(result)
         return self.stitch(result)
 

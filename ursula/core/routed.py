@@ -52,6 +52,7 @@ from ursula.stream.machine import (
     view_from_wire,
     view_to_wire,
 )
+from ursula.wire.bulk import Bulk
 from ursula.wire.commands import PeerError
 
 log = Logger()
@@ -69,13 +70,35 @@ def info_from_wire(data: list) -> StreamInfo:
     return StreamInfo(*data)
 
 
+#: Byte strings from this size up cross the local link beside the cbor (``ursula.wire.bulk``).
+BULK_MIN_BYTES = 16 << 10
+
+
+def _bulk(data):
+    """``data`` (bytes-like) as it should travel over the local link."""
+    if len(data) >= BULK_MIN_BYTES:
+        return Bulk(data if isinstance(data, bytes) else bytes(data))
+    return bytes(data)
+
+
 def read_to_wire(result: ReadResult) -> list:
-    return [info_to_wire(result.info), result.start, result.next_offset, bytes(result.data)]
+    """A read answer; its cold spans, if any, named (the asking core fetches them itself)."""
+    return [info_to_wire(result.info), result.start, result.next_offset, _bulk(result.data),
+            [list(span) for span in result.cold]]
+
+
+def view_to_link(view) -> list:
+    """``view_to_wire``, its updates' bytes marked as bulk."""
+    wire = view_to_wire(view)
+    if wire[4] is not None:
+        wire[4][2] = _bulk(wire[4][2])
+    return wire
 
 
 def read_from_wire(data: list) -> ReadResult:
-    info, start, next_offset, payload = data
-    return ReadResult(info_from_wire(info), start, next_offset, payload)
+    info, start, next_offset, payload, *rest = data
+    cold = tuple(tuple(span) for span in rest[0]) if rest and rest[0] else ()
+    return ReadResult(info_from_wire(info), start, next_offset, payload, cold)
 
 
 def error_item(failure: Failure) -> list:
@@ -226,12 +249,15 @@ class RemoteCoreProxy:
     # -- calls ----------------------------------------------------------------------------
 
     def submit(self, command):
-        return self._call("submit", encode_command(command)).addCallback(outcome_from_wire)
+        return self._call("submit", _bulk(encode_command(command))).addCallback(
+            outcome_from_wire)
 
     def head(self, bucket, stream):
         return self._call("head", [bucket, stream]).addCallback(info_from_wire)
 
-    def read_applied(self, bucket, stream, offset, max_bytes):
+    def read_applied(self, bucket, stream, offset, max_bytes, spans: bool = False):
+        """The owning core's applied state of a stream; with ``spans`` its cold part comes
+        back named, not fetched (``ReadResult.cold``), for the caller to fetch."""
         key = (bucket, stream)
         self._interest.add(key)  # the owning core watches what it answers a read for
         self._inflight[key] = self._inflight.get(key, 0) + 1
@@ -243,8 +269,8 @@ class RemoteCoreProxy:
             else:
                 del self._inflight[key]
             return result
-        d = self._call("read", [bucket, stream, offset, max_bytes],
-                       coalesce=("read", bucket, stream, offset, max_bytes))
+        args = [bucket, stream, offset, max_bytes] + ([True] if spans else [])
+        d = self._call("read", args, coalesce=("read", bucket, stream, offset, max_bytes, spans))
         return d.addBoth(done).addCallback(read_from_wire)
 
     def list_streams(self, bucket, after, limit):
@@ -406,15 +432,28 @@ class RoutedCore:
 
     def read_applied(self, bucket, stream, offset, max_bytes):
         proxy = self._proxy(self.core_of(bucket, stream))
-        if proxy is not None:
+        if proxy is None:
+            return self.read_here(bucket, stream, offset, max_bytes)
+        stitch = getattr(self.raft, "stitch", None)
+        if stitch is None:
             return proxy.read_applied(bucket, stream, offset, max_bytes)
-        return self.read_here(bucket, stream, offset, max_bytes)
+        # The cold part of the answer is fetched here, from the cold store every core of the
+        # node shares: a catch-up read's MiBs do not cross the local link.
+        d = proxy.read_applied(bucket, stream, offset, max_bytes, spans=True)
+        return d.addCallback(lambda result: stitch(result) if result.cold else result)
 
     def read_here(self, bucket, stream, offset, max_bytes):
         read = getattr(self.raft, "read_applied", None)
         if read is not None:
             return read(bucket, stream, offset, max_bytes)
         return defer.maybeDeferred(self.raft.read_local, bucket, stream, offset, max_bytes)
+
+    def read_spans_here(self, bucket, stream, offset, max_bytes):
+        """``read_here``, the cold spans named rather than fetched (``RaftCore.read_spans``)."""
+        read = getattr(self.raft, "read_spans", None)
+        if read is None:
+            return self.read_here(bucket, stream, offset, max_bytes)
+        return read(bucket, stream, offset, max_bytes)
 
     def read_local(self, bucket, stream, offset, max_bytes):
         """The old synchronous read, for this core's groups only."""
@@ -477,11 +516,12 @@ class CoreServer:
         if op == "head":
             return self.raft.head(*args).addCallback(info_to_wire)
         if op == "read":
-            bucket, stream, offset, max_bytes = args
+            bucket, stream, offset, max_bytes, *spans = args
             self.raft.watchers.watch((bucket, stream), link)
-            return routed.read_here(bucket, stream, offset, max_bytes).addCallback(read_to_wire)
+            read = routed.read_spans_here if spans and spans[0] else routed.read_here
+            return read(bucket, stream, offset, max_bytes).addCallback(read_to_wire)
         if op == "view":
-            return self.raft.view(*args).addCallback(view_to_wire)
+            return self.raft.view(*args).addCallback(view_to_link)
         if op == "list":
             return self.raft.list_streams(*args).addCallback(
                 lambda items: [[name, info_to_wire(info)] for name, info in items])

@@ -3,10 +3,12 @@ node supervisor to each core).
 
 What lives here:
 
-* `LocalCalls(payload) -> payload`: a batch of calls, ``cbor [[op, args], ...]``, answered with
-  one item per call, in order (``[ok, value]`` or ``[err, kind, text]``: the handler's own
-  encoding; this module never looks inside). Everything a core asks of another core in one
-  reactor turn travels as one `LocalCalls` box.
+* `LocalCalls(payload, bulk) -> payload, bulk`: a batch of calls, ``cbor [[op, args], ...]``,
+  answered with one item per call, in order (``[ok, value]`` or ``[err, kind, text]``: the
+  handler's own encoding; this module never looks inside). Everything a core asks of another
+  core in one reactor turn travels as one `LocalCalls` box. A large byte string that a caller
+  or handler wraps in ``ursula.wire.bulk.Bulk`` (a read answer's bytes) travels in ``bulk``,
+  beside the cbor rather than inside it (``ursula.wire.bulk``).
 * `Changed(payload)`: fire-and-forget, ``cbor [key, ...]``: the streams that changed (live
   reads), coalesced per turn too.
 * `LocalLink`: one connection (either side). ``call(op, args, coalesce=None)`` queues a call and
@@ -39,6 +41,7 @@ from twisted.protocols import amp
 
 from ursula.loop import DirectWriter
 from ursula.wire.arguments import BigBytes
+from ursula.wire.bulk import pack, unpack
 from ursula.wire.commands import PeerUnavailable
 
 log = Logger()
@@ -47,8 +50,8 @@ log = Logger()
 class LocalCalls(amp.Command):
     """A batch of calls to the other core; the answer holds one item per call, in order."""
 
-    arguments = [(b"payload", BigBytes())]
-    response = [(b"payload", BigBytes())]
+    arguments = [(b"payload", BigBytes()), (b"bulk", BigBytes(optional=True))]
+    response = [(b"payload", BigBytes()), (b"bulk", BigBytes(optional=True))]
 
 
 class Changed(amp.Command):
@@ -56,6 +59,11 @@ class Changed(amp.Command):
 
     arguments = [(b"payload", BigBytes())]
     requiresAnswer = False
+
+
+def _answer_box(items: list) -> dict:
+    payload, bulk = pack(items)
+    return {"payload": payload, "bulk": bulk or None}
 
 
 def _failed_item(failure) -> list:
@@ -172,11 +180,11 @@ class LocalLink(amp.AMP):
             return
         self.batches_sent += 1
         self.calls_sent += len(calls)
-        payload = cbor2.dumps([[op, args] for op, args, _ in calls])
-        d = self.callRemote(LocalCalls, payload=payload)
+        payload, bulk = pack([[op, args] for op, args, _ in calls])
+        d = self.callRemote(LocalCalls, payload=payload, bulk=bulk or None)
 
         def answered(box):
-            items = cbor2.loads(box["payload"])
+            items = unpack(box["payload"], box["bulk"])
             for (_op, _args, waiters), item in zip(calls, items, strict=True):
                 for waiter in waiters:
                     waiter.callback(item)
@@ -192,15 +200,14 @@ class LocalLink(amp.AMP):
     # -- receiving ----------------------------------------------------------------------------
 
     @LocalCalls.responder
-    def _calls_received(self, payload):
-        calls = cbor2.loads(payload)
+    def _calls_received(self, payload, bulk=None):
+        calls = unpack(payload, bulk)
         answers = []
         for op, args in calls:
             d = defer.maybeDeferred(self.handler.handle, self, op, args)
             d.addErrback(_failed_item)
             answers.append(d)
-        return defer.gatherResults(answers).addCallback(
-            lambda items: {"payload": cbor2.dumps(items)})
+        return defer.gatherResults(answers).addCallback(_answer_box)
 
     @Changed.responder
     def _changed_received(self, payload):
