@@ -286,3 +286,23 @@ def test_a_cold_read_of_the_other_cores_stream_is_fetched_here():
     finally:
         for raft in two.rafts.values():
             raft.stop()
+
+
+def test_a_core_process_exports_its_forwarder_and_peer_metrics(two):
+    """With cores > 1 the metrics page is built on the ``RoutedCore``: it has the core's
+    forwarder counters, and the peer counters of the core's transport when it has one."""
+    from ursula.http.metrics import Metrics
+    from ursula.wire.transport import PeerStats
+    routed = two.cores[0]
+    routed.raft.forwarder.retries = 7
+    routed.raft.load_moves = 2
+    text = Metrics(routed).render()[0].decode()
+    assert "ursula_forward_retries_total 7.0" in text
+    assert "ursula_leader_load_moves_total 2.0" in text
+    assert "ursula_peer_" not in text  # a node without peers
+
+    class Transport:
+        stats = {2: PeerStats(forwards_sent=5)}
+    routed.transport = Transport()
+    text = Metrics(routed).render()[0].decode()
+    assert 'ursula_peer_forwards_sent_total{peer="2"} 5.0' in text

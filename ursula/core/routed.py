@@ -380,6 +380,14 @@ class RoutedCore:
         # this core's cold-tier writer and chunk cache (for its metrics), or None
         self.flusher = raft.flusher
         self.cache = raft.cache
+        # this core's peer transport (core k to core k of every node) and forwarder, for the
+        # metrics page (``ursula_peer_*``, ``ursula_forward_*``)
+        self.transport = raft.transport
+        self.forwarder = raft.forwarder
+
+    @property
+    def load_moves(self) -> int:
+        return self.raft.load_moves
 
     # -- placement --------------------------------------------------------------------------
 
