@@ -45,7 +45,11 @@ class InProcessNode:
         self.cold = LocalColdStore(reactor, str(tmp_path / "cold"))
         self.core = RaftCore(reactor, 1, GROUPS, {g: MemoryStorage([1]) for g in range(GROUPS)},
                              MemoryPersister(), settings=CoreSettings(
-                                 hot_bytes=1024, chunk_bytes=1024), cold_store=self.cold)
+                                 # bytes go cold above 1 KiB; the cap is far above what the
+                                 # tests write, so a flusher slowed by a busy machine never
+                                 # answers an append 503
+                                 hot_bytes=1024, hot_max_bytes=256 << 10, chunk_bytes=1024),
+                             cold_store=self.cold)
         self.core.start()
         metrics = Metrics(self.core)
         self.port = reactor.listenTCP(0, data_plane_factory(self.core, NodeConfig(), reactor,
