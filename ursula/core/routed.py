@@ -76,9 +76,7 @@ BULK_MIN_BYTES = 16 << 10
 
 def _bulk(data):
     """``data`` (bytes-like) as it should travel over the local link."""
-    if len(data) >= BULK_MIN_BYTES:
-        return Bulk(data if isinstance(data, bytes) else bytes(data))
-    return bytes(data)
+    return Bulk(data) if len(data) >= BULK_MIN_BYTES else bytes(data)
 
 
 def read_to_wire(result: ReadResult) -> list:
@@ -442,26 +440,16 @@ class RoutedCore:
         proxy = self._proxy(self.core_of(bucket, stream))
         if proxy is None:
             return self.read_here(bucket, stream, offset, max_bytes)
-        stitch = getattr(self.raft, "stitch", None)
-        if stitch is None:
-            return proxy.read_applied(bucket, stream, offset, max_bytes)
         # The cold part of the answer is fetched here, from the cold store every core of the
         # node shares: a catch-up read's MiBs do not cross the local link.
         d = proxy.read_applied(bucket, stream, offset, max_bytes, spans=True)
-        return d.addCallback(lambda result: stitch(result) if result.cold else result)
+        return d.addCallback(lambda result: self.raft.stitch(result) if result.cold else result)
 
     def read_here(self, bucket, stream, offset, max_bytes):
         read = getattr(self.raft, "read_applied", None)
         if read is not None:
             return read(bucket, stream, offset, max_bytes)
         return defer.maybeDeferred(self.raft.read_local, bucket, stream, offset, max_bytes)
-
-    def read_spans_here(self, bucket, stream, offset, max_bytes):
-        """``read_here``, the cold spans named rather than fetched (``RaftCore.read_spans``)."""
-        read = getattr(self.raft, "read_spans", None)
-        if read is None:
-            return self.read_here(bucket, stream, offset, max_bytes)
-        return read(bucket, stream, offset, max_bytes)
 
     def read_local(self, bucket, stream, offset, max_bytes):
         """The old synchronous read, for this core's groups only."""
@@ -526,7 +514,7 @@ class CoreServer:
         if op == "read":
             bucket, stream, offset, max_bytes, *spans = args
             self.raft.watchers.watch((bucket, stream), link)
-            read = routed.read_spans_here if spans and spans[0] else routed.read_here
+            read = self.raft.read_spans if spans and spans[0] else routed.read_here
             return read(bucket, stream, offset, max_bytes).addCallback(read_to_wire)
         if op == "view":
             return self.raft.view(*args).addCallback(view_to_link)
