@@ -98,8 +98,9 @@ def cold_counts(config: pathlib.Path) -> dict:
     out = {}
     for key, name in (("uploads", "ursula_cold_uploads_total"),
                       ("misses", "ursula_cold_cache_misses_total")):
-        found = re.search(rf"^{name} (\S+)$", text, re.M)
-        out[key] = float(found.group(1)) if found else 0.0
+        # one sample per core process with cores > 1 (labelled core="k"): their sum
+        found = re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M)
+        out[key] = sum(float(value) for value in found)
     return out
 
 
